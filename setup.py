@@ -1,0 +1,30 @@
+"""nlnet: Non-local Neural Networks for video action recognition (Wang et al., CVPR 2018)."""
+from setuptools import find_packages, setup
+
+# Versions that were installed and tested together (Python 3.10+, Linux). torch/torchvision come
+# from this machine's local cache; pytorchvideo 0.1.5 is its latest release (its `transforms`
+# module is never imported: it is broken against torchvision >= 0.17).
+INSTALL_REQUIRES = [
+    "torch==2.14.1",
+    "torchvision==0.29.1",
+    "pytorchvideo==0.1.5",
+    "hydra-core==1.3.8",
+    "omegaconf==2.3.1",
+    "tensorboard==2.21.0",
+    "av==18.1.0",
+    "fvcore==0.1.5.post20221221",
+    "iopath==0.1.10",
+    "tqdm==4.70.1",
+    "numpy==2.4.6",
+    "matplotlib==3.11.2",
+]
+
+setup(
+    name="nlnet",
+    version="0.1.0",
+    description="Video action recognition with Non-local Neural Networks (C2D/I3D ResNets, 4 pairwise functions)",
+    packages=find_packages(include=["nlnet", "nlnet.*"]),
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"dev": ["pytest==9.2.0", "pytest-timeout==2.4.0"]},
+)
