@@ -1,0 +1,177 @@
+"""Reading the annotation files users have into (path, label) records.
+
+Two formats:
+- the official Kinetics CSV ``label,youtube_id,time_start,time_end,split``, with videos at
+  ``<root>/<split>/<label>/<youtube_id>_<start:06d>_<end:06d>.<ext>`` or in a flat
+  ``<root>/<split>/`` folder (``.mp4``, ``.mkv`` or ``.webm``; label folders may use ``_`` for
+  spaces). Class names are the sorted unique labels, or those of a label map;
+- a plain list, one ``relative/path label_index`` per line (the PySlowFast / mmaction2
+  convention; a path may contain spaces). Class names come from a label map (or are the indices).
+
+A label map is a text file with one class name per line (line number = index) or a JSON object
+``{"name": index}``. Listed files that are missing are counted and excluded, never a crash.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["VideoRecord", "Annotations", "read_annotations", "read_label_map", "kinetics_filename"]
+
+logger = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm")
+KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One usable video: its path and class index."""
+
+    path: str
+    label: int
+
+
+@dataclass
+class Annotations:
+    """The usable records of an annotation file, its class names, and what is missing."""
+
+    records: list[VideoRecord]
+    classes: list[str]
+    missing: list[str] = field(default_factory=list)
+
+
+def kinetics_filename(youtube_id: str, time_start: int, time_end: int) -> str:
+    """``<youtube_id>_<start:06d>_<end:06d>`` (no extension), the official Kinetics file stem."""
+    return f"{youtube_id}_{int(time_start):06d}_{int(time_end):06d}"
+
+
+def read_label_map(path: str | os.PathLike) -> list[str]:
+    """Class names by index from a label map (text, one name per line; or JSON ``{name: index}``)."""
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix == ".json":
+        mapping = json.loads(text)
+        names = [None] * len(mapping)
+        for name, index in mapping.items():
+            if not 0 <= int(index) < len(mapping) or names[int(index)] is not None:
+                raise ValueError(f"label map {path}: indices must be 0..{len(mapping) - 1}, each once")
+            names[int(index)] = name
+        return names
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+class _DirIndex:
+    """Lists each folder once (stem -> file name) instead of stat-ing every candidate path."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, dict[str, str]] = {}
+
+    def find(self, folder: str, stem: str) -> str | None:
+        if folder not in self._cache:
+            entries: dict[str, str] = {}
+            try:
+                with os.scandir(folder) as it:
+                    for entry in it:
+                        base, ext = os.path.splitext(entry.name)
+                        if ext.lower() in VIDEO_EXTENSIONS:
+                            entries.setdefault(base, entry.name)
+            except OSError:
+                pass
+            self._cache[folder] = entries
+        name = self._cache[folder].get(stem)
+        return os.path.join(folder, name) if name else None
+
+
+def _is_kinetics_csv(first_line: str) -> bool:
+    header = [c.strip().lower() for c in first_line.split(",")]
+    return all(c in header for c in KINETICS_COLUMNS)
+
+
+def read_annotations(
+    annotations: str | os.PathLike, root: str | os.PathLike, *, label_map: str | os.PathLike | None = None
+) -> Annotations:
+    """Read an annotation file (format detected from its first line) and find its videos under ``root``.
+
+    Args:
+        annotations: Kinetics CSV or plain list file.
+        root: dataset folder the video paths are relative to.
+        label_map: optional class-name file; fixes class indices (required to keep a model's
+            class order when a split lacks some classes).
+
+    Returns:
+        ``Annotations`` with the present videos, the class names and the missing paths. A warning
+        is logged once when files are missing.
+    """
+    annotations = Path(annotations)
+    if not annotations.is_file():
+        raise FileNotFoundError(f"annotation file {annotations} does not exist")
+    with open(annotations, newline="") as f:
+        first = f.readline()
+    names = read_label_map(label_map) if label_map is not None else None
+    if _is_kinetics_csv(first):
+        result = _read_kinetics_csv(annotations, Path(root), names)
+    else:
+        result = _read_list(annotations, Path(root), names)
+    if result.missing:
+        total = len(result.missing) + len(result.records)
+        logger.warning(
+            "%d of %d videos listed in %s are missing under %s and are skipped (first: %s)",
+            len(result.missing), total, annotations, root, result.missing[0],
+        )
+    return result
+
+
+def _read_kinetics_csv(path: Path, root: Path, names: list[str] | None) -> Annotations:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if names is None:
+        names = sorted({row["label"] for row in rows})
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted({row["label"] for row in rows} - index.keys())
+    if unknown:
+        raise ValueError(f"{path}: labels {unknown[:5]} are not in the label map ({len(names)} classes)")
+    dirs = _DirIndex()
+    records, missing = [], []
+    for row in rows:
+        label = row["label"]
+        stem = kinetics_filename(row["youtube_id"], float(row["time_start"]), float(row["time_end"]))
+        split = (row.get("split") or "").strip()
+        candidates = [root / split / label, root / split / label.replace(" ", "_"), root / split]
+        found = None
+        for folder in candidates:
+            found = dirs.find(str(folder), stem)
+            if found:
+                break
+        if found:
+            records.append(VideoRecord(found, index[label]))
+        else:
+            missing.append(str(root / split / label / (stem + ".mp4")))
+    return Annotations(records, list(names), missing)
+
+
+def _read_list(path: Path, root: Path, names: list[str] | None) -> Annotations:
+    entries = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.strip().rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise ValueError(
+                f"{path}:{number}: expected 'relative/path label_index' or a Kinetics CSV header "
+                f"({','.join(KINETICS_COLUMNS)},split), got {line!r}"
+            )
+        entries.append((parts[0], int(parts[1])))
+    if names is None:
+        names = [str(i) for i in range(max((label for _, label in entries), default=-1) + 1)]
+    records, missing = [], []
+    for rel, label in entries:
+        if not 0 <= label < len(names):
+            raise ValueError(f"{path}: label {label} of {rel} outside 0..{len(names) - 1}")
+        full = root / rel
+        (records.append(VideoRecord(str(full), label)) if full.is_file() else missing.append(str(full)))
+    return Annotations(records, list(names), missing)

@@ -1,0 +1,118 @@
+"""Scanning a dataset for videos that cannot be read or are shorter than a clip."""
+from __future__ import annotations
+
+import os
+from multiprocessing import Pool
+
+from .annotations import read_annotations
+from .decoding import VideoDecodeError, VideoReader
+
+__all__ = ["check_video", "check_dataset", "format_report"]
+
+
+def check_video(path: str, *, min_frames: int = 1, full: bool = False) -> tuple[str, str]:
+    """Classify one video as ``"ok"``, ``"unreadable"`` or ``"too_short"``, with a reason.
+
+    Args:
+        path: the video file.
+        min_frames: fewer frames than this (at the video's rate) is too short.
+        full: decode every frame (finds corruption in the middle); otherwise the first and last
+            frames are decoded, which finds empty, truncated, non-video and audio-only files.
+    """
+    try:
+        with VideoReader(path, threads=1) as reader:
+            info = reader.info
+            if full:
+                decoded = reader.count_frames()
+                if decoded == 0:
+                    return "unreadable", "no frame could be decoded"
+            else:
+                reader.read([0.0, max(info.duration - 1.0 / info.fps, 0.0)], short_side=None)
+    except VideoDecodeError as e:
+        return "unreadable", str(e)
+    except Exception as e:  # anything else a broken file can raise must not stop a scan
+        return "unreadable", f"{type(e).__name__}: {e}"
+    if info.num_frames < min_frames:
+        return "too_short", f"{info.num_frames} frames ({info.duration:.2f}s), a clip needs {min_frames}"
+    return "ok", ""
+
+
+def _check_one(args):
+    path, min_frames, full = args
+    return path, *check_video(path, min_frames=min_frames, full=full)
+
+
+def check_dataset(
+    annotations: str | os.PathLike,
+    root: str | os.PathLike,
+    *,
+    num_frames: int = 8,
+    sampling_rate: int = 8,
+    label_map: str | os.PathLike | None = None,
+    full: bool = False,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Check every video of an annotation file.
+
+    Args:
+        annotations: Kinetics CSV or list file.
+        root: dataset folder.
+        num_frames: clip length T; with ``sampling_rate`` it defines "too short"
+            (fewer than ``(T - 1) * sampling_rate + 1`` frames; such videos still work, clamped).
+        sampling_rate: clip stride tau.
+        label_map: class-name file, as for ``VideoDataset``.
+        full: decode every frame instead of the first and last.
+        num_workers: processes (0: in this process).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        A report: ``{"annotations", "root", "total", "ok", "missing": [paths],
+        "unreadable": {path: reason}, "too_short": {path: reason}}``.
+    """
+    table = read_annotations(annotations, root, label_map=label_map)
+    min_frames = (num_frames - 1) * sampling_rate + 1
+    jobs = [(r.path, min_frames, full) for r in table.records]
+    report = {"annotations": str(annotations), "root": str(root), "min_frames": min_frames,
+              "total": len(jobs) + len(table.missing), "ok": 0, "missing": list(table.missing),
+              "unreadable": {}, "too_short": {}}
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), desc="checking videos", unit="video", disable=not progress)
+    if num_workers > 0:
+        with Pool(num_workers) as pool:
+            results = list(_progress(pool.imap_unordered(_check_one, jobs, chunksize=4), bar))
+    else:
+        results = list(_progress(map(_check_one, jobs), bar))
+    bar.close()
+    for path, status, reason in sorted(results):
+        if status == "ok":
+            report["ok"] += 1
+        else:
+            report[status][path] = reason
+    return report
+
+
+def _progress(iterable, bar):
+    for item in iterable:
+        bar.update()
+        yield item
+
+
+def format_report(report: dict) -> str:
+    """A human-readable text version of a ``check_dataset`` report."""
+    lines = [
+        f"annotations: {report['annotations']}",
+        f"root: {report['root']}",
+        f"videos listed: {report['total']}  ok: {report['ok']}  missing: {len(report['missing'])}  "
+        f"unreadable: {len(report['unreadable'])}  too short (< {report['min_frames']} frames): "
+        f"{len(report['too_short'])}",
+    ]
+    for title, key in (("unreadable", "unreadable"), ("too short", "too_short")):
+        if report[key]:
+            lines.append(f"\n{title}:")
+            lines += [f"  {path}: {reason}" for path, reason in report[key].items()]
+    if report["missing"]:
+        lines.append("\nmissing:")
+        lines += [f"  {path}" for path in report["missing"]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,207 @@
+"""``VideoDataset``: annotations -> decode -> sample -> transform, one map-style dataset.
+
+Train mode: item ``i`` is one random clip of video ``i`` (paper §4.1). Test mode: item ``i`` is
+view ``i % num_views`` of video ``i // num_views``, a view being one of ``num_clips`` uniformly
+spaced clips times one of ``num_crops`` crops, tagged for score aggregation.
+
+Every random choice of an item comes from a generator seeded with (seed, epoch, index, attempt),
+so the result does not depend on the worker, the process or the order of access (DDP-safe).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .annotations import read_annotations
+from .decoding import VideoDecodeError, VideoReader
+from .sampling import clip_span, clip_times, test_clip_start, train_clip_start
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, TestTransform, TrainTransform
+
+__all__ = ["VideoDataset", "MODES"]
+
+logger = logging.getLogger(__name__)
+
+MODES = ("train", "test")
+
+
+class VideoDataset(Dataset):
+    """Kinetics-style video clips for training (random clip) or testing (clips x crops views).
+
+    Args:
+        root: dataset folder.
+        annotations: Kinetics CSV or ``relative/path label_index`` list (see ``annotations.py``).
+        mode: ``"train"`` or ``"test"``.
+        num_frames: frames per clip, T (32 for the paper's 32x2, 8 for 8x8).
+        sampling_rate: stride between sampled frames, tau (2 or 8), in frames of the video's rate.
+        crop_size: training crop side (224).
+        train_scale: inclusive range of the random short side in training ((256, 320), §4.1).
+        test_scale: short side in testing (256).
+        test_crop_size: test crop side (None: ``test_scale``, the official 256x256 crops).
+        num_clips: test clips per video, uniformly spaced, the last ending at the video's end (10).
+        num_crops: test crops per clip along the long side (3).
+        flip_prob: training horizontal flip probability (0.5).
+        mean: per-channel mean on the [0, 1] scale (ImageNet's).
+        std: per-channel std on the [0, 1] scale (ImageNet's).
+        label_map: class-name file fixing class indices (see ``read_label_map``).
+        seed: base seed of all random choices.
+        max_retries: in training, how many other videos to try when one cannot be decoded.
+        decode_resize: let FFmpeg do the short-side resize while converting frames (faster);
+            False decodes at native size and resizes with ``torchvision.transforms.v2``.
+        decode_threads: FFmpeg threads per video (0: FFmpeg decides; 1 suits DataLoader workers,
+            which are the parallelism).
+    """
+
+    def __init__(
+        self,
+        *,
+        root: str | os.PathLike,
+        annotations: str | os.PathLike,
+        mode: str = "train",
+        num_frames: int,
+        sampling_rate: int,
+        crop_size: int = 224,
+        train_scale: Sequence[int] = (256, 320),
+        test_scale: int = 256,
+        test_crop_size: int | None = None,
+        num_clips: int = 10,
+        num_crops: int = 3,
+        flip_prob: float = 0.5,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        label_map: str | os.PathLike | None = None,
+        seed: int = 0,
+        max_retries: int = 10,
+        decode_resize: bool = True,
+        decode_threads: int = 1,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}: valid choices are {MODES}")
+        if num_frames < 1 or sampling_rate < 1:
+            raise ValueError(f"num_frames={num_frames} and sampling_rate={sampling_rate} must be >= 1")
+        if num_clips < 1 or num_crops < 1:
+            raise ValueError(f"num_clips={num_clips} and num_crops={num_crops} must be >= 1")
+        self.root = str(root)
+        self.annotations = str(annotations)
+        self.mode = mode
+        self.num_frames = num_frames
+        self.sampling_rate = sampling_rate
+        self.num_clips = num_clips if mode == "test" else 1
+        self.num_crops = num_crops if mode == "test" else 1
+        self.seed = seed
+        self.max_retries = max_retries
+        self.decode_resize = decode_resize
+        self.decode_threads = decode_threads
+        self.epoch = 0
+        table = read_annotations(annotations, root, label_map=label_map)
+        self.classes = table.classes
+        self.video_paths = [r.path for r in table.records]
+        self.labels = [r.label for r in table.records]
+        self.num_missing = len(table.missing)
+        self.failures: dict[str, str] = {}  # path -> reason, in this process
+        self.train_transform = TrainTransform(crop_size=crop_size, scale=tuple(train_scale), flip_prob=flip_prob,
+                                              mean=mean, std=std)
+        self.test_transform = TestTransform(crop_size=test_crop_size or test_scale, short_side=test_scale,
+                                            num_crops=num_crops, mean=mean, std=std)
+        self._cache_key = None  # test mode: the crops of one clip share one decode
+        self._cache_value = None
+
+    # -- sizes ----------------------------------------------------------------------------------
+    @property
+    def num_videos(self) -> int:
+        return len(self.video_paths)
+
+    @property
+    def num_views(self) -> int:
+        return self.num_clips * self.num_crops
+
+    def __len__(self) -> int:
+        return self.num_videos * self.num_views
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the random clips of training (call at the start of every epoch)."""
+        self.epoch = epoch
+
+    def rng(self, index: int, attempt: int = 0) -> np.random.Generator:
+        """The generator of an item: a pure function of (seed, epoch, index, attempt)."""
+        return np.random.default_rng([self.seed, self.epoch, index, attempt])
+
+    # -- items ----------------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} outside a dataset of {len(self)} items")
+        if self.mode == "train":
+            return self._train_item(index)
+        return self._test_item(index)
+
+    def _train_item(self, index: int) -> dict:
+        video_index = index
+        for attempt in range(self.max_retries + 1):
+            rng = self.rng(index, attempt)
+            if attempt > 0:  # a bad video is replaced by another one, chosen by the same generator
+                video_index = int(rng.integers(self.num_videos))
+            params = self.train_transform.sample(rng)
+            path = self.video_paths[video_index]
+            try:
+                frames = self.decode_train_clip(path, float(rng.random()), params.short_side)
+            except VideoDecodeError as e:
+                self._record_failure(path, str(e))
+                continue
+            video = self.train_transform(frames, params)
+            return {"video": video, "label": self.labels[video_index], "video_index": video_index,
+                    "view_index": 0, "ok": True}
+        raise RuntimeError(
+            f"{self.max_retries + 1} videos in a row could not be decoded (last: {path}); "
+            f"check the dataset with tools/check_dataset.py"
+        )
+
+    def decode_train_clip(self, path: str, u: float, short_side: int) -> torch.Tensor:
+        with VideoReader(path, threads=self.decode_threads) as reader:
+            info = reader.info
+            start = train_clip_start(info.duration, clip_span(self.num_frames, self.sampling_rate, info.fps), u)
+            times = clip_times(start, self.num_frames, self.sampling_rate, info.fps)
+            frames, _ = reader.read(times, short_side=short_side if self.decode_resize else None)
+        return torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, H, W, C) -> (T, C, H, W)
+
+    def _test_item(self, index: int) -> dict:
+        video_index, view_index = divmod(index, self.num_views)
+        clip_index, crop_index = divmod(view_index, self.num_crops)
+        path = self.video_paths[video_index]
+        ok = True
+        try:
+            frames = self.decode_test_clip(video_index, clip_index)
+            video = self.test_transform(frames, crop_index)
+        except VideoDecodeError as e:
+            self._record_failure(path, str(e))
+            size = self.test_transform.crop_size
+            video = torch.zeros(3, self.num_frames, size, size)
+            ok = False
+        return {"video": video, "label": self.labels[video_index], "video_index": video_index,
+                "view_index": view_index, "ok": ok}
+
+    def decode_test_clip(self, video_index: int, clip_index: int) -> torch.Tensor:
+        """uint8 (T, C, H, W) frames of test clip ``clip_index``; the last one is cached for the crops."""
+        key = (video_index, clip_index)
+        if key == self._cache_key:
+            return self._cache_value
+        path = self.video_paths[video_index]
+        short_side = self.test_transform.short_side if self.decode_resize else None
+        with VideoReader(path, threads=self.decode_threads) as reader:
+            info = reader.info
+            span = clip_span(self.num_frames, self.sampling_rate, info.fps)
+            start = test_clip_start(info.duration, span, clip_index, self.num_clips)
+            times = clip_times(start, self.num_frames, self.sampling_rate, info.fps)
+            frames, _ = reader.read(times, short_side=short_side)
+        frames = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, H, W, C) -> (T, C, H, W)
+        self._cache_key, self._cache_value = key, frames
+        return frames
+
+    def _record_failure(self, path: str, reason: str) -> None:
+        if path not in self.failures:
+            self.failures[path] = reason
+            logger.warning("cannot decode %s (%s); %s", path, reason,
+                           "using another video" if self.mode == "train" else "marking its views failed")

@@ -1,0 +1,362 @@
+"""Writing videos with PyAV, and the built-in synthetic dataset a newcomer trains on.
+
+``write_video`` encodes frames to a real file (H.264 .mp4 by default) with exact control over
+timestamps, first timestamp and rotation metadata; the tests build every case the decoder must
+handle with it. ``make_synthetic_dataset`` writes a small Kinetics-layout dataset whose classes can
+only be told apart by motion or by relations between shapes across frames (a single frame is
+uninformative), so a small 3D network learns it in minutes on a CPU.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import av
+import numpy as np
+
+__all__ = [
+    "SYNTHETIC_CLASSES",
+    "write_video",
+    "write_audio_only",
+    "index_frames",
+    "frame_indices",
+    "render_synthetic_clip",
+    "make_synthetic_dataset",
+]
+
+# Every clip shows two shapes on a textured background; the class is what they do over time.
+# None of the classes is mirror-sensitive, so the paper's horizontal flip keeps labels correct.
+SYNTHETIC_CLASSES = (
+    "moving up",        # both shapes move up
+    "moving down",      # both shapes move down
+    "moving sideways",  # both shapes move left, or both right
+    "approaching",      # the two shapes move towards each other
+    "separating",       # the two shapes move apart
+    "growing",          # both shapes stay in place and grow
+)
+
+_TIME_BASE = Fraction(1, 1000)  # millisecond timestamps allow any frame timing (VFR)
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: np.ndarray | Sequence[np.ndarray],
+    *,
+    fps: float = 25.0,
+    times: Sequence[float] | None = None,
+    codec: str | None = None,
+    rotation: int = 0,
+    gop_size: int | None = None,
+    crf: int | None = None,
+    preset: str | None = None,
+    audio: bool = False,
+    container_format: str | None = None,
+) -> None:
+    """Encode RGB frames to a video file with PyAV, written atomically (temp name, then rename).
+
+    Args:
+        path: output file; the extension picks the container (.mp4, .mkv, .webm).
+        frames: (T, H, W, 3) uint8 RGB frames (H and W even for yuv420p).
+        fps: nominal frame rate; frame ``i`` is shown at ``i / fps`` unless ``times`` is given.
+        times: presentation time in seconds of every frame (increasing). Gives variable frame rate
+            and a first timestamp other than zero (e.g. ``times[0] = 2.0``).
+        codec: FFmpeg encoder (``libx264``, ``libvpx-vp9``, ``mpeg4``...); None: VP9 for .webm,
+            H.264 otherwise.
+        rotation: display rotation in degrees counter-clockwise, stored as the stream's display
+            matrix (what phones write); decoders must apply it.
+        gop_size: frames between keyframes (FFmpeg default when None).
+        crf: libx264 constant rate factor (quality; default 23 when None).
+        preset: libx264 speed preset (e.g. ``ultrafast``).
+        audio: also write a short silent AAC audio stream (decoders must ignore it).
+        container_format: force the container format (otherwise from the extension).
+    """
+    frames = np.asarray(frames, dtype=np.uint8)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be (T, H, W, 3) uint8, got shape {frames.shape}")
+    if times is None:
+        times = [i / fps for i in range(len(frames))]
+    if len(times) != len(frames):
+        raise ValueError(f"times has {len(times)} entries for {len(frames)} frames")
+    path = Path(path)
+    if codec is None:
+        codec = "libvpx-vp9" if path.suffix == ".webm" else "libx264"
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    container = av.open(str(tmp), "w", format=container_format)
+    try:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height = int(frames.shape[2]), int(frames.shape[1])
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = _TIME_BASE
+        stream.codec_context.time_base = _TIME_BASE
+        if gop_size is not None:
+            stream.codec_context.gop_size = gop_size
+        options = {}
+        if crf is not None:
+            options["crf"] = str(crf)
+        if preset is not None:
+            options["preset"] = preset
+        if options:
+            stream.options = options
+        if rotation:
+            stream.set_display_rotation(rotation)
+        audio_stream = None
+        if audio:
+            audio_stream = container.add_stream("aac", rate=16000)
+        for array, t in zip(frames, times):
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts = int(round(t / _TIME_BASE))
+            frame.time_base = _TIME_BASE
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+        if audio_stream is not None:
+            _write_silence(container, audio_stream, seconds=float(times[-1]) + 1.0 / fps)
+    finally:
+        container.close()
+    os.replace(tmp, path)
+
+
+def _write_silence(container, stream, *, seconds: float) -> None:
+    """Encode ``seconds`` of silence into an audio stream."""
+    rate = stream.codec_context.sample_rate
+    samples = stream.codec_context.frame_size or 1024
+    for i in range(int(math.ceil(seconds * rate / samples))):
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((1, samples), np.float32), format="fltp", layout="mono"
+        )
+        frame.sample_rate = rate
+        frame.pts = i * samples
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode())
+
+
+def write_audio_only(path: str | os.PathLike, *, seconds: float = 1.0) -> None:
+    """Write a file with an audio stream and no video stream (a bad input for a video dataset)."""
+    path = Path(path)
+    container = av.open(str(path), "w", format="mp4" if path.suffix in (".mp4", ".m4a") else None)
+    try:
+        stream = container.add_stream("aac", rate=16000)
+        _write_silence(container, stream, seconds=seconds)
+    finally:
+        container.close()
+
+
+def index_frames(num_frames: int, *, width: int = 32, height: int = 32) -> np.ndarray:
+    """Flat-colour frames (T, H, W, 3) uint8 whose colour encodes the frame index (up to 512 frames).
+
+    Each channel holds one base-8 digit of the index at levels 16, 48, ..., 240, which survive
+    lossy H.264, colour conversion, scaling and cropping. ``frame_indices`` reads them back; tests
+    use the pair to check which frames a decoder returned.
+    """
+    if num_frames > 512:
+        raise ValueError(f"index_frames encodes at most 512 frames, got {num_frames}")
+    i = np.arange(num_frames)
+    digits = np.stack([i % 8, (i // 8) % 8, i // 64], axis=1)  # (T, 3) base-8 digits, R G B
+    colours = (32 * digits + 16).astype(np.uint8)
+    return np.broadcast_to(colours[:, None, None, :], (num_frames, height, width, 3)).copy()
+
+
+def frame_indices(frames: np.ndarray, *, channels_last: bool = True) -> np.ndarray:
+    """Frame indices encoded by ``index_frames``: (T, H, W, 3) uint8 (or (T, 3, H, W)) -> (T,) int."""
+    frames = np.asarray(frames, dtype=np.float64)
+    means = frames.mean(axis=(1, 2)) if channels_last else frames.mean(axis=(2, 3))  # (T, 3)
+    digits = np.clip(np.rint((means - 16) / 32), 0, 7).astype(int)
+    return digits[:, 0] + 8 * digits[:, 1] + 64 * digits[:, 2]
+
+
+# ---------------------------------------------------------------------------------------------
+# The synthetic dataset
+# ---------------------------------------------------------------------------------------------
+
+
+def _draw_shape(image: np.ndarray, kind: int, cy: float, cx: float, radius: float, color) -> None:
+    """Draw a filled square (0), disc (1) or diamond (2) in place on an (H, W, 3) image."""
+    h, w = image.shape[:2]
+    y0, y1 = max(int(cy - radius - 1), 0), min(int(cy + radius + 2), h)
+    x0, x1 = max(int(cx - radius - 1), 0), min(int(cx + radius + 2), w)
+    if y0 >= y1 or x0 >= x1:
+        return
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    dy, dx = np.abs(yy + 0.5 - cy), np.abs(xx + 0.5 - cx)
+    if kind == 0:
+        mask = np.maximum(dy, dx) <= radius
+    elif kind == 1:
+        mask = dy**2 + dx**2 <= radius**2
+    else:
+        mask = dy + dx <= radius * 1.3
+    image[y0:y1, x0:x1][mask] = color
+
+
+def _trajectories(label: int, rng: np.random.Generator, t: np.ndarray, width: int, height: int):
+    """Centres (2, T, 2) as (y, x) and radii (2, T) of the two shapes for one clip of class ``label``.
+
+    Distances scale with the frame size; ``t`` runs from 0 to 1 over the clip.
+    """
+    size = min(width, height)
+    r0 = rng.uniform(0.08, 0.12, size=2) * size  # (2,) radii
+    radii = np.repeat(r0[:, None], len(t), axis=1)  # (2, T)
+    travel = rng.uniform(0.45, 0.6) * size  # how far shapes move over the clip
+    margin = r0.max() + 1
+    name = SYNTHETIC_CLASSES[label]
+    if name.startswith("moving"):
+        if name == "moving up":
+            direction = np.array([-1.0, 0.0])
+        elif name == "moving down":
+            direction = np.array([1.0, 0.0])
+        else:
+            direction = np.array([0.0, rng.choice([-1.0, 1.0])])
+        step = direction * travel  # (2,) displacement over the clip
+        lo = np.maximum(margin, margin - step)  # start positions keeping the path inside the frame
+        hi = np.array([height, width]) - margin - np.maximum(step, 0)
+        starts = rng.uniform(lo, hi, size=(2, 2))  # (2 shapes, yx)
+        centres = starts[:, None, :] + t[None, :, None] * step  # (2, T, 2)
+    elif name in ("approaching", "separating"):
+        angle = rng.uniform(0, 2 * np.pi)
+        axis = np.array([np.sin(angle), np.cos(angle)])
+        far = rng.uniform(0.62, 0.72) * size
+        near = far - travel * 1.2
+        near = max(near, 2.2 * r0.max())
+        gap = np.interp(t, [0, 1], [far, near] if name == "approaching" else [near, far])  # (T,)
+        centre = np.array([height, width]) / 2 + rng.uniform(-0.04, 0.04, size=2) * size
+        offsets = gap[:, None] / 2 * axis[None, :]  # (T, 2)
+        centres = np.stack([centre + offsets, centre - offsets])  # (2, T, 2)
+    else:  # growing: shapes stay put and grow from small to large
+        r_start = rng.uniform(0.04, 0.06, size=2) * size
+        r_end = rng.uniform(0.14, 0.18, size=2) * size
+        radii = r_start[:, None] + t[None, :] * (r_end - r_start)[:, None]
+        margin = r_end.max() + 1
+        pos = rng.uniform(margin, [height - margin, width - margin], size=(2, 2))
+        centres = np.repeat(pos[:, None, :], len(t), axis=1)
+    return centres, radii
+
+
+def render_synthetic_clip(
+    label: int, *, num_frames: int, width: int, height: int, rng: np.random.Generator, noise: float = 4.0
+) -> np.ndarray:
+    """Frames (T, H, W, 3) uint8 of one synthetic clip of class ``SYNTHETIC_CLASSES[label]``.
+
+    Colours, shape kinds, sizes, start positions, speeds and background texture are random, so no
+    single frame tells the class; the motion (or growth) over time does.
+    """
+    t = np.linspace(0.0, 1.0, num_frames)
+    centres, radii = _trajectories(label, rng, t, width, height)
+    base = rng.integers(0, 256, size=3)
+    # a static texture (coarse random blocks) under per-frame noise: realistic for the codec
+    coarse = rng.normal(0, 12, size=(height // 8 + 1, width // 8 + 1, 3))
+    texture = np.kron(coarse, np.ones((8, 8, 1)))[:height, :width]
+    background = np.clip(base + texture, 0, 255).astype(np.float32)
+    kinds = rng.integers(0, 3, size=2)
+    colors = (base + rng.integers(80, 177, size=(2, 3))) % 256  # every channel far from the background's
+    frames = np.empty((num_frames, height, width, 3), np.uint8)
+    for i in range(num_frames):
+        image = background
+        if noise:
+            image = background + noise * rng.standard_normal(background.shape, dtype=np.float32)
+        image = np.clip(image, 0, 255).astype(np.uint8)
+        for s in range(2):
+            _draw_shape(image, int(kinds[s]), centres[s, i, 0], centres[s, i, 1], radii[s, i], colors[s])
+        frames[i] = image
+    return frames
+
+
+def _youtube_like_id(rng: np.random.Generator) -> str:
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
+    return "".join(alphabet[i] for i in rng.integers(0, len(alphabet), size=11))
+
+
+def _write_csv(path: Path, rows: list[tuple]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def make_synthetic_dataset(
+    root: str | os.PathLike,
+    *,
+    num_classes: int = 6,
+    train_per_class: int = 40,
+    val_per_class: int = 10,
+    num_frames: int = 32,
+    size: int | tuple[int, int] = 64,
+    fps: float = 25.0,
+    noise: float = 4.0,
+    crf: int | None = None,
+    gop_size: int | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> dict:
+    """Write the synthetic demo dataset in the Kinetics layout, with official-format CSVs.
+
+    Layout: ``<root>/<split>/<label>/<id>_<start:06d>_<end:06d>.mp4`` (H.264) and
+    ``<root>/train.csv``, ``<root>/val.csv`` (``label,youtube_id,time_start,time_end,split``).
+    Deterministic from ``seed``. A dataset that is already complete with the same arguments is not
+    written again (``<root>/.complete.json`` records the arguments; it is written last).
+
+    Args:
+        root: output folder.
+        num_classes: how many of ``SYNTHETIC_CLASSES`` to use (1..6).
+        train_per_class: training clips per class.
+        val_per_class: validation clips per class.
+        num_frames: frames per clip.
+        size: frame size, an int (square) or ``(width, height)``; even numbers.
+        fps: frame rate of the files.
+        noise: standard deviation of the per-frame pixel noise.
+        crf: libx264 quality (None: libx264's default, 23).
+        gop_size: frames between keyframes (None: libx264's default, 250, as in most Kinetics copies).
+        seed: everything random derives from it.
+        overwrite: write again even if complete.
+
+    Returns:
+        The arguments recorded in ``.complete.json`` plus ``"skipped": bool``.
+    """
+    if not 1 <= num_classes <= len(SYNTHETIC_CLASSES):
+        raise ValueError(f"num_classes={num_classes}: choose 1..{len(SYNTHETIC_CLASSES)}")
+    width, height = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if width % 2 or height % 2:
+        raise ValueError(f"size={size}: width and height must be even (H.264 yuv420p)")
+    root = Path(root)
+    spec = dict(
+        num_classes=num_classes, train_per_class=train_per_class, val_per_class=val_per_class,
+        num_frames=num_frames, width=width, height=height, fps=fps, noise=noise, crf=crf, gop_size=gop_size,
+        seed=seed,
+        version=3,
+    )
+    marker = root / ".complete.json"
+    if not overwrite and marker.is_file():
+        try:
+            done = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            done = None
+        if done == spec and all((root / f).is_file() for f in ("train.csv", "val.csv")):
+            return {**spec, "skipped": True}
+    root.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)
+    for split, per_class, split_seed in (("train", train_per_class, 0), ("val", val_per_class, 1)):
+        rows = []
+        for label in range(num_classes):
+            name = SYNTHETIC_CLASSES[label]
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(per_class):
+                rng = np.random.default_rng([seed, split_seed, label, k])
+                vid = _youtube_like_id(rng)
+                start = int(rng.integers(0, 300))
+                end = start + max(1, int(round(num_frames / fps)))
+                frames = render_synthetic_clip(
+                    label, num_frames=num_frames, width=width, height=height, rng=rng, noise=noise
+                )
+                write_video(folder / f"{vid}_{start:06d}_{end:06d}.mp4", frames, fps=fps, crf=crf,
+                            gop_size=gop_size, preset="veryfast")
+                rows.append((name, vid, start, end, split))
+        _write_csv(root / f"{split}.csv", rows)
+    tmp = marker.with_name(f".complete.json.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(spec))
+    os.replace(tmp, marker)
+    return {**spec, "skipped": False}

@@ -1,0 +1,102 @@
+"""TensorBoard figures of what the non-local blocks attend to, at each validation (Figs. 1 and 3)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from nlnet.engine import distributed as du
+from nlnet.engine.trainer import HookBase
+from nlnet.utils.logger import get_logger
+from nlnet.viz import attention_figure, decode_clip, nonlocal_names
+
+
+class AttentionFigureHook(HookBase):
+    """After each validation, draw a fixed clip's attention for chosen non-local blocks and log the
+    figures to TensorBoard (``trainer.summary_writer``, set by ``TensorBoardLogger``; rank 0 only).
+
+    The clip is decoded once, before training: the middle clip of ``video``, centre crop, as
+    multi-view testing decodes it. Queries are chosen afresh at each validation (strongest
+    responses), unless ``queries`` fixes them, so the figures follow the model as it learns.
+
+    Args:
+        video: path of the validation video to draw (e.g. the validation set's first video).
+        num_frames, sampling_rate: the clip's T and tau.
+        short_side, crop_size: test scale and centre-crop side.
+        mean, std: normalisation, on the [0, 1] scale.
+        blocks: names of the blocks to draw (``model.nonlocal_names()``); empty: the last block;
+            ``["all"]``: every block.
+        queries: fixed query points [t, y, x] in frame/pixel coordinates of the crop, or None.
+        num_queries: queries per figure when ``queries`` is None.
+        top_k: keys drawn per query.
+        panel_size: pixels per panel.
+        tag: TensorBoard tag prefix; each figure is ``<tag>/<block name>``.
+    """
+
+    def __init__(self, *, video: str, num_frames: int, sampling_rate: int, short_side: int, crop_size: int,
+                 mean: Sequence[float], std: Sequence[float], blocks: Sequence[str] = (),
+                 queries: Sequence[Sequence[float]] | None = None, num_queries: int = 3, top_k: int = 5,
+                 panel_size: int = 128, tag: str = "attention") -> None:
+        self.video = video
+        self.num_frames = num_frames
+        self.sampling_rate = sampling_rate
+        self.short_side = short_side
+        self.crop_size = crop_size
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+        self.blocks = list(blocks)
+        self.queries = queries
+        self.num_queries = num_queries
+        self.top_k = top_k
+        self.panel_size = panel_size
+        self.tag = tag
+        self.clip: torch.Tensor | None = None
+        self.frames: Any = None
+        self.logged: list[tuple[str, int]] = []  # (tag, iteration) of every figure written
+
+    def _block_names(self) -> list[str]:
+        names = nonlocal_names(self.trainer.model)
+        if not names:
+            return []
+        if self.blocks == ["all"]:
+            return names
+        if not self.blocks:
+            return names[-1:]
+        unknown = [b for b in self.blocks if b not in names]
+        if unknown:
+            raise ValueError(f"attention figure blocks {unknown} are not in the model; its blocks: {', '.join(names)}")
+        return self.blocks
+
+    def before_train(self) -> None:
+        if not du.is_main_process() or not self._block_names():
+            return
+        self.clip, self.frames = decode_clip(self.video, num_frames=self.num_frames, sampling_rate=self.sampling_rate,
+                                             short_side=self.short_side, crop_size=self.crop_size, mean=self.mean,
+                                             std=self.std)
+
+    def after_eval(self, metrics: dict[str, Any]) -> None:
+        writer = getattr(self.trainer, "summary_writer", None)
+        if writer is None or self.clip is None:
+            return
+        it = self.trainer.iter
+        for name in self._block_names():
+            result = attention_figure(self.trainer.model, self.clip, self.frames, block=name, queries=self.queries,
+                                      num_queries=self.num_queries, top_k=self.top_k, panel_size=self.panel_size,
+                                      device=self.trainer.device)
+            tag = f"{self.tag}/{name}"
+            writer.add_figure(tag, result.figure, it)
+            self.logged.append((tag, it))
+        get_logger().info(f"attention figures of {', '.join(self._block_names())} logged to TensorBoard")
+
+
+def clip_of_dataset(dataset: Any, index: int = 0) -> dict[str, Any]:
+    """The arguments of ``AttentionFigureHook`` that describe a test-mode ``VideoDataset``'s clips,
+    for its video ``index`` (the trainer's fixed validation clip)."""
+    transform = dataset.test_transform
+    return {"video": dataset.video_paths[index], "num_frames": dataset.num_frames,
+            "sampling_rate": dataset.sampling_rate, "short_side": transform.short_side,
+            "crop_size": transform.crop_size, "mean": transform.mean, "std": transform.std}
+
+
+__all__ = ["AttentionFigureHook", "clip_of_dataset"]

@@ -1,0 +1,219 @@
+"""Multi-view evaluation (paper §4.1: 10 clips x 3 crops, softmax scores averaged per video).
+
+Each rank predicts its share of the views; the views are gathered once, de-duplicated by
+(video_index, view_index) and averaged per video, so no video is counted twice whatever the number
+of ranks. Metrics: top-1, top-5, mean class accuracy, per-class accuracy and the confusion matrix.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from nlnet.engine import distributed as du
+from nlnet.utils.metrics import confusion_matrix, mean_class_accuracy, per_class_accuracy, topk_correct
+
+
+@dataclass
+class ViewPredictions:
+    """Softmax scores of individual views. Every field has one row per view."""
+
+    video_index: torch.Tensor  # (V,) int64
+    view_index: torch.Tensor  # (V,) int64
+    scores: torch.Tensor  # (V, K) float32 softmax probabilities
+    labels: torch.Tensor  # (V,) int64
+    ok: torch.Tensor  # (V,) bool: False where the video failed to decode
+
+    @staticmethod
+    def cat(parts: Sequence[ViewPredictions]) -> ViewPredictions:
+        return ViewPredictions(*(torch.cat([getattr(p, f) for p in parts]) for f in
+                                 ("video_index", "view_index", "scores", "labels", "ok")))
+
+
+@dataclass
+class VideoPredictions:
+    """Per-video results after aggregation; row ``i`` is video ``i`` of the dataset."""
+
+    scores: torch.Tensor  # (num_videos, K) mean softmax over the video's decodable views
+    labels: torch.Tensor  # (num_videos,) int64, -1 for a video with no view seen
+    num_views: torch.Tensor  # (num_videos,) decodable views averaged
+    failed: torch.Tensor  # (num_videos,) bool: every view failed to decode
+
+    @property
+    def evaluated(self) -> torch.Tensor:
+        """(num_videos,) bool: videos with at least one decodable view."""
+        return self.num_views > 0
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for "bf16"/"fp16", a no-op for "fp32"."""
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision not in dtypes:
+        raise ValueError(f"trainer.precision={precision!r}: valid choices are fp32, bf16, fp16")
+    return torch.autocast(device_type=device.type, dtype=dtypes[precision])
+
+
+@torch.no_grad()
+def predict_views(model: nn.Module, batches: Iterable[dict[str, Any]], *, device: torch.device,
+                  precision: str = "fp32", channels_last: bool = False) -> ViewPredictions:
+    """Run ``model`` (in eval mode) over batches of the dataset contract and keep each view's softmax.
+
+    Args:
+        model: the network (not DDP-wrapped: ranks may see different numbers of batches).
+        batches: dicts with "video" (B, C, T, H, W), "label", "video_index", "view_index", "ok".
+        device: where to compute.
+        precision: fp32, bf16 or fp16 autocast.
+        channels_last: feed the clips in ``torch.channels_last_3d`` layout.
+    """
+    was_training = model.training
+    model.eval()
+    parts = []
+    for batch in batches:
+        video = batch["video"].to(device, non_blocking=True)
+        if channels_last:
+            video = video.contiguous(memory_format=torch.channels_last_3d)
+        with autocast_context(device, precision):
+            logits = model(video)
+        parts.append(ViewPredictions(
+            video_index=torch.as_tensor(batch["video_index"]).long().cpu(),
+            view_index=torch.as_tensor(batch["view_index"]).long().cpu(),
+            scores=logits.float().softmax(dim=1).cpu(),
+            labels=torch.as_tensor(batch["label"]).long().cpu(),
+            ok=torch.as_tensor(batch["ok"]).bool().cpu(),
+        ))
+    model.train(was_training)
+    if not parts:
+        return ViewPredictions(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
+                               torch.zeros(0, 0), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.bool))
+    return ViewPredictions.cat(parts)
+
+
+def gather_views(local: ViewPredictions) -> ViewPredictions:
+    """Every rank's views on every rank, each (video_index, view_index) pair kept once."""
+    parts = [p for p in du.all_gather_object(local) if p.scores.numel() > 0]
+    if not parts:
+        return local
+    views = ViewPredictions.cat(parts)
+    key = views.video_index * (int(views.view_index.max()) + 1) + views.view_index
+    unique_keys, inverse = torch.unique(key, return_inverse=True)
+    first = torch.full((len(unique_keys),), len(key), dtype=torch.long).scatter_reduce(
+        0, inverse, torch.arange(len(key)), reduce="amin")
+    return ViewPredictions(*(getattr(views, f)[first] for f in
+                             ("video_index", "view_index", "scores", "labels", "ok")))
+
+
+def aggregate_views(views: ViewPredictions, *, num_videos: int, num_classes: int) -> VideoPredictions:
+    """Average the softmax scores of each video's decodable views (the paper's multi-view test).
+
+    Args:
+        views: the views (each at most once), e.g. from :func:`gather_views`.
+        num_videos: number of videos in the dataset (``video_index`` < ``num_videos``).
+        num_classes: K.
+    """
+    idx = views.video_index
+    good = views.ok
+    scores = torch.zeros(num_videos, num_classes).index_add_(0, idx[good], views.scores[good].float())
+    num_views = torch.zeros(num_videos, dtype=torch.long).index_add_(0, idx[good], torch.ones_like(idx[good]))
+    scores = scores / num_views.clamp(min=1)[:, None]
+    labels = torch.full((num_videos,), -1, dtype=torch.long)
+    labels[idx] = views.labels
+    seen = torch.zeros(num_videos, dtype=torch.bool)
+    seen[idx] = True
+    failed = seen & (num_views == 0)
+    return VideoPredictions(scores=scores, labels=labels, num_views=num_views, failed=failed)
+
+
+def compute_metrics(videos: VideoPredictions, *, class_names: Sequence[str] | None = None,
+                    views_per_video: int | None = None) -> dict[str, Any]:
+    """Accuracies in percent over the evaluated videos (those with a decodable view).
+
+    Returns:
+        top1, top5, mean_class_accuracy, num_videos (evaluated), views_per_video, failed_videos,
+        per_class_accuracy ({class name: percent or None}) and confusion_matrix (list of rows).
+    """
+    mask = videos.evaluated
+    scores, labels = videos.scores[mask], videos.labels[mask]
+    num_classes = videos.scores.shape[1]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+    if len(labels) == 0:
+        hits = {1: torch.zeros(0, dtype=torch.bool), 5: torch.zeros(0, dtype=torch.bool)}
+        preds = torch.zeros(0, dtype=torch.long)
+    else:
+        hits = topk_correct(scores, labels, (1, 5))
+        preds = scores.argmax(dim=1)
+    confusion = confusion_matrix(preds, labels, num_classes)
+    per_class = per_class_accuracy(confusion).tolist()
+
+    def pct(h: torch.Tensor) -> float:
+        return 100.0 * h.float().mean().item() if len(h) else float("nan")
+
+    return {
+        "top1": pct(hits[1]),
+        "top5": pct(hits[5]),
+        "mean_class_accuracy": mean_class_accuracy(confusion),
+        "num_videos": int(mask.sum()),
+        "views_per_video": views_per_video,
+        "failed_videos": int(videos.failed.sum()),
+        "per_class_accuracy": {n: (None if math.isnan(a) else a) for n, a in zip(names, per_class)},
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def evaluate(model: nn.Module, batches: Iterable[dict[str, Any]], *, num_videos: int, num_classes: int,
+             device: torch.device, class_names: Sequence[str] | None = None, views_per_video: int | None = None,
+             precision: str = "fp32", channels_last: bool = False) -> tuple[dict[str, Any], VideoPredictions]:
+    """Predict this rank's views, gather them from every rank, aggregate per video and score.
+
+    Every rank gets the same (metrics, per-video predictions).
+    """
+    local = predict_views(model, batches, device=device, precision=precision, channels_last=channels_last)
+    if local.scores.numel() == 0:
+        local.scores = torch.zeros(0, num_classes)
+    videos = aggregate_views(gather_views(local), num_videos=num_videos, num_classes=num_classes)
+    return compute_metrics(videos, class_names=class_names, views_per_video=views_per_video), videos
+
+
+def write_results(directory: str, metrics: dict[str, Any], videos: VideoPredictions, *,
+                  class_names: Sequence[str], video_paths: Sequence[str] | None = None,
+                  extra: dict[str, Any] | None = None) -> str:
+    """Write ``results.json`` (metrics) and ``per_video_scores.json`` beside it, atomically.
+
+    ``per_video_scores.json`` holds, per video: path, label, prediction, number of views averaged,
+    failed flag and the averaged softmax scores. Returns the path of ``results.json``.
+    """
+    os.makedirs(directory, exist_ok=True)
+    results = dict(metrics)
+    results["class_names"] = list(class_names)
+    results.update(extra or {})
+    per_video = []
+    for i in range(len(videos.labels)):
+        per_video.append({
+            "video_index": i,
+            "path": video_paths[i] if video_paths is not None and i < len(video_paths) else None,
+            "label": int(videos.labels[i]),
+            "prediction": int(videos.scores[i].argmax()) if videos.num_views[i] > 0 else None,
+            "num_views": int(videos.num_views[i]),
+            "failed": bool(videos.failed[i]),
+            "scores": [round(float(s), 6) for s in videos.scores[i]],
+        })
+    results_path = os.path.join(directory, "results.json")
+    _atomic_json(results, results_path)
+    _atomic_json({"class_names": list(class_names), "videos": per_video},
+                 os.path.join(directory, "per_video_scores.json"))
+    return results_path
+
+
+def _atomic_json(obj: Any, path: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, allow_nan=True)
+    os.replace(tmp, path)

@@ -1,0 +1,392 @@
+"""Hooks of the training loop: timing/logging, TensorBoard, progress bar, precise BN, checkpoints,
+periodic evaluation and signal handling. Each is small and independent; ``launch.py`` assembles them.
+
+Order matters within one iteration's ``after_step``: signals -> precise BN -> checkpoint -> eval ->
+writers, so a checkpoint holds precise-BN statistics and evaluation sees them too.
+"""
+from __future__ import annotations
+
+import math
+import resource
+import signal
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from nlnet.engine import distributed as du
+from nlnet.engine.checkpoint import CheckpointManager, atomic_save
+from nlnet.engine.evaluation import autocast_context
+from nlnet.engine.trainer import HookBase
+from nlnet.utils.logger import get_logger
+from nlnet.utils.seeding import get_rng_state
+
+
+def _due(iteration: int, period: int, max_iter: int) -> bool:
+    return iteration == max_iter or (period > 0 and iteration % period == 0)
+
+
+def memory_mb(device: torch.device) -> float:
+    """Peak memory in MiB: CUDA max allocated, or this process's max resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class SignalHandler(HookBase):
+    """On SIGTERM or SIGINT (preemption, Ctrl-C): finish the current iteration, let the checkpointer
+    write a checkpoint, then stop. A second signal interrupts immediately.
+
+    Args:
+        signals: the signals to catch.
+    """
+
+    def __init__(self, *, signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        self.signals = tuple(signals)
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+        for sig, previous in self._previous.items():  # a second signal acts as usual
+            signal.signal(sig, previous)
+
+    def before_train(self) -> None:
+        for sig in self.signals:
+            self._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handle)
+
+    def after_step(self) -> None:
+        if du.any_rank(self.received is not None, self.trainer.device):
+            name = signal.Signals(self.received).name if self.received else "a signal on another rank"
+            self.trainer.request_stop(f"received {name}")
+            self.trainer.extra_state["stop_signal"] = int(self.received or signal.SIGTERM)
+
+    def after_train(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
+
+
+@torch.no_grad()
+def update_bn_stats(model: nn.Module, batches: Iterable[dict[str, Any]], *, num_iters: int, device: torch.device,
+                    precision: str = "fp32", channels_last: bool = False) -> int:
+    """Precise BN: recompute every BatchNorm's running mean/var as the average over ``num_iters``
+    training batches of the batch statistics (official recipe: 200 iterations before testing),
+    averaged over ranks. Returns the number of batches used."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or num_iters <= 0:
+        return 0
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the batches seen
+    was_training = model.training
+    model.train()
+    used = 0
+    for batch in batches:
+        if used >= num_iters:
+            break
+        video = batch["video"].to(device, non_blocking=True)
+        if channels_last:
+            video = video.contiguous(memory_format=torch.channels_last_3d)
+        with autocast_context(device, precision):
+            model(video)
+        used += 1
+    for bn, momentum in zip(bns, momenta):
+        bn.momentum = momentum
+        du.all_reduce_mean(bn.running_mean)
+        du.all_reduce_mean(bn.running_var)
+    model.train(was_training)
+    return used
+
+
+class PreciseBN(HookBase):
+    """Recompute BN statistics before checkpoints and evaluations (and at the end of training).
+
+    Args:
+        batches: ``iteration -> iterable of training batches``; called afresh each time, so the
+            batches depend only on the iteration (a resumed run recomputes the same statistics).
+        num_iters: batches to average over (official: 200).
+        periods: iteration periods at which to run (e.g. the checkpoint and eval periods).
+    """
+
+    def __init__(self, *, batches: Callable[[int], Iterable[dict[str, Any]]], num_iters: int = 200,
+                 periods: Sequence[int] = ()) -> None:
+        self.batches = batches
+        self.num_iters = num_iters
+        self.periods = [p for p in periods if p and p > 0]
+        self.last_iter = -1
+
+    def _run(self) -> None:
+        t = self.trainer
+        if self.last_iter == t.iter:
+            return
+        start = time.perf_counter()
+        used = update_bn_stats(t.model, self.batches(t.iter), num_iters=self.num_iters, device=t.device,
+                               precision=t.precision, channels_last=t.channels_last)
+        self.last_iter = t.iter
+        if used:
+            get_logger().info(f"precise BN: statistics over {used} batches in {time.perf_counter() - start:.1f}s")
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if t.stop_reason is None and (t.iter == t.max_iter or any(t.iter % p == 0 for p in self.periods)):
+            self._run()
+
+
+class Checkpointer(HookBase):
+    """Save every ``period`` iterations, at the end, and when a stop is requested; keep the best.
+
+    Args:
+        manager: where and how many checkpoints are kept.
+        period: iterations between checkpoints (0: only at the end and on stop).
+        extra: fixed entries stored in every checkpoint (resolved config, class names).
+        best_metric: key of the evaluation metrics whose maximum selects ``best.pt``.
+    """
+
+    def __init__(self, *, manager: CheckpointManager, period: int, extra: dict[str, Any] | None = None,
+                 best_metric: str = "top1") -> None:
+        self.manager = manager
+        self.period = period
+        self.extra = dict(extra or {})
+        self.best_metric = best_metric
+        self.last_saved_iter = -1
+        self.last_path: str | None = None
+
+    def state(self) -> dict[str, Any]:
+        """The full checkpoint: the trainer's state, every rank's RNG states, the fixed extras."""
+        state = self.trainer.state_dict()
+        state["rng_states"] = du.all_gather_object(get_rng_state())
+        state["world_size"] = du.get_world_size()
+        state.update(self.extra)
+        return state
+
+    def save(self) -> str | None:
+        t = self.trainer
+        state = self.state()  # collective: every rank takes part
+        path = self.manager.path(t.iter)
+        if du.is_main_process():
+            path = self.manager.save(state, t.iter)
+            get_logger().info(f"saved checkpoint {path}")
+        du.barrier()
+        self.last_saved_iter = t.iter
+        self.last_path = path
+        return path
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if t.stop_reason is not None or _due(t.iter, self.period, t.max_iter):
+            self.save()
+
+    def after_eval(self, metrics: dict[str, Any]) -> None:
+        value = metrics.get(self.best_metric)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return
+        best = self.trainer.extra_state.get("best_value")
+        if best is None or value > best:
+            self.trainer.extra_state["best_value"] = float(value)
+            self.trainer.extra_state["best_iteration"] = self.trainer.iter
+            state = self.state()
+            if du.is_main_process():
+                atomic_save(state, self.manager.best_path)
+                get_logger().info(f"new best {self.best_metric}={value:.2f} at iteration {self.trainer.iter}: "
+                                  f"{self.manager.best_path}")
+            du.barrier()
+
+
+class EvalHook(HookBase):
+    """Run ``evaluate()`` every ``period`` iterations and at the end; pass its metrics to every hook's
+    ``after_eval``.
+
+    Args:
+        period: iterations between evaluations (0: never; see ``at_end``).
+        evaluate: returns a metrics dict (top1, top5, mean_class_accuracy, ...), the same on every rank.
+        at_end: also evaluate after the last iteration.
+    """
+
+    def __init__(self, *, period: int, evaluate: Callable[[], dict[str, Any]], at_end: bool = True) -> None:
+        self.period = period
+        self.evaluate = evaluate
+        self.at_end = at_end
+        self.last_metrics: dict[str, Any] | None = None
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if t.stop_reason is not None:
+            return
+        if (self.period > 0 and t.iter % self.period == 0) or (self.at_end and t.iter == t.max_iter):
+            start = time.perf_counter()
+            metrics = self.evaluate()
+            self.last_metrics = metrics
+            get_logger().info(
+                f"{metrics.get('tag', 'validation')} at iteration {t.iter}: top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f} "
+                f"mean class {metrics['mean_class_accuracy']:.2f} ({metrics['num_videos']} videos, "
+                f"{time.perf_counter() - start:.1f}s)"
+            )
+            t.call_hooks("after_eval", metrics)
+
+
+class MetricLogger(HookBase):
+    """Every ``period`` iterations, one line of smoothed metrics and the ETA in the log.
+
+    Args:
+        period: iterations between lines.
+    """
+
+    def __init__(self, *, period: int = 20) -> None:
+        self.period = period
+        self._start: float | None = None
+
+    def before_train(self) -> None:
+        self._start = time.perf_counter()
+        t = self.trainer
+        get_logger().info(f"training from iteration {t.iter} to {t.max_iter}")
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if not (_due(t.iter, self.period, t.max_iter) or t.stop_reason):
+            return
+        s = t.storage
+        done = t.iter - t.start_iter
+        elapsed = time.perf_counter() - (self._start or time.perf_counter())
+        eta = elapsed / max(done, 1) * (t.max_iter - t.iter)
+        get_logger().info(
+            f"iter {t.iter}/{t.max_iter} loss {s.avg('loss'):.4f} top1 {s.avg('top1'):.1f} top5 {s.avg('top5'):.1f} "
+            f"lr {s.latest('lr'):.4g} data {s.avg('data_time'):.3f}s compute {s.avg('compute_time'):.3f}s "
+            f"{s.avg('clips_per_s'):.1f} clips/s mem {memory_mb(t.device):.0f}MiB eta {_hms(eta)}"
+        )
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class ProgressBar(HookBase):
+    """A tqdm bar with ETA over the iterations (rank 0 only)."""
+
+    def __init__(self, *, desc: str = "train") -> None:
+        self.desc = desc
+        self.bar: Any = None
+
+    def before_train(self) -> None:
+        if du.is_main_process():
+            from tqdm.auto import tqdm
+
+            t = self.trainer
+            self.bar = tqdm(total=t.max_iter, initial=t.iter, desc=self.desc, dynamic_ncols=True, leave=True)
+
+    def after_step(self) -> None:
+        if self.bar is not None:
+            s = self.trainer.storage
+            self.bar.set_postfix(loss=f"{s.avg('loss'):.3f}", top1=f"{s.avg('top1'):.0f}", lr=f"{s.latest('lr'):.3g}",
+                                 refresh=False)
+            self.bar.update(1)
+
+    def after_train(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def confusion_figure(confusion: Sequence[Sequence[int]], class_names: Sequence[str]) -> Any:
+    """A matplotlib figure of the confusion matrix, rows normalised (true class -> predicted)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    cm = torch.tensor(confusion, dtype=torch.float64)
+    norm = cm / cm.sum(dim=1, keepdim=True).clamp(min=1)
+    n = len(class_names)
+    size = min(2 + 0.35 * n, 30)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if n <= 60:
+        ax.set_xticks(range(n), class_names, rotation=90, fontsize=7)
+        ax.set_yticks(range(n), class_names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.tight_layout()
+    return fig
+
+
+class TensorBoardLogger(HookBase):
+    """TensorBoard scalars (train loss, lr, top-1/top-5, data vs compute time, clips/s, memory; val
+    top-1/top-5/mean class accuracy), the config as text, the confusion matrix as a figure and hparams
+    with the final metrics. Rank 0 only. The writer is exposed as ``trainer.summary_writer`` for other
+    hooks (e.g. attention figures).
+
+    Args:
+        log_dir: the event-file folder.
+        period: iterations between scalar writes.
+        config_text: the resolved config (YAML) shown under "config".
+        hparams: flat hyper-parameters logged with the final metrics.
+        class_names: labels of the confusion-matrix figure.
+    """
+
+    def __init__(self, *, log_dir: str, period: int = 20, config_text: str = "",
+                 hparams: dict[str, Any] | None = None, class_names: Sequence[str] = ()) -> None:
+        self.log_dir = log_dir
+        self.period = period
+        self.config_text = config_text
+        self.hparams = dict(hparams or {})
+        self.class_names = list(class_names)
+        self.writer: Any = None
+        self.final_metrics: dict[str, float] = {}
+
+    def before_train(self) -> None:
+        if not du.is_main_process():
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(self.log_dir, purge_step=self.trainer.iter or None)
+        self.trainer.summary_writer = self.writer  # type: ignore[attr-defined]
+        if self.config_text:
+            self.writer.add_text("config", "```\n" + self.config_text + "\n```", self.trainer.iter)
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if self.writer is None or not _due(t.iter, self.period, t.max_iter):
+            return
+        s = t.storage
+        w = self.writer
+        for name, tag in (("loss", "train/loss"), ("top1", "train/top1"), ("top5", "train/top5"),
+                          ("data_time", "time/data"), ("compute_time", "time/compute"),
+                          ("clips_per_s", "throughput/clips_per_s"), ("grad_norm", "train/grad_norm")):
+            if name in s.names():
+                w.add_scalar(tag, s.avg(name), t.iter)
+        w.add_scalar("train/lr", s.latest("lr"), t.iter)
+        w.add_scalar("memory/peak_mib", memory_mb(t.device), t.iter)
+
+    def after_eval(self, metrics: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        it = self.trainer.iter
+        tag = metrics.get("tag", "val")
+        for key in ("top1", "top5", "mean_class_accuracy"):
+            self.writer.add_scalar(f"{tag}/{key}", metrics[key], it)
+            self.final_metrics[f"{tag}/{key}"] = float(metrics[key])
+        if metrics.get("confusion_matrix"):
+            import matplotlib.pyplot as plt
+
+            fig = confusion_figure(metrics["confusion_matrix"], self.class_names or
+                                   [str(i) for i in range(len(metrics["confusion_matrix"]))])
+            self.writer.add_figure(f"{tag}/confusion_matrix", fig, it)
+            plt.close(fig)
+
+    def after_train(self) -> None:
+        if self.writer is None:
+            return
+        t = self.trainer
+        if t.iter == t.max_iter:
+            final = dict(self.final_metrics)
+            if "loss" in t.storage.names():
+                final["train/loss_final"] = t.storage.avg("loss")
+            hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in self.hparams.items()}
+            self.writer.add_hparams(hparams, final or {"train/loss_final": float("nan")}, run_name="hparams")
+        self.writer.close()
+        self.writer = None

@@ -1,0 +1,325 @@
+"""The composition roots: ``train(cfg)`` and ``test(cfg)``, called by ``tools/train.py`` and
+``tools/test.py``. They turn the config into objects (``nlnet.config.instantiate``), validate what a
+user can get wrong before any heavy work, and assemble the trainer and its hooks. No other engine
+module sees a config.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from nlnet import config as C
+from nlnet.engine import distributed as du
+from nlnet.engine import hooks as H
+from nlnet.engine.attention_hook import clip_of_dataset
+from nlnet.engine.checkpoint import CheckpointManager, checkpoint_run_dir, load_checkpoint
+from nlnet.engine.evaluation import evaluate, write_results
+from nlnet.engine.loader import EndlessLoader, build_eval_loader
+from nlnet.engine.schedule import build_scheduler
+from nlnet.engine.trainer import Trainer
+from nlnet.utils.errors import ConfigError, one_line, root_cause
+from nlnet.utils.logger import get_logger, setup_logging
+from nlnet.utils.seeding import seed_everything, set_rng_state
+
+
+# ---- validation (cheap, before any heavy work) -----------------------------------------------------
+def _get(node: Any, key: str, where: str) -> Any:
+    try:
+        return node.get(key) if hasattr(node, "get") else None
+    except Exception as exc:  # omegaconf's MissingMandatoryValue for "???"
+        if "Missing" in type(exc).__name__:
+            raise ConfigError(f"{where}.{key} is not set: pass {where}.{key}=PATH on the command line") from None
+        raise
+
+
+def validate_data_paths(data: Any, splits: tuple[str, ...]) -> None:
+    """Check that ``data.root`` and each split's annotation file exist; name the key and path if not."""
+    root = _get(data, "root", "data")
+    if root is not None and not os.path.isdir(str(root)):
+        hint = (" (create the demo dataset with: python tools/make_synthetic_dataset.py --root "
+                f"{root})" if "synthetic" in str(root) else "")
+        raise ConfigError(f"data.root: directory not found: {root}{hint}")
+    for split in splits:
+        node = _get(data, split, "data")
+        if node is None:
+            raise ConfigError(f"data.{split} is not configured")
+        annotations = _get(node, "annotations", f"data.{split}")
+        if annotations is not None and not os.path.isfile(str(annotations)):
+            raise ConfigError(f"data.{split}.annotations: file not found: {annotations}")
+
+
+def build_model(model_cfg: Any) -> nn.Module:
+    """``instantiate(cfg.model.net)``, with construction errors turned into one line naming the node."""
+    try:
+        return C.instantiate(model_cfg.net)
+    except Exception as exc:
+        message = one_line(root_cause(exc))
+        for group in ("nonlocal", "net"):  # name the config key the message is about, if any
+            node = model_cfg.get(group) or {}
+            for key in node:
+                if f"{key}=" in message:
+                    raise ConfigError(f"model.{group}.{key}: {message}") from exc
+        raise ConfigError(f"cannot build model.net ({model_cfg.net.get('_target_')}): {message}") from exc
+
+
+def check_num_classes(model: nn.Module, classes: list[str], annotations: Any) -> None:
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is not None and num_classes != len(classes):
+        raise ConfigError(
+            f"model.net.num_classes={num_classes} but {annotations} has {len(classes)} classes: "
+            f"set model.net.num_classes={len(classes)}"
+        )
+
+
+def _build_dataset(node: Any, **overrides: Any) -> Any:
+    try:
+        return C.instantiate(node, **overrides)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise ConfigError(one_line(exc)) from exc
+
+
+def _log_header(cfg: Any, run_dir: str, device: torch.device) -> None:
+    log = get_logger()
+    log.info(f"run directory: {run_dir}")
+    log.info(f"device: {device}, processes: {du.get_world_size()}, torch {torch.__version__}")
+
+
+# ---- training ---------------------------------------------------------------------------------------
+def train(cfg: Any) -> dict[str, Any]:
+    """Train (and optionally test) the run ``cfg`` describes; resumes from ``cfg.resume`` or from the
+    newest checkpoint in the run directory.
+
+    Returns:
+        A summary: run_dir, iteration, stopped (reason or None), exit_code, metrics, results_path.
+    """
+    t_cfg = cfg.trainer
+    run_dir = os.path.abspath(str(cfg.run_dir))
+    validate_data_paths(cfg.data, ("train", "val") if (t_cfg.eval_period or t_cfg.test_at_end) else ("train",))
+    device = du.init_distributed(str(t_cfg.device))
+    rank, world = du.get_rank(), du.get_world_size()
+    setup_logging(run_dir, rank=rank)
+    log = get_logger()
+    _log_header(cfg, run_dir, device)
+    if t_cfg.sync_bn and world > 1 and device.type != "cuda":
+        raise ConfigError("trainer.sync_bn=true needs CUDA devices (SyncBatchNorm does not run on CPU)")
+    if t_cfg.get("num_threads"):
+        torch.set_num_threads(int(t_cfg.num_threads))
+    seed_everything(int(t_cfg.seed) + rank)
+
+    model = build_model(cfg.model)
+    train_set = _build_dataset(cfg.data.train)
+    classes = list(train_set.classes)
+    check_num_classes(model, classes, cfg.data.train.get("annotations"))
+    log.info(f"model: {type(model).__name__} with {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
+             f"parameters; training set: {len(train_set)} clips, {len(classes)} classes")
+
+    model.to(device)
+    if t_cfg.channels_last:
+        model.to(memory_format=torch.channels_last_3d)
+    if t_cfg.sync_bn and world > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    batch_size = int(cfg.data.batch_size)
+    optimizer = C.instantiate(cfg.optim, model=model, total_batch_size=batch_size * world)
+    scheduler = build_scheduler(optimizer, schedule=C.instantiate(cfg.schedule))
+    train_module: nn.Module = model
+    if world > 1:
+        train_module = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if t_cfg.compile:
+        train_module = torch.compile(train_module)
+
+    num_workers = int(cfg.data.num_workers)
+    data = EndlessLoader(dataset=train_set, batch_size=batch_size, num_workers=num_workers, num_replicas=world,
+                         rank=rank, seed=int(t_cfg.seed), pin_memory=device.type == "cuda")
+    trainer = Trainer(model=model, optimizer=optimizer, scheduler=scheduler, data=data,
+                      max_iter=int(t_cfg.max_iter), device=device, train_module=train_module,
+                      precision=str(t_cfg.precision), grad_clip_norm=t_cfg.grad_clip_norm,
+                      channels_last=bool(t_cfg.channels_last))
+
+    manager = CheckpointManager(directory=os.path.join(run_dir, "checkpoints"), keep_last=int(t_cfg.keep_last))
+    resume_path = cfg.get("resume") or (manager.latest() if t_cfg.auto_resume else None)
+    if resume_path:
+        _resume(trainer, str(resume_path), seed=int(t_cfg.seed))
+
+    resolved = C.to_container(cfg)
+    config_text = C.to_yaml(cfg)
+    if du.is_main_process():
+        with open(os.path.join(run_dir, "config.yaml"), "w") as f:
+            f.write(config_text)
+    eval_kw = dict(device=device, precision=str(t_cfg.precision), channels_last=bool(t_cfg.channels_last),
+                   batch_size=int(t_cfg.eval_batch_size or batch_size), num_workers=num_workers,
+                   class_names=classes)
+    hooks: list[H.HookBase] = [H.SignalHandler()]
+    if t_cfg.precise_bn_iters > 0:
+        def precise_bn_batches(iteration: int) -> EndlessLoader:
+            return EndlessLoader(dataset=train_set, batch_size=batch_size, num_workers=num_workers,
+                                 num_replicas=world, rank=rank, seed=int(t_cfg.seed) + 1 + iteration)
+        hooks.append(H.PreciseBN(batches=precise_bn_batches, num_iters=int(t_cfg.precise_bn_iters),
+                                 periods=(int(t_cfg.checkpoint_period), int(t_cfg.eval_period))))
+    hooks.append(H.Checkpointer(manager=manager, period=int(t_cfg.checkpoint_period),
+                                extra={"config": resolved, "class_names": classes}))
+    if t_cfg.eval_period > 0:
+        val_overrides = {} if t_cfg.eval_multi_view else {"num_clips": 1, "num_crops": 1}
+        val_set = _build_dataset(cfg.data.val, **val_overrides)
+        hooks.append(H.EvalHook(period=int(t_cfg.eval_period), at_end=not t_cfg.test_at_end,
+                                evaluate=lambda: {**_evaluate_dataset(model, val_set, **eval_kw), "tag": "val"}))
+    results: dict[str, Any] = {}
+    if t_cfg.test_at_end:
+        test_set = _build_dataset(cfg.data.val)
+
+        def final_test() -> dict[str, Any]:
+            metrics, path = _test_and_write(model, test_set, output_dir=run_dir, checkpoint=manager.path(trainer.iter),
+                                            **eval_kw)
+            results.update(metrics=metrics, results_path=path)
+            return {**metrics, "tag": "test"}
+        hooks.append(H.EvalHook(period=0, evaluate=final_test, at_end=True))
+    hooks.append(H.MetricLogger(period=int(t_cfg.log_period)))
+    if cfg.get("logger") and "_target_" in cfg.logger:
+        hparams = {"model": str(cfg.model.net.get("_target_")), "depth": cfg.model.net.get("depth"),
+                   "nonlocal_blocks": str(cfg.model.net.get("nonlocal_blocks")),
+                   "pairwise": cfg.model.get("nonlocal", {}).get("pairwise"), "lr": cfg.optim.get("lr"),
+                   "batch_size": batch_size * world, "max_iter": int(t_cfg.max_iter),
+                   "precision": str(t_cfg.precision)}
+        hooks.append(C.instantiate(cfg.logger, log_dir=os.path.join(run_dir, "tensorboard"),
+                                   config_text=config_text, hparams=hparams, class_names=classes))
+        # attention figures of the first validation video at each evaluation (nlnet.engine.attention_hook)
+        eval_set = val_set if t_cfg.eval_period > 0 else (test_set if t_cfg.test_at_end else None)
+        if t_cfg.get("attention_figures") and eval_set is not None and eval_set.num_videos:
+            hooks.append(C.instantiate(t_cfg.attention_figures, **clip_of_dataset(eval_set)))
+    if t_cfg.progress_bar:
+        hooks.append(H.ProgressBar())
+    trainer.register_hooks(hooks)
+
+    start = time.perf_counter()
+    trainer.train()
+    data.close()
+    if trainer.start_iter >= trainer.max_iter:
+        log.info(f"{run_dir} is already trained to iteration {trainer.iter}; to train again, delete it "
+                 "or change an override")
+        if t_cfg.test_at_end and not trainer.stop_reason:
+            final_test()
+    elapsed = time.perf_counter() - start
+    summary: dict[str, Any] = {"run_dir": run_dir, "iteration": trainer.iter, "stopped": trainer.stop_reason,
+                               "exit_code": 0, "seconds": elapsed, **results}
+    if trainer.stop_reason:
+        log.info(f"stopped at iteration {trainer.iter} ({trainer.stop_reason}); the same command resumes")
+        summary["exit_code"] = 128 + int(trainer.extra_state.get("stop_signal", signal.SIGTERM))
+    else:
+        log.info(f"training finished: iteration {trainer.iter} of {trainer.max_iter} ({elapsed:.0f}s)")
+        if results:
+            m = results["metrics"]
+            log.info(f"test: top1 {m['top1']:.2f}% top5 {m['top5']:.2f}% mean class {m['mean_class_accuracy']:.2f}% "
+                     f"({m['num_videos']} videos x {m['views_per_video']} views, {m['failed_videos']} failed)")
+            log.info(f"results: {results['results_path']}")
+        log.info(f"TensorBoard: tensorboard --logdir {run_dir}")
+    du.cleanup()
+    return summary
+
+
+def _resume(trainer: Trainer, path: str, *, seed: int) -> None:
+    state = load_checkpoint(path, map_location="cpu")
+    trainer.load_state_dict(state)
+    rank, world = du.get_rank(), du.get_world_size()
+    rng_states = state.get("rng_states") or []
+    if state.get("world_size") == world and len(rng_states) == world:
+        set_rng_state(rng_states[rank])
+    else:
+        get_logger().warning(f"checkpoint written by {state.get('world_size')} processes, resuming with {world}: "
+                             "random streams are re-seeded (the data order is kept)")
+        seed_everything(seed + rank + 1_000_003 * trainer.iter)
+    get_logger().info(f"resumed from {path} at iteration {trainer.iter}")
+
+
+# ---- evaluation -------------------------------------------------------------------------------------
+def _evaluate_dataset(model: nn.Module, dataset: Any, *, device: torch.device, precision: str, channels_last: bool,
+                      batch_size: int, num_workers: int, class_names: list[str]) -> dict[str, Any]:
+    metrics, _ = _evaluate_with_videos(model, dataset, device=device, precision=precision,
+                                       channels_last=channels_last, batch_size=batch_size, num_workers=num_workers,
+                                       class_names=class_names)
+    return metrics
+
+
+def _evaluate_with_videos(model: nn.Module, dataset: Any, *, device: torch.device, precision: str,
+                          channels_last: bool, batch_size: int, num_workers: int, class_names: list[str]) -> tuple:
+    loader = build_eval_loader(dataset=dataset, batch_size=batch_size, num_workers=num_workers,
+                               num_replicas=du.get_world_size(), rank=du.get_rank(),
+                               pin_memory=device.type == "cuda")
+    return evaluate(model, loader, num_videos=int(dataset.num_videos), num_classes=len(class_names), device=device,
+                    class_names=class_names, views_per_video=int(dataset.num_views), precision=precision,
+                    channels_last=channels_last)
+
+
+def _test_and_write(model: nn.Module, dataset: Any, *, output_dir: str, checkpoint: str | None,
+                    **kw: Any) -> tuple[dict[str, Any], str]:
+    metrics, videos = _evaluate_with_videos(model, dataset, **kw)
+    path = os.path.join(output_dir, "results.json")
+    if du.is_main_process():
+        extra = {"checkpoint": checkpoint, "failed_video_paths": sorted(getattr(dataset, "failures", {}) or {})}
+        path = write_results(output_dir, metrics, videos, class_names=kw["class_names"],
+                             video_paths=list(getattr(dataset, "video_paths", []) or []), extra=extra)
+    du.barrier()
+    return metrics, path
+
+
+def test(cfg: Any) -> dict[str, Any]:
+    """Multi-view test of ``cfg.checkpoint``; writes ``results.json`` and ``per_video_scores.json`` in
+    ``cfg.output_dir`` (default: the checkpoint's run directory).
+
+    ``cfg`` is the checkpoint's stored config with the command line's overrides applied
+    (``tools/test.py`` does the merge).
+
+    Returns:
+        The metrics (top1, top5, mean_class_accuracy, ...) plus results_path.
+    """
+    checkpoint = str(cfg.checkpoint)
+    if not os.path.isfile(checkpoint):
+        raise ConfigError(f"checkpoint: file not found: {checkpoint}")
+    output_dir = os.path.abspath(str(cfg.get("output_dir") or checkpoint_run_dir(checkpoint)))
+    validate_data_paths(cfg.data, ("val",))
+    device = du.init_distributed(str(cfg.trainer.device))
+    if cfg.trainer.get("num_threads"):
+        torch.set_num_threads(int(cfg.trainer.num_threads))
+    setup_logging(output_dir, rank=du.get_rank(), filename="test_log.txt")
+    log = get_logger()
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    model = build_model(cfg.model)
+    model.load_state_dict(state["model"])
+    model.to(device)
+    if cfg.trainer.channels_last:
+        model.to(memory_format=torch.channels_last_3d)
+    dataset = _build_dataset(cfg.data.val)
+    class_names = list(state.get("class_names") or dataset.classes)
+    if list(dataset.classes) != class_names:
+        raise ConfigError(f"data.val.annotations: its {len(dataset.classes)} classes differ from the "
+                          f"{len(class_names)} the checkpoint was trained on")
+    log.info(f"testing {checkpoint} (iteration {state.get('iteration')}) on {dataset.num_videos} videos x "
+             f"{dataset.num_views} views")
+    start = time.perf_counter()
+    batch_size = int(cfg.trainer.get("eval_batch_size") or cfg.data.batch_size)
+    metrics, path = _test_and_write(model, dataset, output_dir=output_dir, checkpoint=os.path.abspath(checkpoint),
+                                    device=device, precision=str(cfg.trainer.precision),
+                                    channels_last=bool(cfg.trainer.channels_last), batch_size=batch_size,
+                                    num_workers=int(cfg.data.num_workers), class_names=class_names)
+    if du.is_main_process() and cfg.get("logger") and "_target_" in cfg.logger:
+        from torch.utils.tensorboard import SummaryWriter
+
+        import matplotlib.pyplot as plt
+
+        with SummaryWriter(os.path.join(output_dir, "tensorboard")) as writer:
+            step = int(state.get("iteration", 0))
+            for key in ("top1", "top5", "mean_class_accuracy"):
+                writer.add_scalar(f"test/{key}", metrics[key], step)
+            fig = H.confusion_figure(metrics["confusion_matrix"], class_names)
+            writer.add_figure("test/confusion_matrix", fig, step)
+            plt.close(fig)
+    log.info(f"test: top1 {metrics['top1']:.2f}% top5 {metrics['top5']:.2f}% mean class "
+             f"{metrics['mean_class_accuracy']:.2f}% ({metrics['num_videos']} videos x {metrics['views_per_video']} "
+             f"views, {metrics['failed_videos']} failed) in {time.perf_counter() - start:.0f}s")
+    log.info(f"results: {path}")
+    du.cleanup()
+    return {**metrics, "results_path": path}
