@@ -43,7 +43,8 @@ def parse_shape(text: str) -> tuple[int, ...]:
     except ValueError:
         shape = ()
     if len(shape) != 5 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"--shapes takes B,C,T,H,W with positive ints, e.g. 2,512,4,28,28; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--shapes takes B,C,T,H,W with positive ints, e.g. 2,512,4,28,28; got {text!r}")
     return shape
 
 
@@ -53,7 +54,7 @@ def estimate_bytes(shape: tuple[int, ...], pairwise: str, impl: str, element_siz
 
     Both impls hold O(B C N) activations; the reference also holds about four (B, N, N') matrices
     (pairwise weights, their softmax / scaled copy and gradients) and, for concatenation, the
-    (B, 2C', N, N') concatenated features and their gradient.
+    (B, 2C', N, N') concatenated features about three times over (measured: 3.7 GB at res4 32 frames).
     """
     b, c, t, h, w = shape
     n = t * h * w
@@ -62,7 +63,7 @@ def estimate_bytes(shape: tuple[int, ...], pairwise: str, impl: str, element_siz
     if impl == "reference":
         elements += 4 * b * n * n_keys
         if pairwise == "concatenation":
-            elements += 2 * b * n * n_keys * c  # 2C' = C channels, kept for backward + its gradient
+            elements += 3 * b * n * n_keys * c  # 2C' = C channels: kept for backward, its gradient, a copy
     return elements * element_size
 
 
@@ -203,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         for pairwise in args.pairwise:
             for impl in IMPLS:
                 case = {"shape": list(shape), "pairwise": pairwise, "impl": impl, "device": args.device,
-                        "dtype": args.dtype, "repeats": args.repeats, "warmup": args.warmup, "pool_before": args.pool_before}
+                        "dtype": args.dtype, "repeats": args.repeats, "warmup": args.warmup,
+                        "pool_before": args.pool_before}
                 results.append(run_case(case, args.mem_limit_gb))
                 r = results[-1]
                 done = f"{r['median_s']:.3f} s" if r["status"] == "ok" else r["reason"]
@@ -211,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = (f"{torch.cuda.get_device_name()}" if args.device.startswith("cuda")
                else f"{os.cpu_count()}-core CPU, {torch.get_num_threads()} threads")
     print(f"non-local block, forward+backward, {args.dtype}, {machine}, torch {torch.__version__}, "
-          f"median of {args.repeats} runs after {args.warmup} warm-up, sub_sample=True, pool_before={args.pool_before}\n")
+          f"median of {args.repeats} runs after {args.warmup} warm-up, sub_sample=True, "
+          f"pool_before={args.pool_before}\n")
     print(format_table(results, args.device))
     if args.json:
         tmp = f"{args.json}.tmp"

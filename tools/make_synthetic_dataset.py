@@ -1,6 +1,6 @@
 """Write the built-in synthetic dataset (Kinetics layout, official CSVs, H.264 .mp4).
 
-    python tools/make_synthetic_dataset.py --root data/synthetic          # the demo dataset (~15 s)
+    python tools/make_synthetic_dataset.py --root data/synthetic          # the demo dataset (~10 s)
     python tools/make_synthetic_dataset.py --root data/bench --preset bench   # 10 s 320x256 videos
 
 Does nothing if the dataset at --root is already complete with the same settings.
@@ -11,8 +11,8 @@ import time
 from nlnet.data.synthetic import make_synthetic_dataset
 
 PRESETS = {
-    # the CPU demo: 6 classes x (40 train + 10 val) clips of 32 frames, 64x64, 25 fps
-    "demo": dict(num_classes=6, train_per_class=40, val_per_class=10, num_frames=32, size=64, noise=4.0),
+    # the CPU demo: 6 classes x (100 train + 20 val) clips of 32 frames, 64x64, 25 fps
+    "demo": dict(num_classes=6, train_per_class=100, val_per_class=20, num_frames=32, size=64, noise=4.0),
     # tools/bench_data.py: Kinetics-like files, 10 s at 320x256, 25 fps
     "bench": dict(num_classes=2, train_per_class=8, val_per_class=2, num_frames=250, size=(320, 256), noise=8.0),
 }

@@ -321,7 +321,10 @@ class NonLocalBlock(nn.Module):
         c = self.inter_channels
         if self.pairwise == "gaussian":
             keys = _pool_last(self.pool, x_last)
-            values = _linear_last(keys, [self.g]) if self.pool_before else _pool_last(self.pool, _linear_last(x_last, [self.g]))
+            if self.pool_before:
+                values = _linear_last(keys, [self.g])
+            else:
+                values = _pool_last(self.pool, _linear_last(x_last, [self.g]))
             return x_last, keys, values
         if self.pool_before:
             key_values = _linear_last(_pool_last(self.pool, x_last), [self.phi, self.g])  # (B, *S', 2C')

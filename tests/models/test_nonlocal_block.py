@@ -117,7 +117,8 @@ def test_matches_eq1_loop(pairwise, dim, shape, scope, pool_size):
     x = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     for sub_sample, pool_before, scale in [(True, False, False), (True, True, True), (False, False, True)]:
         blocks = [NonLocalBlock(4, 3, dim=dim, pairwise=pairwise, sub_sample=sub_sample, pool_size=pool_size,
-                                pool_before=pool_before, scale=scale, scope=scope, impl=impl) for impl in ("auto", "reference")]
+                                pool_before=pool_before, scale=scale, scope=scope, impl=impl)
+                  for impl in ("auto", "reference")]
         for block in blocks:
             randomize(block.double()).eval()
         expected = eq1_loop(blocks[0], x)
@@ -349,7 +350,8 @@ def test_bad_input_names_expected_shape():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"pairwise": "softmax"}, r"pairwise='softmax'; valid choices: gaussian, embedded_gaussian, dot_product, concatenation"),
+    ({"pairwise": "softmax"},
+     r"pairwise='softmax'; valid choices: gaussian, embedded_gaussian, dot_product, concatenation"),
     ({"scope": "frame"}, r"scope='frame'; valid choices: spacetime, space, time"),
     ({"impl": "fast"}, r"impl='fast'; valid choices: auto, reference"),
     ({"dim": 4}, r"dim=4; valid choices: 1, 2, 3"),
