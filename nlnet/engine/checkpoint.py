@@ -8,29 +8,21 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from typing import Any
 
 import torch
+
+from nlnet.utils.io import atomic_path
 
 _NAME = re.compile(r"^checkpoint_(\d+)\.pt$")
 
 
 def atomic_save(obj: Any, path: str) -> None:
     """Write ``obj`` with ``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pt", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -98,9 +90,8 @@ class CheckpointManager:
 
     def mark_best(self, path: str) -> str:
         """Copy ``path`` to ``best.pt`` (atomically)."""
-        tmp = os.path.join(self.directory, ".tmp_best.pt")
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, self.best_path)
+        with atomic_path(self.best_path) as tmp:
+            shutil.copyfile(path, tmp)
         return self.best_path
 
 

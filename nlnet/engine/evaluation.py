@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from nlnet.engine import distributed as du
+from nlnet.utils.io import atomic_path
 from nlnet.utils.metrics import confusion_matrix, mean_class_accuracy, per_class_accuracy, topk_correct
 
 
@@ -213,7 +214,5 @@ def write_results(directory: str, metrics: dict[str, Any], videos: VideoPredicti
 
 
 def _atomic_json(obj: Any, path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=1, allow_nan=True)
-    os.replace(tmp, path)

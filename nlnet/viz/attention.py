@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -35,6 +34,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import ConnectionPatch
 from torch import Tensor, nn
+
+from nlnet.utils.io import atomic_path
 
 SCOPES = ("spacetime", "space", "time")
 QUERY_SELECTIONS = ("response", "peak")
@@ -557,22 +558,12 @@ def draw_attention(
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> str:
     """Write ``fig`` as an image at its exact pixel size (no tight bbox), atomically."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    suffix = os.path.splitext(path)[1] or ".png"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-        FigureCanvasAgg(fig)
+    path = os.fspath(path)
+    FigureCanvasAgg(fig)
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=fig.dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path
 
 
@@ -645,18 +636,9 @@ def write_gif(images: Sequence[np.ndarray], path: str | os.PathLike, *, fps: flo
     from PIL import Image
 
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".gif")
-    os.close(fd)
-    try:
-        pil = [Image.fromarray(im) for im in images]
+    pil = [Image.fromarray(im) for im in images]
+    with atomic_path(path) as tmp:
         pil[0].save(tmp, save_all=True, append_images=pil[1:], duration=int(1000 / fps), loop=0)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path
 
 
@@ -665,26 +647,16 @@ def write_mp4(images: Sequence[np.ndarray], path: str | os.PathLike, *, fps: int
     import av
 
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".mp4")
-    os.close(fd)
     height, width = images[0].shape[:2]
     even_h, even_w = height + height % 2, width + width % 2
-    try:
-        with av.open(tmp, mode="w") as container:
-            stream = container.add_stream("libx264", rate=int(fps))
-            stream.width, stream.height, stream.pix_fmt = even_w, even_h, "yuv420p"
-            for im in images:
-                padded = np.zeros((even_h, even_w, 3), dtype=np.uint8)
-                padded[:height, :width] = im
-                for packet in stream.encode(av.VideoFrame.from_ndarray(padded, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
+    with atomic_path(path) as tmp, av.open(tmp, mode="w") as container:
+        stream = container.add_stream("libx264", rate=int(fps))
+        stream.width, stream.height, stream.pix_fmt = even_w, even_h, "yuv420p"
+        for im in images:
+            padded = np.zeros((even_h, even_w, 3), dtype=np.uint8)
+            padded[:height, :width] = im
+            for packet in stream.encode(av.VideoFrame.from_ndarray(padded, format="rgb24")):
                 container.mux(packet)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        for packet in stream.encode():
+            container.mux(packet)
     return path

@@ -146,9 +146,11 @@ def test_sigkill_then_sigterm_then_resume_matches_an_uninterrupted_run(tiny_vide
 
 
 def test_two_process_ddp_matches_single_process_on_the_same_total_batch(tiny_videos, tmp_path):
-    # No BatchNorm (Identity) and no dropout: then 2 processes x 2 clips and 1 process x 4 clips compute
-    # the same gradient, so the parameters must agree after the steps.
+    # No BatchNorm (Identity in the backbone, none after the NL blocks' w_z) and no dropout: then
+    # 2 processes x 2 clips and 1 process x 4 clips compute the same gradient, so the parameters must
+    # agree after the steps.
     common = tiny_overrides(tiny_videos) + ["+model.net.norm_layer={_target_:torch.nn.Identity,_partial_:true}",
+                                            "+model.nonlocal.bn_layer=false",
                                             "trainer.precise_bn_iters=0", "trainer.checkpoint_period=0"]
     ddp_dir = str(tmp_path / "ddp")
     cmd = ["torchrun", "--standalone", "--nproc_per_node=2", TRAIN, *common, "data.batch_size=2",
