@@ -29,6 +29,7 @@ import torch
 
 from nlnet.models import NonLocalBlock
 from nlnet.models.nonlocal_block import IMPLS, PAIRWISE
+from nlnet.utils.io import atomic_path
 
 I3D_R50_SHAPES = ["2,512,4,28,28", "2,1024,4,14,14", "2,512,16,28,28", "2,1024,16,14,14"]  # res3/res4, 32/128 frames
 QUICK_SHAPES = ["2,16,4,8,8", "2,32,2,6,6"]
@@ -217,11 +218,9 @@ def main(argv: list[str] | None = None) -> int:
           f"pool_before={args.pool_before}\n")
     print(format_table(results, args.device))
     if args.json:
-        tmp = f"{args.json}.tmp"
-        with open(tmp, "w") as f:
+        with atomic_path(args.json) as tmp, open(tmp, "w") as f:
             json.dump({"device": args.device, "machine": machine, "torch": torch.__version__,
                        "dtype": args.dtype, "repeats": args.repeats, "results": results}, f, indent=1)
-        os.replace(tmp, args.json)
     failed = [r for r in results if r["status"] == "failed"]
     return 1 if failed else 0
 

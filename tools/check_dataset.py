@@ -12,6 +12,7 @@ import os
 import sys
 
 from nlnet.data.check import check_dataset, format_report
+from nlnet.utils.io import atomic_path
 
 
 def main() -> None:
@@ -31,10 +32,8 @@ def main() -> None:
     text = format_report(report)
     for path, content in ((args.report, json.dumps(report, indent=2)),
                           (os.path.splitext(args.report)[0] + ".txt", text)):
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
+        with atomic_path(path) as tmp, open(tmp, "w") as f:
             f.write(content)
-        os.replace(tmp, path)
     print("\n".join(text.splitlines()[:3]))
     print(f"report: {args.report}")
     sys.exit(1 if report["missing"] or report["unreadable"] else 0)

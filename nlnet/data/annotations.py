@@ -19,6 +19,9 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Sequence
+
+from nlnet.utils.io import atomic_path
 
 __all__ = ["VideoRecord", "Annotations", "read_annotations", "read_label_map", "kinetics_filename"]
 
@@ -175,3 +178,16 @@ def _read_list(path: Path, root: Path, names: list[str] | None) -> Annotations:
         full = root / rel
         (records.append(VideoRecord(str(full), label)) if full.is_file() else missing.append(str(full)))
     return Annotations(records, list(names), missing)
+
+
+def write_kinetics_csv(path: str | os.PathLike, rows: Iterable[Sequence]) -> None:
+    """Write an official-format Kinetics CSV (``label,youtube_id,time_start,time_end,split``), atomically.
+
+    Args:
+        path: the CSV file.
+        rows: ``(label, youtube_id, time_start, time_end, split)`` tuples.
+    """
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*KINETICS_COLUMNS, "split"])
+        writer.writerows(rows)

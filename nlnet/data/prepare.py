@@ -19,7 +19,7 @@ from pathlib import Path
 
 import av
 
-from .annotations import VIDEO_EXTENSIONS, kinetics_filename
+from .annotations import VIDEO_EXTENSIONS, kinetics_filename, write_kinetics_csv
 from .decoding import VideoDecodeError, VideoReader, scaled_size
 
 __all__ = ["PrepareJob", "find_raw_video", "cut_and_rescale", "prepare_kinetics"]
@@ -205,15 +205,8 @@ def prepare_kinetics(
     written_csv = []
     for csv_file, rows in tables:
         target = out_dir / csv_file.name
-        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
-            for row in rows:
-                if Path(row["_dst"]).is_file():
-                    writer.writerow([row["label"], row["youtube_id"], row["time_start"], row["time_end"],
-                                     row.get("split", "")])
-        os.replace(tmp, target)
+        write_kinetics_csv(target, ((row["label"], row["youtube_id"], row["time_start"], row["time_end"],
+                                     row.get("split", "")) for row in rows if Path(row["_dst"]).is_file()))
         written_csv.append(str(target))
     return {"done": len(jobs) - len(failed), "skipped": skipped, "no_download": no_download,
             "failed": failed, "csv": written_csv}

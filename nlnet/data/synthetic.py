@@ -8,7 +8,6 @@ uninformative), so a small 3D network learns it in minutes on a CPU.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -18,6 +17,10 @@ from typing import Sequence
 
 import av
 import numpy as np
+
+from nlnet.utils.io import atomic_path
+
+from .annotations import write_kinetics_csv
 
 __all__ = [
     "SYNTHETIC_CLASSES",
@@ -273,15 +276,6 @@ def _youtube_like_id(rng: np.random.Generator) -> str:
     return "".join(alphabet[i] for i in rng.integers(0, len(alphabet), size=11))
 
 
-def _write_csv(path: Path, rows: list[tuple]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
 def make_synthetic_dataset(
     root: str | os.PathLike,
     *,
@@ -360,8 +354,7 @@ def make_synthetic_dataset(
                 write_video(folder / f"{vid}_{start:06d}_{end:06d}.mp4", frames, fps=fps, crf=crf,
                             gop_size=gop_size, preset="veryfast")
                 rows.append((name, vid, start, end, split))
-        _write_csv(root / f"{split}.csv", rows)
-    tmp = marker.with_name(f".complete.json.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(spec))
-    os.replace(tmp, marker)
+        write_kinetics_csv(root / f"{split}.csv", rows)
+    with atomic_path(marker) as tmp:
+        Path(tmp).write_text(json.dumps(spec))
     return {**spec, "skipped": False}
