@@ -20,7 +20,8 @@ from nlnet.engine.attention_hook import clip_of_dataset
 from nlnet.engine.checkpoint import CheckpointManager, checkpoint_run_dir, load_checkpoint
 from nlnet.engine.evaluation import evaluate, write_results
 from nlnet.engine.loader import EndlessLoader, build_eval_loader
-from nlnet.engine.schedule import build_scheduler
+from nlnet.engine.report import write_plan
+from nlnet.engine.schedule import ScheduleBudget, build_scheduler
 from nlnet.engine.trainer import Trainer
 from nlnet.utils.errors import ConfigError, one_line, root_cause
 from nlnet.utils.logger import get_logger, setup_logging
@@ -125,7 +126,12 @@ def train(cfg: Any) -> dict[str, Any]:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     batch_size = int(cfg.data.batch_size)
     optimizer = C.instantiate(cfg.optim, model=model, total_batch_size=batch_size * world)
-    scheduler = build_scheduler(optimizer, schedule=C.instantiate(cfg.schedule))
+    budget = ScheduleBudget(unit=str(t_cfg.get("schedule_unit") or "iterations"), total_batch_size=batch_size * world,
+                            reference_batch_size=int(t_cfg.get("schedule_batch_size") or batch_size * world))
+    schedule = C.instantiate(cfg.schedule).scaled(budget)
+    scheduler = build_scheduler(optimizer, schedule=schedule)
+    max_iter = budget.iterations(int(t_cfg.max_iter))
+    log.info(budget.describe(max_iter=int(t_cfg.max_iter), schedule=schedule))
     train_module: nn.Module = model
     if world > 1:
         train_module = nn.parallel.DistributedDataParallel(
@@ -137,7 +143,7 @@ def train(cfg: Any) -> dict[str, Any]:
     data = EndlessLoader(dataset=train_set, batch_size=batch_size, num_workers=num_workers, num_replicas=world,
                          rank=rank, seed=int(t_cfg.seed), pin_memory=device.type == "cuda")
     trainer = Trainer(model=model, optimizer=optimizer, scheduler=scheduler, data=data,
-                      max_iter=int(t_cfg.max_iter), device=device, train_module=train_module,
+                      max_iter=max_iter, device=device, train_module=train_module,
                       precision=str(t_cfg.precision), grad_clip_norm=t_cfg.grad_clip_norm,
                       channels_last=bool(t_cfg.channels_last))
 
@@ -151,6 +157,7 @@ def train(cfg: Any) -> dict[str, Any]:
     if du.is_main_process():
         with open(os.path.join(run_dir, "config.yaml"), "w") as f:
             f.write(config_text)
+        write_plan(run_dir, budget=budget, recipe_max_iter=int(t_cfg.max_iter))
     eval_kw = dict(device=device, precision=str(t_cfg.precision), channels_last=bool(t_cfg.channels_last),
                    batch_size=int(t_cfg.eval_batch_size or batch_size), num_workers=num_workers,
                    class_names=classes)
@@ -183,7 +190,7 @@ def train(cfg: Any) -> dict[str, Any]:
         hparams = {"model": str(cfg.model.net.get("_target_")), "depth": cfg.model.net.get("depth"),
                    "nonlocal_blocks": str(cfg.model.net.get("nonlocal_blocks")),
                    "pairwise": cfg.model.get("nonlocal", {}).get("pairwise"), "lr": cfg.optim.get("lr"),
-                   "batch_size": batch_size * world, "max_iter": int(t_cfg.max_iter),
+                   "batch_size": batch_size * world, "max_iter": max_iter,
                    "precision": str(t_cfg.precision)}
         hooks.append(C.instantiate(cfg.logger, log_dir=os.path.join(run_dir, "tensorboard"),
                                    config_text=config_text, hparams=hparams, class_names=classes))
