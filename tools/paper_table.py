@@ -44,8 +44,9 @@ def folder_rows(folder: str) -> list[tuple]:
     if os.path.isfile(os.path.join(folder, "multirun.yaml")):
         sweep = OmegaConf.load(os.path.join(folder, "multirun.yaml")).hydra
         overrides = [o for o in sweep.overrides.task if not o.startswith("experiment=")]
+        overrides += [o for o in sweep.overrides.hydra if o.startswith("hydra.searchpath=")]
         table = next(o for o in sweep.overrides.task if o.startswith("experiment=")).split("=", 1)[1]
-        return table_rows(table, list(overrides), sweep.runtime.cwd)
+        return table_rows(table, overrides, sweep.runtime.cwd)
     if not os.path.isfile(os.path.join(folder, "config.yaml")):
         sys.exit(f"error: {folder}: neither a run folder (config.yaml) nor a sweep folder (multirun.yaml)")
     return [(OmegaConf.load(os.path.join(folder, "config.yaml")), folder)]
@@ -66,7 +67,7 @@ def main() -> None:
         cost = (None, None)
         if args.cost:
             frames, size = int(cfg.data.num_frames), int(cfg.data.train.crop_size)
-            key = (OmegaConf.to_yaml(cfg.model.net), frames, size)
+            key = (OmegaConf.to_yaml(cfg.model.net, resolve=True), frames, size)
             if key not in costs:
                 costs[key] = clip_cost(instantiate(cfg.model.net), frames=frames, size=size)
             cost = costs[key]
