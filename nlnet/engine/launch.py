@@ -253,6 +253,8 @@ def _evaluate_dataset(model: nn.Module, dataset: Any, *, device: torch.device, p
 
 def _evaluate_with_videos(model: nn.Module, dataset: Any, *, device: torch.device, precision: str,
                           channels_last: bool, batch_size: int, num_workers: int, class_names: list[str]) -> tuple:
+    if getattr(dataset, "full_frame", False):  # whole frames: sizes differ between videos, one clip a batch
+        batch_size = 1
     loader = build_eval_loader(dataset=dataset, batch_size=batch_size, num_workers=num_workers,
                                num_replicas=du.get_world_size(), rank=du.get_rank(),
                                pin_memory=device.type == "cuda")
