@@ -130,7 +130,7 @@ def test_nonlocal_flops_as_run_and_reference(pairwise):
     pairwise_flops = {"concatenation": 2 * c_inter * n * n_keys}.get(pairwise, n * n_keys * width)
     reference = b * (embed + pairwise_flops + n * n_keys * c_inter + n * c_inter * c + 2 * n * c)
     assert cost["reference"] == reference
-    if pairwise in ("gaussian", "embedded_gaussian"):  # fused / chunked attention: the same products
+    if pairwise in ("gaussian", "embedded_gaussian"):  # fused attention (SDPA) or the plain form: the same products
         assert cost["auto"] == reference
     elif pairwise == "concatenation":  # projections a, b instead of w_f over every pair
         assert cost["auto"] == reference - b * (3 * c_inter * n * n_keys - (n + n_keys) * c_inter)
