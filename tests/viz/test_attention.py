@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from matplotlib.lines import Line2D
 from matplotlib.patches import ConnectionPatch
 from PIL import Image
 from torch import nn
