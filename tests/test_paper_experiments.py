@@ -119,13 +119,16 @@ def test_the_row_is_the_model_and_recipe_the_paper_describes(row):
     assert (cfg.data.val.num_clips, cfg.data.val.num_crops, cfg.data.val.test_scale) == (10, 3, 256)
     assert (cfg.trainer.max_iter, list(cfg.schedule.milestones), cfg.schedule.gamma) == (400000, [150000, 300000], 0.1)
     assert cfg.trainer.schedule_unit == "epochs" and cfg.optim.optimizer.nesterov and cfg.optim.weight_decay == 1e-4
-    if frames == 32:  # 8 GPUs x 8 clips, lr 0.01
+    # the official test head: pool5 [T', 7, 7] (global at 224), softmax per position at test
+    assert list(net.head_pool_kernel) == [frames // 8, 7, 7] and net.fully_conv_test
+    if frames == 32:  # ImageNet-inflated, 8 GPUs x 8 clips, lr 0.01
         assert (cfg.data.batch_size, cfg.optim.lr, cfg.optim.reference_batch_size) == (8, 0.01, 64)
-        assert cfg.model.get("init_checkpoint") is None
-    else:  # 8 GPUs x 2 clips, lr 0.0025, from the 32-frame model
+        assert cfg.model.pretrained == "torchvision" and cfg.model.init_checkpoint is None
+        assert list(net.frozen_bn) == []
+    else:  # from the 32-frame model, BN frozen, 8 GPUs x 2 clips, lr 0.0025
         assert (cfg.data.batch_size, cfg.optim.lr, cfg.optim.reference_batch_size) == (2, 0.0025, 16)
-        assert cfg.model.init_checkpoint == f"runs/paper/{INIT[row.split('/')[1]]}"
-        assert cfg.trainer.schedule_batch_size == 16
+        assert cfg.model.init_checkpoint == f"runs/paper/{INIT[row.split('/')[1]]}" and cfg.model.pretrained is None
+        assert cfg.trainer.schedule_batch_size == 16 and list(net.frozen_bn) == ["all"]
 
     with torch.device("meta"):  # structure and parameter count only
         model = instantiate(net)
@@ -133,6 +136,9 @@ def test_the_row_is_the_model_and_recipe_the_paper_describes(row):
     assert [name for name in model.nonlocal_names()] == [
         f"res{s + 2}.nonlocal{i}" for s, stage in enumerate(placement) for i in stage]
     assert all((b.pairwise, b.scope) == (pairwise, scope) for b in blocks)
+    assert all(not b.scale_gaussian for b in blocks)  # the paper's Gaussian is unscaled
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    assert all(p.requires_grad == (frames == 32) for m in norms for p in m.parameters())
     assert sum(p.numel() for p in model.parameters()) == docs_paper_rows()[f"paper/{row}"][0]
 
 
@@ -141,6 +147,11 @@ def test_gflops_of_a_whole_traced_model_equal_docs(row):
     cfg = row_config(row)
     params, gflops = clip_cost(instantiate(cfg.model.net), frames=32, size=224)
     assert (params, round(gflops, 2)) == docs_paper_rows()[f"paper/{row}"]
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in PAPER.parent.glob("*_kinetics*.yaml")))
+def test_every_kinetics_experiment_starts_from_imagenet(experiment):
+    assert compose("train", [f"experiment={experiment}"]).model.pretrained == "torchvision"
 
 
 def test_docs_list_the_costs_the_reference_codebases_report():

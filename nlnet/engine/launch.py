@@ -23,7 +23,7 @@ from nlnet.engine.loader import EndlessLoader, build_eval_loader
 from nlnet.engine.report import write_plan
 from nlnet.engine.schedule import ScheduleBudget, build_scheduler
 from nlnet.engine.trainer import Trainer
-from nlnet.engine.weights import load_pretrained, stored_model_config
+from nlnet.engine.weights import load_init_checkpoint, load_pretrained, stored_model_config
 from nlnet.utils.errors import ConfigError, one_line, root_cause
 from nlnet.utils.logger import get_logger, setup_logging
 from nlnet.utils.seeding import seed_everything, set_rng_state
@@ -116,7 +116,9 @@ def train(cfg: Any) -> dict[str, Any]:
     model = build_model(cfg.model)
     manager = CheckpointManager(directory=os.path.join(run_dir, "checkpoints"), keep_last=int(t_cfg.keep_last))
     resume_path = cfg.get("resume") or (manager.latest() if t_cfg.auto_resume else None)
-    if not resume_path and cfg.model.get("pretrained"):  # a fresh start: ImageNet inflation
+    if not resume_path and cfg.model.get("init_checkpoint"):  # a fresh start from another run (fine-tuning)
+        load_init_checkpoint(model, str(cfg.model.init_checkpoint), pretrained=cfg.model.get("pretrained"))
+    elif not resume_path and cfg.model.get("pretrained"):  # a fresh start: ImageNet inflation
         load_pretrained(model, str(cfg.model.pretrained))
     train_set = _build_dataset(cfg.data.train)
     classes = list(train_set.classes)
