@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from nlnet.config import instantiate
 from nlnet.engine.report import Published, TableRow, clip_cost, read_progress, to_csv, to_markdown
+from nlnet.engine.weights import stored_model_config
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 ROWS_KEY = "+experiment/paper@_global_"
@@ -69,7 +70,7 @@ def main() -> None:
             frames, size = int(cfg.data.num_frames), int(cfg.data.train.crop_size)
             key = (OmegaConf.to_yaml(cfg.model.net, resolve=True), frames, size)
             if key not in costs:
-                costs[key] = clip_cost(instantiate(cfg.model.net), frames=frames, size=size)
+                costs[key] = clip_cost(instantiate(stored_model_config(cfg.model).net), frames=frames, size=size)
             cost = costs[key]
         published = Published.from_config(OmegaConf.to_container(cfg.get("paper") or {}),
                                           default_row=os.path.basename(run_dir.rstrip("/")))
