@@ -4,6 +4,7 @@ A single process (no ``WORLD_SIZE`` in the environment) needs no torchrun and no
 """
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 from typing import Any
@@ -32,6 +33,7 @@ def init_distributed(device: str = "auto") -> torch.device:
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+        atexit.register(_destroy)
     return torch.device("cuda", local_rank) if device == "cuda" else torch.device("cpu")
 
 
@@ -92,5 +94,13 @@ def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
 
 
 def cleanup() -> None:
+    """The end of a run: every rank waits for the others. The process group stays for the next run of
+    this process (the rows of a Hydra multirun sweep under torchrun: a second group on torchrun's store
+    hangs) and is destroyed when the process exits."""
+    if is_distributed():
+        dist.barrier()
+
+
+def _destroy() -> None:
     if is_distributed():
         dist.destroy_process_group()

@@ -36,9 +36,9 @@ ROWS = {
 
 
 @pytest.fixture(scope="module")
-def sweep(tiny_videos, tmp_path_factory):
-    """A finished sweep of table "x" in <tmp>/runs/paper/tablex; returns (tmp, config dir)."""
-    tmp = tmp_path_factory.mktemp("paper_table")
+def table_x(tiny_videos, tmp_path_factory) -> str:
+    """A config folder with table "x" (three tiny demo rows); returns its hydra.searchpath override."""
+    tmp = tmp_path_factory.mktemp("table_x")
     conf = tmp / "conf" / "experiment" / "paper"
     (conf / "tablex").mkdir(parents=True)
     (conf / "tablex.yaml").write_text(TABLE)
@@ -51,7 +51,13 @@ def sweep(tiny_videos, tmp_path_factory):
         if name == "pending":  # another model: 4x wider
             row["model"] = {"net": {"base_width": 16}}
         (conf / "tablex" / f"{name}.yaml").write_text("# @package _global_\n" + OmegaConf.to_yaml(row))
-    searchpath = f"hydra.searchpath=[file://{tmp / 'conf'}]"
+    return f"hydra.searchpath=[file://{tmp / 'conf'}]"
+
+
+@pytest.fixture(scope="module")
+def sweep(tiny_videos, table_x, tmp_path_factory):
+    """A finished sweep of table "x" in <tmp>/runs/paper/tablex; returns (tmp, searchpath override)."""
+    tmp, searchpath = tmp_path_factory.mktemp("paper_table"), table_x
     done = subprocess.run([PYTHON, str(ROOT / "tools" / "train.py"), "-m", "experiment=paper/tablex", searchpath,
                            f"data.root={tiny_videos}"], cwd=tmp, env=tool_env(), capture_output=True, text=True,
                           timeout=600)
@@ -109,3 +115,15 @@ def test_markdown_is_the_default(sweep):
     lines = paper_table(tmp, "runs/paper/tablex", "--no-cost").splitlines()
     assert lines[0] == "| " + " | ".join(COLUMNS) + " |" and len(lines) == 5
     assert lines[4].startswith("| x | pending row | 60.0 | 95.0 | - | - | - | - | - | - | 0 / 2 | pending |")
+
+
+def test_a_table_sweep_under_torchrun_runs_every_row(tiny_videos, table_x, tmp_path):
+    # every rank runs the sweep's jobs in one process, one after the other, in one process group
+    torchrun = os.path.join(os.path.dirname(PYTHON), "torchrun")
+    done = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(ROOT / "tools" / "train.py"), "-m",
+                           "experiment=paper/tablex", table_x, f"data.root={tiny_videos}", "trainer.progress_bar=false"],
+                          cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for name in ROWS:
+        run = tmp_path / "runs" / "paper" / "tablex" / name
+        assert "processes: 2" in (run / "log.txt").read_text() and (run / "results.json").is_file(), name
