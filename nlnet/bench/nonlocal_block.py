@@ -1,0 +1,129 @@
+"""Part "nonlocal": one NonLocalBlock, ``impl="auto"`` vs ``impl="reference"``, for the four pairwise
+functions (Eq. 2-5) at the res3 / res4 inputs of an I3D R50 for 32- and 128-frame clips, in fp32 and
+under bf16 autocast: forward+backward time, peak memory and agreement.
+
+Agreement is measured on the block's residual branch ``z - x`` (Eq. 6 without the identity; BN
+gamma set to 1 as in a trained block, since a new block's branch is exactly zero): the relative error
+``||a - b|| / ||b||`` of auto against reference in the same precision, and of each against the block
+computed in float64 (by the auto impl, whose exactness the CPU suite checks against the paper's loop).
+A case that does not fit in memory (the concatenation reference materialises (2C', N, N')) is
+recorded as ``oom``; the others go on.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import torch
+
+from nlnet.models import NonLocalBlock
+from nlnet.models.nonlocal_block import IMPLS, PAIRWISE
+
+from .common import (autocast, device_of, free_memory, is_out_of_memory, median, peak_memory_gib,
+                     relative_error, reset_peak_memory, synchronize)
+from .record import Recorder, part_deadline
+
+
+def make_block(channels: int, pairwise: str, device: torch.device) -> NonLocalBlock:
+    """The block as the model configs build it (sub-sampled keys, scaled logits), gamma = 1."""
+    torch.manual_seed(0)
+    block = NonLocalBlock(channels, pairwise=pairwise, scale=True).to(device).train()
+    torch.nn.init.ones_(block.norm.weight)
+    return block
+
+
+def residual(block: NonLocalBlock, x: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
+    """The residual branch ``z - x`` in float32 (forward only)."""
+    with torch.no_grad(), autocast(device, precision):
+        z = block(x)
+    return (z.float() - x.float()).detach()
+
+
+def time_forward_backward(block: NonLocalBlock, x: torch.Tensor, device: torch.device, precision: str, *,
+                          warmup: int, repeats: int) -> tuple[float, float | None]:
+    """(median seconds of forward + backward of ``z.sum()``, peak GiB above the setup)."""
+    x = x.detach().requires_grad_(True)
+
+    def step() -> None:
+        with autocast(device, precision):
+            out = block(x)
+        out.float().sum().backward()
+        x.grad = None
+        block.zero_grad(set_to_none=True)
+
+    base = reset_peak_memory(device)
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return median(times), peak_memory_gib(device, base)
+
+
+def float64_truth(block: NonLocalBlock, x: torch.Tensor) -> torch.Tensor | None:
+    """The residual branch computed in float64 by the auto impl (None if it does not fit)."""
+    exact = copy.deepcopy(block).double()
+    exact.impl = "auto"
+    try:
+        return residual(exact, x.double(), x.device, "fp32")
+    except RuntimeError as error:
+        if not is_out_of_memory(error):
+            raise
+        return None
+    finally:
+        del exact
+        free_memory(x.device)
+
+
+def measure_case(block: NonLocalBlock, x: torch.Tensor, device: torch.device, precision: str,
+                 options: dict[str, Any]) -> dict[str, Any]:
+    """Time, memory and output of the block's current impl; ``status`` "oom" when it does not fit."""
+    try:
+        seconds, peak = time_forward_backward(block, x, device, precision, warmup=int(options["warmup"]),
+                                              repeats=int(options["repeats"]))
+        out = residual(block, x, device, precision)
+    except RuntimeError as error:
+        if not is_out_of_memory(error):
+            raise
+        free_memory(device)
+        return {"status": "oom"}
+    return {"status": "ok", "ms": seconds * 1e3, "peak_gib": peak, "out": out}
+
+
+def run(settings: dict[str, Any], recorder: Recorder) -> None:
+    """Every (shape, pairwise, precision) row; rows the budget leaves no time for are recorded as skipped."""
+    device, deadline, options = device_of(settings), part_deadline(settings), settings["nonlocal"]
+    recorder.set(sdpa_backends={name: getattr(torch.backends.cuda, f"{name}_sdp_enabled")()
+                                for name in ("flash", "mem_efficient", "math")} if device.type == "cuda" else None)
+    for shape in options["shapes"]:
+        torch.manual_seed(1)
+        x = torch.randn(*shape, device=device)
+        for pairwise in PAIRWISE:
+            if not deadline.allows(2):
+                recorder.append("rows", {"shape": shape, "pairwise": pairwise, "status": "skipped",
+                                         "reason": "part budget spent"})
+                continue
+            block = make_block(shape[1], pairwise, device)
+            truth = float64_truth(block, x)
+            for precision in options["precisions"]:
+                row: dict[str, Any] = {"shape": shape, "pairwise": pairwise, "precision": precision}
+                outputs = {}
+                for impl in IMPLS:
+                    block.impl = impl
+                    case = measure_case(block, x, device, precision, options)
+                    outputs[impl] = case.pop("out", None)
+                    row[impl] = case
+                    if outputs[impl] is not None and truth is not None:
+                        case["rel_err_vs_fp64"] = relative_error(outputs[impl], truth)
+                if outputs["auto"] is not None and outputs["reference"] is not None:
+                    row["rel_err_auto_vs_reference"] = relative_error(outputs["auto"], outputs["reference"])
+                    row["speedup"] = row["reference"]["ms"] / row["auto"]["ms"]
+                row["status"] = "ok" if row["auto"]["status"] == "ok" else "failed"
+                recorder.append("rows", row)
+            del block, truth
+            free_memory(device)
