@@ -23,7 +23,9 @@ for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_24_x86_64 manyl
 DIR="$(cd "$DIR" && pwd)"
 case "$DIR" in
   "$ROOT"/*) REL="${DIR#"$ROOT"/}" ;;
-  *) REL="$DIR"; echo "note: $DIR is outside the repository; the device tool carries only (ignored) folders inside it" ;;
+  *) REL="$DIR"
+     echo "note: $DIR is outside the repository; the device tool carries only (ignored) folders inside it" ;;
 esac
 echo "on the GPU machine, from the repository root:"
-echo "  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $REL/*.whl && export PYTHONPATH=/tmp/site"
+echo "  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site" \
+     "$REL/*.whl && export PYTHONPATH=/tmp/site"

@@ -249,9 +249,9 @@ def prepare(settings: dict[str, Any], compose: Callable[[list[str]], dict[str, A
     for model in train["models"]:
         model["config"] = compose(model["overrides"] + train["model_overrides"])
     settings["pytorchvideo"]["config"] = compose(settings["pytorchvideo"]["overrides"])
-    loader = settings["loader"]
+    loader, root = settings["loader"], bench_roots(str(work))[0]
     for clip in loader["clips"]:
-        clip["config"] = compose(clip["overrides"] + [f"data.root={bench_roots(str(work))[0]}"] + loader["data_overrides"])
+        clip["config"] = compose(clip["overrides"] + [f"data.root={root}"] + loader["data_overrides"])
     return settings
 
 

@@ -74,10 +74,9 @@ def float64_truth(block: NonLocalBlock, x: torch.Tensor) -> torch.Tensor | None:
     except RuntimeError as error:
         if not is_out_of_memory(error):
             raise
-        return None
-    finally:
-        del exact
-        free_memory(x.device)
+    del exact
+    free_memory(x.device)
+    return None
 
 
 def measure_case(block: NonLocalBlock, x: torch.Tensor, device: torch.device, precision: str,
@@ -86,13 +85,12 @@ def measure_case(block: NonLocalBlock, x: torch.Tensor, device: torch.device, pr
     try:
         seconds, peak = time_forward_backward(block, x, device, precision, warmup=int(options["warmup"]),
                                               repeats=int(options["repeats"]))
-        out = residual(block, x, device, precision)
+        return {"status": "ok", "ms": seconds * 1e3, "peak_gib": peak, "out": residual(block, x, device, precision)}
     except RuntimeError as error:
         if not is_out_of_memory(error):
             raise
-        free_memory(device)
-        return {"status": "oom"}
-    return {"status": "ok", "ms": seconds * 1e3, "peak_gib": peak, "out": out}
+    free_memory(device)  # outside the handler: the traceback no longer holds the failed step's tensors
+    return {"status": "oom"}
 
 
 def run(settings: dict[str, Any], recorder: Recorder) -> None:

@@ -74,6 +74,11 @@ def _sci(value: float | None) -> str:
     return "-" if value is None else f"{value:.1e}"
 
 
+def _sig(value: float | None) -> str:
+    """Three significant digits (figures of tiny rehearsal models stay readable)."""
+    return "-" if value is None else f"{value:.3g}"
+
+
 def train_section(r: dict[str, Any], report: dict[str, Any]) -> list[str]:
     matmul = ((report["parts"].get("env") or {}).get("result") or {}).get("matmul_bf16_tflops")
     rows = []
@@ -83,8 +88,8 @@ def train_section(r: dict[str, Any], report: dict[str, Any]) -> list[str]:
             continue
         vs_matmul = row["model_tflops"] / matmul if matmul else None
         rows.append((row["model"], row["clip"], row["mode"], row["batch"], fmt(row["step_ms"], 1),
-                     fmt(row["clips_per_s"], 1), fmt(row["peak_gib"], 1), fmt(row["fwd_gmacs_per_clip"], 1),
-                     fmt(row["model_tflops"], 1), _percent(row.get("mfu")), _percent(vs_matmul)))
+                     _sig(row["clips_per_s"]), fmt(row["peak_gib"], 1), _sig(row["fwd_gmacs_per_clip"]),
+                     _sig(row["model_tflops"]), _percent(row.get("mfu")), _percent(vs_matmul)))
     header = ["model", "clip", "mode", "batch", "ms/step", "clips/s", "peak GiB", "fwd GMACs/clip", "model TFLOP/s",
               "MFU (peak)", "MFU (matmul)"]
     return ([f"{r.get('flop_convention', '')}; peak {fmt(r.get('peak_tflops'), 1)} TFLOP/s ({r.get('peak_source')}); "
@@ -92,7 +97,7 @@ def train_section(r: dict[str, Any], report: dict[str, Any]) -> list[str]:
 
 
 def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
+    return "-" if value is None else f"{100 * value:.3g}%"
 
 
 def pytorchvideo_section(r: dict[str, Any], report: dict[str, Any]) -> list[str]:
@@ -116,12 +121,12 @@ def loader_section(r: dict[str, Any], report: dict[str, Any]) -> list[str]:
         if row.get("status") != "ok":
             rows.append((row["clip"], _skipped(row), *["-"] * 6))
             continue
-        step = f"{fmt(row.get('step_clips_per_s'), 1)} ({row.get('model')}, {row.get('step_mode', '-')})"
-        rows.append((row["clip"], row["batch"], fmt(row["clips_per_s"], 1), fmt(row["first_batch_s"], 1), step,
+        step = f"{_sig(row.get('step_clips_per_s'))} ({row.get('model')}, {row.get('step_mode', '-')})"
+        rows.append((row["clip"], row["batch"], _sig(row["clips_per_s"]), fmt(row["first_wave_s"], 1), step,
                      row.get("verdict", "-"), fmt(row.get("factor"), 2, "x")))
     return ([f"{r.get('workers')} workers ({r.get('cpus')} CPUs), {r.get('videos')} bench videos; clips/s over the "
-             "timed window after the first batch, each batch copied to the device.", ""]
-            + table(["clip", "batch", "loader clips/s", "first batch s", "train step clips/s (fastest mode)",
+             "timed whole waves of batches (one per worker) after the first, each batch copied to the device.", ""]
+            + table(["clip", "batch", "loader clips/s", "first wave s", "train step clips/s (fastest mode)",
                      "verdict", "factor"], rows))
 
 
@@ -131,6 +136,9 @@ def torchrun_section(r: dict[str, Any], report: dict[str, Any]) -> list[str]:
             f"- first run: SIGTERM after iteration {first.get('signalled_at')}, exit code {first.get('exit_code')}, "
             f"{fmt(first.get('seconds'), 1)} s; device {first.get('device')}, processes {first.get('processes')}",
             f"- stop: {r.get('stop')}; newest checkpoint: iteration {r.get('stopped_at')}",
+            "- process group: " + ("one per torchrun rank" if (first.get("processes") or 1) > 1 else
+                                   "none (nlnet.engine.distributed starts one only for WORLD_SIZE > 1; NCCL is "
+                                   "covered by the CUDA-marked one-process DDP test)"),
             f"- second run: resumed from iteration {second.get('resumed_from')}, finished {second.get('finished')} of "
             f"{r.get('max_iter')}, exit code {second.get('exit_code')}, {fmt(second.get('seconds'), 1)} s; "
             f"results.json written: {r.get('results_json')}"]
