@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GRACE_S = 10.0  # past its budget a part gets SIGTERM, then SIGKILL after this many seconds
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Part:
     """One part of the check.
 
@@ -61,14 +61,19 @@ class Part:
 
 
 PARTS = (
-    Part("env", "nlnet.bench.machine:run", "machine, versions, bf16 matmul rate"),
-    Part("videos", "nlnet.bench.loader:make_videos", "bench videos (256p) and the demo dataset", background=True),
-    Part("tests", "nlnet.bench.cuda_tests:run", "CUDA-marked tests (pytest -m gpu)"),
-    Part("nonlocal", "nlnet.bench.nonlocal_block:run", "non-local block: auto vs reference"),
-    Part("train", "nlnet.bench.train_step:run_train", "train steps: I3D R50 and NL I3D R50", after=("videos",)),
-    Part("pytorchvideo", "nlnet.bench.train_step:run_pytorchvideo", "nlnet vs pytorchvideo I3D R50"),
-    Part("loader", "nlnet.bench.loader:run", "data loader vs train step", needs=("videos",), uses=("train",)),
-    Part("torchrun", "nlnet.bench.resume:run", "torchrun demo, stopped and resumed", needs=("videos",)),
+    Part(name="env", target="nlnet.bench.machine:run", title="machine, versions, bf16 matmul rate"),
+    Part(name="videos", target="nlnet.bench.loader:make_videos", title="bench videos (256p) and the demo dataset",
+         background=True),
+    Part(name="tests", target="nlnet.bench.cuda_tests:run", title="CUDA-marked tests (pytest -m gpu)"),
+    Part(name="nonlocal", target="nlnet.bench.nonlocal_block:run", title="non-local block: auto vs reference"),
+    Part(name="train", target="nlnet.bench.train_step:run_train", title="train steps: I3D R50 and NL I3D R50",
+         after=("videos",)),
+    Part(name="pytorchvideo", target="nlnet.bench.train_step:run_pytorchvideo",
+         title="nlnet vs pytorchvideo I3D R50"),
+    Part(name="loader", target="nlnet.bench.loader:run", title="data loader vs train step", needs=("videos",),
+         uses=("train",)),
+    Part(name="torchrun", target="nlnet.bench.resume:run", title="torchrun demo, stopped and resumed",
+         needs=("videos",)),
 )
 
 

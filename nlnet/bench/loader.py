@@ -23,7 +23,7 @@ from nlnet.data.synthetic import make_synthetic_dataset
 from nlnet.engine.loader import EndlessLoader
 
 from .common import device_of, synchronize
-from .record import Recorder, part_deadline
+from .record import Recorder, Rows, part_deadline
 
 BENCH_LIST = "bench_train.txt"  # "relative/path label" lines: the bench videos, repeated
 
@@ -121,18 +121,21 @@ def run(settings: dict[str, Any], recorder: Recorder) -> None:
     listing = write_bench_list(Path(videos["bench_root"]), videos["bench_paths"], int(options["min_items"]))
     recorder.set(workers=options["workers"], videos=videos["bench_videos"], listing=str(listing),
                  cpus=os.cpu_count())
+    rows = Rows(recorder)
     for clip in options["clips"]:
         row: dict[str, Any] = {"clip": clip["clip"], "model": clip["model"]}
         if not deadline.allows(options["seconds"] + 5):
-            recorder.append("rows", {**row, "status": "skipped", "reason": "part budget spent"})
+            rows.append({**row, "status": "skipped", "reason": "part budget spent"})
             continue
-        step = fastest_step(settings["results"].get("train"), clip["model"], clip["clip"])
-        batch = int(step["batch"]) if step else int(options["default_batch"])
-        dataset = instantiate(clip["config"]["data_train"], annotations=str(listing))
-        measured = loader_clips_per_s(dataset, batch=batch, workers=int(options["workers"]),
-                                      seconds=float(options["seconds"]), device=device)
-        row.update(status="ok", batch=batch, **measured)
-        if step:
-            row.update(step_mode=step["mode"], step_clips_per_s=step["clips_per_s"],
-                       **verdict(measured["clips_per_s"], step["clips_per_s"]))
-        recorder.append("rows", row)
+        with rows.guard(row):
+            step = fastest_step(settings["results"].get("train"), clip["model"], clip["clip"])
+            batch = int(step["batch"]) if step else int(options["default_batch"])
+            dataset = instantiate(clip["config"]["data_train"], annotations=str(listing))
+            measured = loader_clips_per_s(dataset, batch=batch, workers=int(options["workers"]),
+                                          seconds=float(options["seconds"]), device=device)
+            row.update(status="ok", batch=batch, **measured)
+            if step:
+                row.update(step_mode=step["mode"], step_clips_per_s=step["clips_per_s"],
+                           **verdict(measured["clips_per_s"], step["clips_per_s"]))
+            rows.append(row)
+    rows.check()

@@ -22,7 +22,7 @@ from nlnet.models.nonlocal_block import IMPLS, PAIRWISE
 
 from .common import (autocast, device_of, free_memory, is_out_of_memory, median, peak_memory_gib,
                      relative_error, reset_peak_memory, synchronize)
-from .record import Recorder, part_deadline
+from .record import Recorder, Rows, part_deadline
 
 
 def make_block(channels: int, pairwise: str, device: torch.device) -> NonLocalBlock:
@@ -93,35 +93,44 @@ def measure_case(block: NonLocalBlock, x: torch.Tensor, device: torch.device, pr
     return {"status": "oom"}
 
 
+def compare(block: NonLocalBlock, x: torch.Tensor, truth: torch.Tensor | None, device: torch.device,
+            precision: str, options: dict[str, Any]) -> dict[str, Any]:
+    """One row: both impls measured, their agreement with each other and with the float64 truth."""
+    row: dict[str, Any] = {"precision": precision}
+    outputs = {}
+    for impl in IMPLS:
+        block.impl = impl
+        case = measure_case(block, x, device, precision, options)
+        outputs[impl] = case.pop("out", None)
+        row[impl] = case
+        if outputs[impl] is not None and truth is not None:
+            case["rel_err_vs_fp64"] = relative_error(outputs[impl], truth)
+    if outputs["auto"] is not None and outputs["reference"] is not None:
+        row["rel_err_auto_vs_reference"] = relative_error(outputs["auto"], outputs["reference"])
+        row["speedup"] = row["reference"]["ms"] / row["auto"]["ms"]
+    row["status"] = row["auto"]["status"]  # "ok", or "oom" when even the fast path does not fit
+    return row
+
+
 def run(settings: dict[str, Any], recorder: Recorder) -> None:
     """Every (shape, pairwise, precision) row; rows the budget leaves no time for are recorded as skipped."""
     device, deadline, options = device_of(settings), part_deadline(settings), settings["nonlocal"]
     recorder.set(sdpa_backends={name: getattr(torch.backends.cuda, f"{name}_sdp_enabled")()
                                 for name in ("flash", "mem_efficient", "math")} if device.type == "cuda" else None)
+    rows = Rows(recorder)
     for shape in options["shapes"]:
         torch.manual_seed(1)
         x = torch.randn(*shape, device=device)
         for pairwise in PAIRWISE:
+            base = {"shape": shape, "pairwise": pairwise}
             if not deadline.allows(2):
-                recorder.append("rows", {"shape": shape, "pairwise": pairwise, "status": "skipped",
-                                         "reason": "part budget spent"})
+                rows.append({**base, "status": "skipped", "reason": "part budget spent"})
                 continue
-            block = make_block(shape[1], pairwise, device)
-            truth = float64_truth(block, x)
-            for precision in options["precisions"]:
-                row: dict[str, Any] = {"shape": shape, "pairwise": pairwise, "precision": precision}
-                outputs = {}
-                for impl in IMPLS:
-                    block.impl = impl
-                    case = measure_case(block, x, device, precision, options)
-                    outputs[impl] = case.pop("out", None)
-                    row[impl] = case
-                    if outputs[impl] is not None and truth is not None:
-                        case["rel_err_vs_fp64"] = relative_error(outputs[impl], truth)
-                if outputs["auto"] is not None and outputs["reference"] is not None:
-                    row["rel_err_auto_vs_reference"] = relative_error(outputs["auto"], outputs["reference"])
-                    row["speedup"] = row["reference"]["ms"] / row["auto"]["ms"]
-                row["status"] = "ok" if row["auto"]["status"] == "ok" else "failed"
-                recorder.append("rows", row)
-            del block, truth
+            with rows.guard(base):
+                block = make_block(shape[1], pairwise, device)
+                truth = float64_truth(block, x)
+                for precision in options["precisions"]:
+                    rows.append({**base, **compare(block, x, truth, device, precision, options)})
+            block = truth = None
             free_memory(device)
+    rows.check()

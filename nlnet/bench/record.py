@@ -1,9 +1,11 @@
 """What every part of the GPU check uses to report (no torch here: the conductor stays light)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +56,33 @@ class Deadline:
 
 def part_deadline(settings: dict[str, Any]) -> Deadline:
     return Deadline(float(settings["deadline"]))
+
+
+class Rows:
+    """A part's rows: a row whose measurement raises is recorded as failed with the error, and the
+    part goes on to the next; :meth:`check` then fails the part, naming how many rows failed.
+
+    Args:
+        recorder: where rows are appended (``"rows"``).
+    """
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.failed = 0
+
+    @contextlib.contextmanager
+    def guard(self, row: dict[str, Any]) -> Iterator[None]:
+        try:
+            yield
+        except Exception as error:  # one bad case (e.g. a compile error) must not cost the others
+            self.failed += 1
+            reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+            self.recorder.append("rows", {**row, "status": "failed", "reason": reason})
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.recorder.append("rows", row)
+
+    def check(self) -> None:
+        if self.failed:
+            raise CheckFailed(f"{self.failed} of {len(self.recorder.data.get('rows', []))} rows failed "
+                              "(each row names its error)")

@@ -26,7 +26,7 @@ from nlnet.utils.flops import model_cost
 
 from .common import device_of, free_memory, is_out_of_memory, median, peak_memory_gib, reset_peak_memory
 from .machine import dense_bf16_peak
-from .record import Recorder, part_deadline
+from .record import Recorder, Rows, part_deadline
 
 MODE_OPTIONS = ("channels_last", "compile")
 
@@ -124,6 +124,21 @@ def train_rows(options: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
     return eager + [(m, mode) for m in options["models"] for mode in options["modes"] if "compile" in mode]
 
 
+def measure(config: dict[str, Any], *, mode: str, frames: int, size: int, start_batch: int,
+            options: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Batch, first-step seconds, median ms/step, clips/s and peak memory of one (model, mode)."""
+    def make(batch: int) -> list[Trainer]:
+        return [make_trainer(build_model(config, device), config, mode=mode, batch=batch, frames=frames, size=size,
+                             device=device, compile_backend=options["compile_backend"])]
+
+    trainers, batch, too_large, first = fit_batch(make, max_batch=start_batch, warmup=options["warmup"],
+                                                  device=device)
+    reset_peak_memory(device)  # the steady state: weights, optimiser state, batch, activations
+    seconds = median([timed_step(trainers[0]) for _ in range(options["steps"])])
+    return {"batch": batch, "oom_batches": too_large, "first_step_s": first, "step_ms": seconds * 1e3,
+            "clips_per_s": batch / seconds, "peak_gib": peak_memory_gib(device)}
+
+
 def run_train(settings: dict[str, Any], recorder: Recorder) -> None:
     """Part "train": clips/s, peak memory and MFU of every (model, mode) the budget allows."""
     device, deadline, options = device_of(settings), part_deadline(settings), settings["train"]
@@ -131,41 +146,30 @@ def run_train(settings: dict[str, Any], recorder: Recorder) -> None:
     peak, source = dense_bf16_peak(name, options.get("peak_tflops"))
     recorder.set(peak_tflops=peak / 1e12 if peak else None, peak_source=source, device_name=name,
                  flop_convention="MFU = 6 x fvcore forward multiply-adds per clip x clips/s / dense bf16 peak")
-    macs: dict[int, float] = {}
-    bf16_batch: dict[int, int] = {}
+    rows, macs, bf16_batch = Rows(recorder), {}, {}
     for model_options, mode in train_rows(options):
-        key = options["models"].index(model_options)
-        config = model_options["config"]
+        key, config = model_options["name"] + model_options["clip"], model_options["config"]
         frames, size = int(options["frames"] or config["frames"]), int(options["size"] or config["size"])
         row: dict[str, Any] = {"model": model_options["name"], "clip": model_options["clip"], "mode": mode,
                                "input": f"{frames}x{size}x{size}"}
         need = options["compile_estimate_s"] if "compile" in mode else options["eager_estimate_s"]
         if not deadline.allows(need):
-            recorder.append("rows", {**row, "status": "skipped",
-                                     "reason": f"part budget: {deadline.remaining():.0f} s left, row needs ~{need} s"})
+            rows.append({**row, "status": "skipped",
+                         "reason": f"part budget: {deadline.remaining():.0f} s left, row needs ~{need} s"})
             continue
-        if key not in macs:
-            macs[key] = count_forward_macs(build_model(config, device), frames, size, device)
-        start_batch = bf16_batch.get(key, options["max_batch"]) if "compile" in mode else options["max_batch"]
-
-        def make(batch: int) -> list[Trainer]:
-            return [make_trainer(build_model(config, device), config, mode=mode, batch=batch, frames=frames,
-                                 size=size, device=device, compile_backend=options["compile_backend"])]
-
-        trainers, batch, too_large, first = fit_batch(make, max_batch=start_batch, warmup=options["warmup"],
-                                                      device=device)
-        reset_peak_memory(device)  # the steady state: weights, optimiser state, batch, activations
-        seconds = median([timed_step(trainers[0]) for _ in range(options["steps"])])
-        if mode == "bf16":
-            bf16_batch[key] = batch
-        clips = batch / seconds
-        recorder.append("rows", {**row, "status": "ok", "batch": batch, "oom_batches": too_large,
-                                 "first_step_s": first, "step_ms": seconds * 1e3, "clips_per_s": clips,
-                                 "peak_gib": peak_memory_gib(device),
-                                 "fwd_gmacs_per_clip": macs[key] / 1e9,
-                                 "model_tflops": 6 * macs[key] * clips / 1e12, "mfu": mfu(macs[key], clips, peak)})
-        del trainers
+        with rows.guard(row):
+            if key not in macs:
+                macs[key] = count_forward_macs(build_model(config, device), frames, size, device)
+            start = bf16_batch.get(key, options["max_batch"]) if "compile" in mode else options["max_batch"]
+            result = measure(config, mode=mode, frames=frames, size=size, start_batch=start, options=options,
+                             device=device)
+            if mode == "bf16":
+                bf16_batch[key] = result["batch"]
+            clips = result["clips_per_s"]
+            rows.append({**row, "status": "ok", **result, "fwd_gmacs_per_clip": macs[key] / 1e9,
+                         "model_tflops": 6 * macs[key] * clips / 1e12, "mfu": mfu(macs[key], clips, peak)})
         free_memory(device)
+    rows.check()
 
 
 def pytorchvideo_i3d_r50(frames: int, size: int, **kwargs: Any) -> nn.Module:
@@ -185,30 +189,37 @@ def run_pytorchvideo(settings: dict[str, Any], recorder: Recorder) -> None:
     frames, size, config = int(options["frames"]), int(options["size"]), options["config"]
     builders = {"nlnet I3D R50": lambda: build_model(config, device),
                 "pytorchvideo i3d_r50": lambda: pytorchvideo_i3d_r50(frames, size, **options["pytorchvideo_kwargs"])}
+    rows = Rows(recorder)
     for precision in options["precisions"]:
         if not deadline.allows(5):
-            recorder.append("rows", {"precision": precision, "status": "skipped", "reason": "part budget spent"})
+            rows.append({"precision": precision, "status": "skipped", "reason": "part budget spent"})
             continue
-
-        def make(batch: int) -> list[Trainer]:
-            return [make_trainer(build(), config, mode=precision, batch=batch, frames=frames, size=size,
-                                 device=device, compile_backend="inductor") for build in builders.values()]
-
-        trainers, batch, too_large, _ = fit_batch(make, max_batch=options["max_batch"], warmup=options["warmup"],
-                                                  device=device)
-        times: list[list[float]] = [[] for _ in trainers]
-        for _ in range(options["rounds"]):
-            for t, trainer in zip(times, trainers):
-                t.append(timed_step(trainer))
-        cases = {}
-        for name, t, trainer in zip(builders, times, trainers):
-            base = reset_peak_memory(device)
-            trainer.run_step()
-            cases[name] = {"step_ms": median(t) * 1e3, "best_ms": min(t) * 1e3, "clips_per_s": batch / median(t),
-                           "step_peak_gib": peak_memory_gib(device, base)}
-        nl, pv = cases.values()
-        recorder.append("rows", {"precision": precision, "status": "ok", "batch": batch, "oom_batches": too_large,
-                                 "input": f"{frames}x{size}x{size}", "cases": cases,
-                                 "ratio": pv["step_ms"] / nl["step_ms"]})
-        del trainers
+        with rows.guard({"precision": precision}):
+            rows.append({"precision": precision, **side_by_side(builders, config, precision=precision, frames=frames,
+                                                                size=size, options=options, device=device)})
         free_memory(device)
+    rows.check()
+
+
+def side_by_side(builders: dict[str, Callable[[], nn.Module]], config: dict[str, Any], *, precision: str,
+                 frames: int, size: int, options: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Both models' trainers at a batch both fit, steps interleaved round by round."""
+    def make(batch: int) -> list[Trainer]:
+        return [make_trainer(build(), config, mode=precision, batch=batch, frames=frames, size=size, device=device,
+                             compile_backend="inductor") for build in builders.values()]
+
+    trainers, batch, too_large, _ = fit_batch(make, max_batch=options["max_batch"], warmup=options["warmup"],
+                                              device=device)
+    times: list[list[float]] = [[] for _ in trainers]
+    for _ in range(options["rounds"]):
+        for t, trainer in zip(times, trainers):
+            t.append(timed_step(trainer))
+    cases = {}
+    for name, t, trainer in zip(builders, times, trainers):
+        base = reset_peak_memory(device)
+        trainer.run_step()
+        cases[name] = {"step_ms": median(t) * 1e3, "best_ms": min(t) * 1e3, "clips_per_s": batch / median(t),
+                       "step_peak_gib": peak_memory_gib(device, base)}
+    nl, pv = cases.values()
+    return {"status": "ok", "batch": batch, "oom_batches": too_large, "input": f"{frames}x{size}x{size}",
+            "cases": cases, "ratio": pv["step_ms"] / nl["step_ms"]}

@@ -19,7 +19,7 @@ def tiny_settings(**budgets):
 
 
 def fake(name, function, **kwargs):
-    return Part(name, f"tests.bench._fake_parts:{function}", f"fake {function}", **kwargs)
+    return Part(name=name, target=f"tests.bench._fake_parts:{function}", title=f"fake {function}", **kwargs)
 
 
 def test_parts_pass_results_on_and_failures_and_timeouts_are_recorded(tmp_path, monkeypatch):
