@@ -50,8 +50,8 @@ def versions() -> dict[str, str | None]:
 
 
 def nvidia_smi() -> str | None:
-    """One line per GPU: name, driver, memory, SM and memory clocks (None without nvidia-smi)."""
-    query = "name,driver_version,memory.total,clocks.sm,clocks.mem,temperature.gpu,power.draw"
+    """One line per GPU: name, driver, memory, SM clock (now, max), memory clock, temperature."""
+    query = "name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu"
     try:
         out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=20)

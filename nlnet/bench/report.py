@@ -66,8 +66,9 @@ def nonlocal_section(r: dict[str, Any], report: dict[str, Any]) -> list[str]:
                      _sci((row.get("reference") or {}).get("rel_err_vs_fp64"))))
     header = ["input (B, C, T, H, W)", "pairwise", "precision", "auto ms", "reference ms", "speed-up", "auto GiB",
               "reference GiB", "auto vs reference", "auto vs fp64", "reference vs fp64"]
-    return (["Forward + backward of one block (median), peak memory above the input (CUDA max allocated), and "
-             "the relative error ||a - b|| / ||b|| of the residual branch z - x.", ""] + table(header, rows))
+    return (["Forward + backward of one block (median) and peak memory above the input (CUDA max allocated); "
+             "relative error ||a - b|| / ||b|| of the residual branch of a copy with default conv init and no BN "
+             "(nlnet/bench/nonlocal_block.py says why).", ""] + table(header, rows))
 
 
 def _sci(value: float | None) -> str:

@@ -168,15 +168,22 @@ def flat_grad(module):
 @pytest.mark.parametrize("pairwise", PAIRWISE)
 def test_nonlocal_fused_attention_agrees_with_reference(device, pairwise, precision):
     """impl="auto" (fused attention for the Gaussians) against impl="reference", both against the
-    reference computed in float64 on the CPU: forward residual branch and parameter gradients."""
+    reference computed in float64 on the CPU: the residual branch and every parameter gradient.
+
+    No BN after w_z: it would re-normalise a branch whose spread over positions is small and so
+    amplify rounding many times; without it the errors are those of Eq. 1 and W_z themselves.
+    """
     torch.manual_seed(0)
-    block = NonLocalBlock(64, pairwise=pairwise, scale=True).train()
-    nn.init.normal_(block.norm.weight, 1.0, 0.1)  # a trained block: the residual branch is not zero
+    block = NonLocalBlock(64, pairwise=pairwise, scale=True, pool_before=True, bn_layer=False).train()
+    for conv in block.modules():
+        if isinstance(conv, (nn.Conv3d, nn.Conv2d)):
+            conv.reset_parameters()  # trained-looking weights (the official std 0.01 gives a near-zero branch)
     x = torch.randn(2, 64, 4, 14, 14)
+    probe = torch.randn(2, 64, 4, 14, 14)  # loss = <branch, probe>: every parameter gets a gradient
     exact = copy.deepcopy(block).double()
     exact.impl = "reference"
     truth = exact(x.double()) - x.double()
-    truth.pow(2).sum().backward()
+    (truth * probe.double()).sum().backward()
     results = {}
     with no_tf32():
         for impl in ("auto", "reference"):
@@ -186,16 +193,15 @@ def test_nonlocal_fused_attention_agrees_with_reference(device, pairwise, precis
             with autocast(device, precision):
                 out = candidate(xd)
             branch = out.float() - xd
-            branch.pow(2).sum().backward()
+            (branch * probe.to(device)).sum().backward()
             results[impl] = relative_error(branch, truth), relative_error(flat_grad(candidate), flat_grad(exact))
-    # bf16: the softmax branches average 196 values, and BN re-scales their small spread, so
-    # rounding shows at a few percent (3-4% on the CPU, for both impls alike)
-    limit = {"fp32": 1e-4, "bf16": 0.1}[precision]
+    # measured on the CPU: fp32 ~1e-7, bf16 3e-3..7e-3, for both impls
+    limit, slack = {"fp32": (1e-4, 1e-5), "bf16": (2e-2, 2e-3)}[precision]
     for impl, (out_err, grad_err) in results.items():
         assert out_err < limit and grad_err < limit, (impl, out_err, grad_err)
     # the fast path is no less accurate than the materialised one (beyond rounding-level differences)
-    slack = {"fp32": 5e-5, "bf16": 5e-3}[precision]
-    assert results["auto"][0] <= 1.5 * results["reference"][0] + slack, results
+    for auto, reference in zip(results["auto"], results["reference"]):
+        assert auto <= 1.5 * reference + slack, results
 
 
 def test_channels_last_3d_model_and_train_step(device):
