@@ -24,8 +24,18 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
-def _skipped(row: dict[str, Any]) -> str:
-    return f"{row.get('status')}: {row.get('reason', '')}"
+def measured_rows(result: dict[str, Any], keys: Sequence[str], width: int,
+                  render: Callable[[dict[str, Any]], Sequence[Any]], shown: Sequence[str] = ("ok",)) -> list:
+    """A part's table rows: ``render(row)`` for measured rows; the others show their keys, then their
+    status and reason."""
+    rows = []
+    for row in result.get("rows", []):
+        if row.get("status") in shown:
+            rows.append(render(row))
+            continue
+        cells = [", ".join(map(str, v)) if isinstance(v, list) else v for v in (row.get(k, "-") for k in keys)]
+        rows.append((*cells, f"{row.get('status')}: {row.get('reason', '')}", *["-"] * (width - len(keys) - 1)))
+    return rows
 
 
 def env_section(r: dict[str, Any], report: dict[str, Any]) -> list[str]:
@@ -54,16 +64,14 @@ def nonlocal_section(r: dict[str, Any], report: dict[str, Any]) -> list[str]:
         case = row.get(name) or {}
         return fmt(case.get(key), digits) if case.get("status") == "ok" else case.get("status", "-")
 
-    rows = []
-    for row in r.get("rows", []):
-        if row.get("status") == "skipped":
-            rows.append((", ".join(map(str, row["shape"])), row["pairwise"], _skipped(row), *["-"] * 8))
-            continue
-        rows.append((", ".join(map(str, row["shape"])), row["pairwise"], row["precision"],
-                     impl(row, "auto", "ms", 2), impl(row, "reference", "ms", 2), fmt(row.get("speedup"), 2, "x"),
-                     impl(row, "auto", "peak_gib", 2), impl(row, "reference", "peak_gib", 2),
-                     _sci(row.get("rel_err_auto_vs_reference")), _sci((row.get("auto") or {}).get("rel_err_vs_fp64")),
-                     _sci((row.get("reference") or {}).get("rel_err_vs_fp64"))))
+    def render(row: dict[str, Any]) -> Sequence[Any]:
+        return (", ".join(map(str, row["shape"])), row["pairwise"], row["precision"],
+                impl(row, "auto", "ms", 2), impl(row, "reference", "ms", 2), fmt(row.get("speedup"), 2, "x"),
+                impl(row, "auto", "peak_gib", 2), impl(row, "reference", "peak_gib", 2),
+                _sci(row.get("rel_err_auto_vs_reference")), _sci((row.get("auto") or {}).get("rel_err_vs_fp64")),
+                _sci((row.get("reference") or {}).get("rel_err_vs_fp64")))
+
+    rows = measured_rows(r, ("shape", "pairwise"), 11, render, shown=("ok", "oom"))
     header = ["input (B, C, T, H, W)", "pairwise", "precision", "auto ms", "reference ms", "speed-up", "auto GiB",
               "reference GiB", "auto vs reference", "auto vs fp64", "reference vs fp64"]
     return (["Forward + backward of one block (median) and peak memory above the input (CUDA max allocated); "
@@ -82,15 +90,13 @@ def _sig(value: float | None) -> str:
 
 def train_section(r: dict[str, Any], report: dict[str, Any]) -> list[str]:
     matmul = ((report["parts"].get("env") or {}).get("result") or {}).get("matmul_bf16_tflops")
-    rows = []
-    for row in r.get("rows", []):
-        if row.get("status") != "ok":
-            rows.append((row["model"], row["clip"], row["mode"], _skipped(row), *["-"] * 8))
-            continue
+    def render(row: dict[str, Any]) -> Sequence[Any]:
         vs_matmul = row["model_tflops"] / matmul if matmul else None
-        rows.append((row["model"], row["clip"], row["mode"], row["batch"], fmt(row["step_ms"], 1),
-                     _sig(row["clips_per_s"]), fmt(row["peak_gib"], 1), _sig(row["fwd_gmacs_per_clip"]),
-                     _sig(row["model_tflops"]), _percent(row.get("mfu")), _percent(vs_matmul)))
+        return (row["model"], row["clip"], row["mode"], row["batch"], fmt(row["step_ms"], 1),
+                _sig(row["clips_per_s"]), fmt(row["peak_gib"], 1), _sig(row["fwd_gmacs_per_clip"]),
+                _sig(row["model_tflops"]), _percent(row.get("mfu")), _percent(vs_matmul))
+
+    rows = measured_rows(r, ("model", "clip", "mode"), 11, render)
     header = ["model", "clip", "mode", "batch", "ms/step", "clips/s", "peak GiB", "fwd GMACs/clip", "model TFLOP/s",
               "MFU (peak)", "MFU (matmul)"]
     return ([f"{r.get('flop_convention', '')}; peak {fmt(r.get('peak_tflops'), 1)} TFLOP/s ({r.get('peak_source')}); "
@@ -102,14 +108,12 @@ def _percent(value: float | None) -> str:
 
 
 def pytorchvideo_section(r: dict[str, Any], report: dict[str, Any]) -> list[str]:
-    rows = []
-    for row in r.get("rows", []):
-        if row.get("status") != "ok":
-            rows.append((row["precision"], _skipped(row), *["-"] * 6))
-            continue
+    def render(row: dict[str, Any]) -> Sequence[Any]:
         nl, pv = row["cases"].values()
-        rows.append((row["precision"], row["batch"], fmt(nl["step_ms"], 1), fmt(pv["step_ms"], 1),
-                     fmt(row["ratio"], 3, "x"), fmt(nl["step_peak_gib"], 1), fmt(pv["step_peak_gib"], 1)))
+        return (row["precision"], row["batch"], fmt(nl["step_ms"], 1), fmt(pv["step_ms"], 1),
+                fmt(row["ratio"], 3, "x"), fmt(nl["step_peak_gib"], 1), fmt(pv["step_peak_gib"], 1))
+
+    rows = measured_rows(r, ("precision",), 7, render)
     return (["Same trainer, batch, precision and input, steps interleaved; ratio = pytorchvideo ms / nlnet ms "
              "(above 1: nlnet faster). Step GiB: peak during one step above the memory held before it.", ""]
             + table(["precision", "batch", "nlnet ms/step", "pytorchvideo ms/step", "ratio", "nlnet step GiB",
@@ -117,14 +121,12 @@ def pytorchvideo_section(r: dict[str, Any], report: dict[str, Any]) -> list[str]
 
 
 def loader_section(r: dict[str, Any], report: dict[str, Any]) -> list[str]:
-    rows = []
-    for row in r.get("rows", []):
-        if row.get("status") != "ok":
-            rows.append((row["clip"], _skipped(row), *["-"] * 6))
-            continue
+    def render(row: dict[str, Any]) -> Sequence[Any]:
         step = f"{_sig(row.get('step_clips_per_s'))} ({row.get('model')}, {row.get('step_mode', '-')})"
-        rows.append((row["clip"], row["batch"], _sig(row["clips_per_s"]), fmt(row["first_wave_s"], 1), step,
-                     row.get("verdict", "-"), fmt(row.get("factor"), 2, "x")))
+        return (row["clip"], row["batch"], _sig(row["clips_per_s"]), fmt(row["first_wave_s"], 1), step,
+                row.get("verdict", "-"), fmt(row.get("factor"), 2, "x"))
+
+    rows = measured_rows(r, ("clip",), 7, render)
     return ([f"{r.get('workers')} workers ({r.get('cpus')} CPUs), {r.get('videos')} bench videos; clips/s over the "
              "timed whole waves of batches (one per worker) after the first, each batch copied to the device.", ""]
             + table(["clip", "batch", "loader clips/s", "first wave s", "train step clips/s (fastest mode)",

@@ -72,13 +72,18 @@ def test_bad_arguments_are_one_line_errors(argv, message, capsys):
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, err
 
 
-def test_report_renders_half_written_results():
+def test_report_renders_failed_rows_and_half_written_results():
+    failed = {"model": "NL I3D R50", "clip": "32x2", "mode": "bf16+compile", "status": "failed",
+              "reason": "BackendCompilerFailed: boom"}
     report = {"mode": "gpu", "started": "now", "total_budget_s": 460, "seconds": 12.0, "status": "incomplete",
-              "parts": {"train": {"title": "train steps", "status": "timeout", "reason": "ran out", "seconds": 150.0,
-                                  "budget_s": 150, "result": {"rows": [{"odd": True}]}},
+              "parts": {"train": {"title": "train steps", "status": "failed", "reason": "1 of 1 rows failed",
+                                  "seconds": 150.0, "budget_s": 150, "result": {"rows": [failed]}},
+                        "pytorchvideo": {"title": "pv", "status": "timeout", "reason": "ran out", "seconds": 40.0,
+                                         "budget_s": 40, "result": {"rows": [{"status": "ok", "odd": True}]}},
                         "loader": {"title": "loader", "status": "skipped", "reason": "total budget", "result": {}}}}
     text = render(report)
-    assert "| train | timeout | 150.0 | 150 | ran out |" in text
+    assert "| train | failed | 150.0 | 150 | 1 of 1 rows failed |" in text
+    assert "| NL I3D R50 | 32x2 | bf16+compile | failed: BackendCompilerFailed: boom | - |" in text
     assert "could not render: KeyError" in text and '"odd": true' in text  # the raw result instead
     assert "skipped: total budget" in text
 
