@@ -43,7 +43,8 @@ def test_published_from_a_config_node():
 
 
 def test_markdown_and_csv_cells():
-    progress = RunProgress(exists=True, iteration=400000, planned=400000, top1=73.05, top5=90.9, tested_iteration=400000)
+    progress = RunProgress(exists=True, iteration=400000, planned=400000, top1=73.05, top5=90.9,
+                           tested_iteration=400000)
     row = TableRow(published=Published("2a", "dot product", 72.9, 90.3), progress=progress, run_dir="runs/x",
                    params=26_431_000, gflops=21.774)
     cells = ["2a", "dot product", "72.9", "90.3", "73.05", "90.90", "+0.15", "+0.60", "26.43", "21.77",

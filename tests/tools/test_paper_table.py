@@ -88,7 +88,8 @@ def test_the_table_shows_a_tested_a_part_way_and_a_pending_row(sweep):
     results = json.loads((tmp / "runs" / "paper" / "tablex" / "done" / "results.json").read_text())
     assert (done["paper top-1"], done["paper top-5"]) == ("50.0", "90.0")
     assert (done["nlnet top-1"], done["nlnet top-5"]) == (f"{results['top1']:.2f}", f"{results['top5']:.2f}")
-    assert done["diff top-1"] == f"{results['top1'] - 50.0:+.2f}" and done["diff top-5"] == f"{results['top5'] - 90:+.2f}"
+    assert done["diff top-1"] == f"{results['top1'] - 50.0:+.2f}"
+    assert done["diff top-5"] == f"{results['top5'] - 90.0:+.2f}"
     assert (done["iterations"], done["status"]) == ("2 / 2", "tested")
     assert (partway["iterations"], partway["status"], partway["nlnet top-1"]) == ("2 / 3", "training", "-")
     assert partway["paper top-5"] == "-" and partway["diff top-5"] == "-"
@@ -121,7 +122,8 @@ def test_a_table_sweep_under_torchrun_runs_every_row(tiny_videos, table_x, tmp_p
     # every rank runs the sweep's jobs in one process, one after the other, in one process group
     torchrun = os.path.join(os.path.dirname(PYTHON), "torchrun")
     done = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(ROOT / "tools" / "train.py"), "-m",
-                           "experiment=paper/tablex", table_x, f"data.root={tiny_videos}", "trainer.progress_bar=false"],
+                           "experiment=paper/tablex", table_x, f"data.root={tiny_videos}",
+                           "trainer.progress_bar=false"],
                           cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for name in ROWS:
