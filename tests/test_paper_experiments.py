@@ -169,8 +169,8 @@ def test_one_sweep_runs_a_table_in_the_folders_of_its_single_row_commands(table)
     rows = [r.strip() for r in cfg.hydra.sweeper.params[ROWS_KEY].split(",")]
     assert sorted(rows) == sorted(r for r in EXPECTED if r.startswith(f"{table}/"))
     for row in rows:
-        single = compose_with_hydra([f"experiment=paper/{row}", "data.root=/x", "trainer.seed=3"]).hydra
+        single = compose_with_hydra([f"experiment=paper/{row}", "data.root=/x", "trainer.seed=3"])
         job = compose_with_hydra([f"experiment=paper/{table}", f"{ROWS_KEY}={row}", "data.root=/x", "trainer.seed=3"])
-        assert job.paper == row_config(row).paper
-        assert Path(job.hydra.sweep.dir, job.hydra.sweep.subdir) == Path(single.run.dir)
-        assert re.fullmatch(rf"runs/paper/{EXPECTED[row][0]}/trainer.seed=3", single.run.dir)
+        assert job.paper == single.paper and job.model == single.model and job.name == single.name
+        assert Path(job.hydra.sweep.dir, job.hydra.sweep.subdir) == Path(single.hydra.run.dir)
+        assert re.fullmatch(rf"runs/paper/{EXPECTED[row][0]}/trainer.seed=3", single.hydra.run.dir)

@@ -62,7 +62,8 @@ def load_init_checkpoint(model: nn.Module, source: str, *, pretrained: str | Non
             raise ConfigError(f"{key}: no checkpoint_*.pt in {source}: train that run first, or pass a "
                               "checkpoint file or another run folder")
     elif not os.path.isfile(source):
-        raise ConfigError(f"{key}: no such run folder or checkpoint file")
+        raise ConfigError(f"{key}: no such run folder or checkpoint file: train that run first (a 128-frame "
+                          "paper row starts from its Table 2f row), or pass model.init_checkpoint=PATH")
     state = load_checkpoint(path)
     try:
         report = load_finetune(model, state["model"])
