@@ -24,10 +24,16 @@ from nlnet.engine.evaluation import evaluate, write_results
 from nlnet.engine.loader import EndlessLoader, build_eval_loader
 from nlnet.engine.schedule import build_scheduler
 from nlnet.engine.trainer import Trainer
+from nlnet.engine.weights import load_pretrained, stored_model_config
 from nlnet.utils.errors import CheckpointError, ConfigError, one_line
 from nlnet.utils.io import exclusive_lock, remove_stale_temporaries
 from nlnet.utils.logger import get_logger, setup_logging
 from nlnet.utils.seeding import seed_everything, set_rng_state
+
+
+def build_model(model_cfg: Any) -> nn.Module:
+    """The network of a ``model`` config (``instantiate(model_cfg.net)``; errors name the config key)."""
+    return C.instantiate(model_cfg.net)
 
 
 def check_num_classes(model: nn.Module, classes: list[str], annotations: Any) -> None:
@@ -91,7 +97,11 @@ def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
         torch.set_num_threads(int(t_cfg.num_threads))
     seed_everything(int(t_cfg.seed) + rank)
 
-    model = C.instantiate(cfg.model.net)
+    model = build_model(cfg.model)
+    manager = CheckpointManager(directory=os.path.join(run_dir, "checkpoints"), keep_last=int(t_cfg.keep_last))
+    resume_path, state = _checkpoint_to_resume(cfg, manager)
+    if state is None and cfg.model.get("pretrained"):  # a fresh start: ImageNet inflation
+        load_pretrained(model, str(cfg.model.pretrained))
     train_set = C.instantiate(cfg.data.train)
     classes = list(train_set.classes)
     check_num_classes(model, classes, cfg.data.train.get("annotations"))
@@ -122,8 +132,6 @@ def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
                       precision=str(t_cfg.precision), grad_clip_norm=t_cfg.grad_clip_norm,
                       channels_last=bool(t_cfg.channels_last))
 
-    manager = CheckpointManager(directory=os.path.join(run_dir, "checkpoints"), keep_last=int(t_cfg.keep_last))
-    resume_path, state = _checkpoint_to_resume(cfg, manager)
     if state is not None:
         _resume(trainer, resume_path, state, seed=int(t_cfg.seed))
 
@@ -291,7 +299,7 @@ def _test(cfg: Any, checkpoint: str, output_dir: str, device: torch.device) -> d
     setup_logging(output_dir, rank=du.get_rank(), filename="test_log.txt")
     log = get_logger()
     state = load_checkpoint(checkpoint, map_location="cpu")
-    model = C.instantiate(cfg.model.net)
+    model = build_model(stored_model_config(cfg.model))  # never inflates: the weights are the checkpoint's
     load_model_state(model, state, checkpoint)
     model.to(device)
     if cfg.trainer.channels_last:
