@@ -185,8 +185,6 @@ def run_tool(*args):
     (["train.py", "data.batch_size=[1"], "no viable alternative at input '[1'"),
     (["prepare_kinetics.py", "--csv", "{dir}/empty.csv", "--raw", "{dir}/no_downloads", "--out", "{out}"],
      "folder of raw downloads not found: {dir}/no_downloads"),
-    (["prepare_kinetics.py", "--csv", "{dir}/empty.csv", "--raw", "{dir}", "--out", "{out}", "--workers", "0"],
-     "--workers 0: must be at least 1 (usage: prepare_kinetics.py --help)"),
     (["check_dataset.py", "--root", "{dir}", "--annotations", "{dir}/empty.csv", "--report", "{out}/r.json"],
      "annotation file {dir}/empty.csv lists no videos"),
 ])
@@ -196,3 +194,37 @@ def test_tools_as_commands_print_one_line(files, tmp_path, args, expected):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("error: "), proc.stderr
     assert expected.format(dir=files["dir"], out=tmp_path) in proc.stderr
+
+
+def test_a_full_disk_is_one_line(files, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import nlnet.engine.checkpoint as checkpoint
+    from nlnet.engine.launch import train
+
+    def no_space(obj, f):
+        raise OSError(errno.ENOSPC, "No space left on device", f.name)
+
+    monkeypatch.setattr(checkpoint.torch, "save", no_space)
+    overrides = tiny_overrides(files["videos"], str(tmp_path / "run")) + ["logger=none", "data.num_workers=1"]
+    message = one_line_error(lambda: train(compose("train", overrides)), capsys)
+    assert message.startswith("[Errno 28] No space left on device: ") and ".tmp-" in message
+    assert not list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))  # nothing half-written left
+
+
+def test_test_tool_without_a_checkpoint_is_one_line(capsys):
+    message = one_line_error(lambda: compose("test", []).checkpoint, capsys)
+    assert message == "checkpoint is not set: pass checkpoint=VALUE on the command line"
+
+
+def test_command_line_options_out_of_range_are_one_line(capsys):
+    from nlnet.utils.cli import ArgumentParser
+
+    parser = ArgumentParser(prog="prepare_kinetics.py")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--csv", required=True)
+    args = parser.parse_args(["--csv", "a.csv", "--workers", "0"])
+    assert one_line_error(lambda: parser.require("--workers", args.workers, 1), capsys) == \
+        "--workers 0: must be at least 1 (usage: prepare_kinetics.py --help)"
+    assert one_line_error(lambda: parser.parse_args([]), capsys) == \
+        "the following arguments are required: --csv (usage: prepare_kinetics.py --help)"
