@@ -52,13 +52,13 @@ def _log_header(cfg: Any, run_dir: str, device: torch.device) -> None:
 
 
 @contextlib.contextmanager
-def _own_run_directory(run_dir: str, log_file: str = "log.txt") -> Iterator[None]:
+def _own_run_directory(run_dir: str) -> Iterator[None]:
     """Rank 0 locks the run directory against a second writer and removes what interrupted writes left;
     every rank sets up logging."""
     holder: contextlib.AbstractContextManager = exclusive_lock(run_dir) if du.is_main_process() else \
         contextlib.nullcontext()
     with holder as previous:
-        setup_logging(run_dir, rank=du.get_rank(), filename=log_file)
+        setup_logging(run_dir, rank=du.get_rank())
         if previous:
             get_logger().warning(f"took over the lock of {run_dir} left by {previous}, which is no longer running")
         if du.is_main_process():
