@@ -54,17 +54,19 @@ def load_init_checkpoint(model: nn.Module, source: str, *, pretrained: str | Non
     if pretrained:
         raise ConfigError(f"{key} and model.pretrained={pretrained} are both set: the checkpoint replaces "
                           "every weight; set model.pretrained=null")
-    path = source
-    if os.path.isdir(source):
+    if os.path.isdir(source):  # its newest intact checkpoint
         folder = os.path.join(source, "checkpoints")
-        path = CheckpointManager(directory=folder if os.path.isdir(folder) else source).latest()
+        path, state, skipped = CheckpointManager(directory=folder if os.path.isdir(folder) else source).load_latest()
+        for message in skipped:
+            get_logger().warning(f"{key}: {message}: skipped")
         if path is None:
-            raise ConfigError(f"{key}: no checkpoint_*.pt in {source}: train that run first, or pass a "
+            raise ConfigError(f"{key}: no intact checkpoint_*.pt in {source}: train that run first, or pass a "
                               "checkpoint file or another run folder")
-    elif not os.path.isfile(source):
+    elif os.path.isfile(source):
+        path, state = source, load_checkpoint(source)
+    else:
         raise ConfigError(f"{key}: no such run folder or checkpoint file: train that run first (a 128-frame "
                           "paper row starts from its Table 2f row), or pass model.init_checkpoint=PATH")
-    state = load_checkpoint(path)
     try:
         report = load_finetune(model, state["model"])
     except ValueError as exc:

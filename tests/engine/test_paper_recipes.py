@@ -59,7 +59,7 @@ def test_init_checkpoint_errors_are_one_line(tiny_videos, source_run, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     cases = [
-        ([f"model.init_checkpoint={empty}"], f"model.init_checkpoint={empty}: no checkpoint_*.pt in {empty}"),
+        ([f"model.init_checkpoint={empty}"], f"model.init_checkpoint={empty}: no intact checkpoint_*.pt in {empty}"),
         ([f"model.init_checkpoint={source_run}", "model.pretrained=torchvision"],
          "are both set: the checkpoint replaces every weight; set model.pretrained=null"),
         ([f"model.init_checkpoint={source_run}", "model.net.base_width=8"],
