@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import datetime
 import os
+import sys
 from typing import Any
 
 import torch
@@ -99,11 +100,17 @@ def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
 
 
 def cleanup() -> None:
-    """The end of a run: every rank waits for the others. The process group stays for the next run of
-    this process (the rows of a Hydra multirun sweep under torchrun: a second group on torchrun's store
-    hangs) and is destroyed when the process exits."""
-    if is_distributed():
+    """The end of a run, called from a ``finally`` clause. After a success every rank waits for the
+    others and the process group stays for the next run of this process (the rows of a Hydra multirun
+    sweep under torchrun: a second group on torchrun's store hangs); it is destroyed at exit. While an
+    error propagates, the group is destroyed at once, so the other ranks' collectives fail and they
+    exit too."""
+    if not is_distributed():
+        return
+    if sys.exc_info()[0] is None:
         dist.barrier()
+    else:
+        dist.destroy_process_group()
 
 
 def _destroy() -> None:
