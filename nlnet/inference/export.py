@@ -81,12 +81,15 @@ def _onnx_searchsorted(sorted_sequence, values, out_int32: bool = False, right: 
     return op.Cast(count, to=6) if out_int32 else count  # 6: ONNX INT32
 
 
+# aten ops the ONNX exporter has no translation for, written in ONNX ops (exact)
+ONNX_TRANSLATIONS: dict[Any, Callable] = {torch.ops.aten.searchsorted.Tensor: _onnx_searchsorted}
+
+
 def _write_onnx(model: nn.Module, example: torch.Tensor, dynamic: bool, path: str) -> None:
-    translations = {torch.ops.aten.searchsorted.Tensor: _onnx_searchsorted}
     with _quiet():
         program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME],
                                     output_names=[OUTPUT_NAME], dynamic_shapes=_batch_dim(dynamic),
-                                    custom_translation_table=translations, verbose=False)
+                                    custom_translation_table=ONNX_TRANSLATIONS, verbose=False)
     program.save(path)
 
 
