@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from _trained import DOWN, UP, motion_video
 from nlnet.data.decoding import VideoReader
 from nlnet.data.synthetic import write_video
 from nlnet.inference import H264Writer, annotate_video, draw_labels
+from tiny_trained import DOWN, UP, motion_video
 
 
 def decoded(path: str) -> tuple[np.ndarray, list[float]]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _trained import trained_checkpoint  # noqa: F401  (fixture)
 from nlnet.inference import ViewProtocol, load_trained_model, resolve_device
 from nlnet.utils.errors import ConfigError
+from tiny_trained import trained_checkpoint  # noqa: F401  (fixture)
 
 
 def test_model_weights_names_and_protocol_come_from_the_checkpoint(trained_checkpoint):

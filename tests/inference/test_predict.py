@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-from _trained import DOWN, FPS, SEGMENT_FRAMES, UP, motion_video, trained_checkpoint  # noqa: F401
 from nlnet.data.decoding import VideoReader
 from nlnet.data.sampling import clip_span, clip_times, test_clip_start
 from nlnet.data.synthetic import SYNTHETIC_CLASSES
 from nlnet.inference import (FailedVideo, Predictor, Timeline, VideoPrediction, find_videos, half_precision,
                              load_trained_model, predictions_to_json, timeline_windows, write_predictions)
 from nlnet.utils.errors import ConfigError
+from tiny_trained import DOWN, FPS, SEGMENT_FRAMES, UP, motion_video, trained_checkpoint  # noqa: F401
 
 
 @pytest.fixture(scope="module")
