@@ -54,7 +54,7 @@ def _write_torchscript(model: nn.Module, example: torch.Tensor, dynamic: bool, p
         torch.jit.save(torch.jit.trace(model, example, check_trace=False), path)
 
 
-def _load_torchscript(path: str) -> Runner:
+def _load_torchscript(path: str, threads: int | None = None) -> Runner:
     with _quiet():
         return torch.jit.load(path, map_location="cpu").eval()
 
@@ -64,7 +64,7 @@ def _write_exported_program(model: nn.Module, example: torch.Tensor, dynamic: bo
     torch.export.save(program, path)
 
 
-def _load_exported_program(path: str) -> Runner:
+def _load_exported_program(path: str, threads: int | None = None) -> Runner:
     return torch.export.load(path).module()
 
 
@@ -93,10 +93,13 @@ def _write_onnx(model: nn.Module, example: torch.Tensor, dynamic: bool, path: st
     program.save(path)
 
 
-def _load_onnx(path: str) -> Runner:
+def _load_onnx(path: str, threads: int | None = None) -> Runner:
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
     def run(clip: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {INPUT_NAME: clip.numpy()})[0])
@@ -113,7 +116,8 @@ class ExportFormat:
         packages: modules the exporter needs (pip extra ``nlnet[export]``).
         check_packages: modules that run the exported file for ``check``.
         write: ``(model, example clip, dynamic batch, path)`` -> writes the file.
-        load: ``path`` -> a callable from a clip batch to the outputs.
+        load: ``(path, threads)`` -> a callable from a clip batch to the outputs; ``threads`` sets the
+            runtime's intra-op threads where it has its own (ONNX Runtime; PyTorch's are global).
         runtime: what runs the file in deployment.
     """
 
@@ -122,7 +126,7 @@ class ExportFormat:
     packages: tuple[str, ...]
     check_packages: tuple[str, ...]
     write: Callable[[nn.Module, torch.Tensor, bool, str], None]
-    load: Callable[[str], Runner]
+    load: Callable[[str, int | None], Runner]
     runtime: str
 
 
@@ -221,7 +225,7 @@ def _export_with_fallback(fmt: ExportFormat, model: nn.Module, example: torch.Te
 def _check(fmt: ExportFormat, model: nn.Module, path: str, shape: tuple[int, ...], batches: list[int],
            seed: int) -> float:
     """Largest |exported(x) - model(x)| over random clips of each batch size (normalised-input scale)."""
-    run = fmt.load(path)
+    run = fmt.load(path, None)
     generator = torch.Generator().manual_seed(seed)
     worst = 0.0
     for batch in batches:
@@ -298,8 +302,11 @@ def export_model(trained: TrainedModel, *, format: str, out: str | os.PathLike, 
     return report
 
 
-def load_exported(path: str | os.PathLike, format: str) -> Runner:
-    """A callable running an exported file: (B, 3, T, H, W) float32 -> (B, K) scores."""
+def load_exported(path: str | os.PathLike, format: str, *, threads: int | None = None) -> Runner:
+    """A callable running an exported file on the CPU: (B, 3, T, H, W) float32 -> (B, K) scores.
+
+    ``threads``: ONNX Runtime's intra-op threads (None: its default); PyTorch formats use PyTorch's.
+    """
     fmt = _format(format)
     _require(fmt.check_packages, f"running format={format}")
-    return fmt.load(os.fspath(path))
+    return fmt.load(os.fspath(path), threads)
