@@ -8,26 +8,17 @@ with a JSON sidecar holding its input pipeline and class names.
 Every option: configs/export.yaml; formats and their limits: docs/deploy.md. Exit status 1 when
 ``check=true`` finds a difference above ``tolerance``, 2 on a configuration error.
 """
-import sys
-
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from nlnet.utils.cli import exit_on_user_error, run_main
-from nlnet.utils.errors import ConfigError
+from nlnet.utils.cli import run_main
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="export")
 def main(cfg: DictConfig) -> None:
-    options = OmegaConf.to_container(cfg, resolve=True)
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    with exit_on_user_error():
-        if missing:
-            raise ConfigError(f"{missing[0]} is not set: pass {missing[0]}=... on the command line")
-        from nlnet.inference.commands import run_export  # torch: after Hydra parsed the command line
+    from nlnet.inference.commands import run_tool
 
-        status = run_export(**options)
-    sys.exit(status)
+    run_tool("export", OmegaConf.to_container(cfg, resolve=True), missing=sorted(OmegaConf.missing_keys(cfg)))
 
 
 if __name__ == "__main__":

@@ -8,27 +8,17 @@ views, an optional timeline of per-window predictions, an annotated copy of the 
 Every option: configs/predict.yaml. Exit status 0 when at least one video was labelled, 1 when every
 file was unreadable (each is reported on stderr), 2 on a configuration error.
 """
-import sys
-
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from nlnet.utils.cli import exit_on_user_error, run_main
-from nlnet.utils.errors import ConfigError
+from nlnet.utils.cli import run_main
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    options = OmegaConf.to_container(cfg, resolve=True)
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    options["json_path"] = options.pop("json")
-    with exit_on_user_error():
-        if missing:
-            raise ConfigError(f"{missing[0]} is not set: pass {missing[0]}=... on the command line")
-        from nlnet.inference.commands import run_predict  # torch: after Hydra parsed the command line
+    from nlnet.inference.commands import run_tool
 
-        status = run_predict(**options)
-    sys.exit(status)
+    run_tool("predict", OmegaConf.to_container(cfg, resolve=True), missing=sorted(OmegaConf.missing_keys(cfg)))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import asdict
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, NoReturn, Sequence
 
 from nlnet.inference.annotate import annotate_video
 from nlnet.inference.export import FORMATS, export_model
@@ -14,9 +14,10 @@ from nlnet.inference.loading import load_trained_model, resolve_device
 from nlnet.inference.predict import (FailedVideo, Predictor, VideoPrediction, find_videos, half_precision,
                                      predictions_to_json, top_classes, write_predictions)
 from nlnet.inference.views import Timeline
+from nlnet.utils.cli import exit_on_user_error
 from nlnet.utils.errors import ConfigError
 
-__all__ = ["run_predict", "run_export", "annotated_path"]
+__all__ = ["run_predict", "run_export", "run_tool", "annotated_path"]
 
 ANNOTATION_TOP_K = 3  # labels drawn on the annotated video
 
@@ -51,7 +52,7 @@ def _labels_at(result: VideoPrediction, class_names: Sequence[str]):
 
 def run_predict(*, checkpoint: str, video: str, top_k: int = 5, views: Mapping[str, Any] | None = None,
                 window: float | None = None, stride: float | None = None, window_clips: int = 1,
-                out: str | None = None, json_path: str | None = None, device: str = "auto", half: bool = False,
+                out: str | None = None, json: str | None = None, device: str = "auto", half: bool = False,
                 batch_size: int = 8, num_workers: int = 0) -> int:
     """Label ``video`` (a file or a folder) with ``checkpoint``; see ``configs/predict.yaml``.
 
@@ -85,11 +86,11 @@ def run_predict(*, checkpoint: str, video: str, top_k: int = 5, views: Mapping[s
                 written = annotate_video(result.path, path, _labels_at(result, names))
                 print(f"  annotated video: {path} ({written} frames)")
     failed = sum(isinstance(r, FailedVideo) for r in results)
-    if json_path:
+    if json:
         meta = {"checkpoint": os.path.abspath(checkpoint), "protocol": asdict(trained.protocol),
                 "window": window, "stride": stride if stride is not None else window, "window_clips": window_clips}
         data = predictions_to_json(results, class_names=names, k=top_k, meta=meta)
-        print(f"predictions: {write_predictions(json_path, data)}")
+        print(f"predictions: {write_predictions(json, data)}")
     if folder:
         print(f"{len(results) - failed} of {len(results)} videos labelled, {failed} unreadable")
     return 1 if failed == len(results) else 0
@@ -123,3 +124,16 @@ def run_export(*, checkpoint: str, format: str, out: str | None = None, dynamic_
         return 0 if ok else 1
     return 0
 
+
+
+COMMANDS = {"predict": run_predict, "export": run_export}
+
+
+def run_tool(command: str, options: Mapping[str, Any], *, missing: Iterable[str] = ()) -> NoReturn:
+    """The body of ``tools/<command>.py``: run it with the config's values and exit with its status
+    (a user error: one line on stderr, status 2). ``missing``: mandatory keys left unset."""
+    with exit_on_user_error():
+        for key in missing:
+            raise ConfigError(f"{key} is not set: pass {key}=... on the command line")
+        status = COMMANDS[command](**options)
+    sys.exit(status)
