@@ -14,10 +14,11 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from nlnet import config as C
 from nlnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TestTransform
 from nlnet.engine.checkpoint import load_checkpoint
-from nlnet.utils.errors import ConfigError, one_line, root_cause
+from nlnet.engine.launch import build_model
+from nlnet.engine.weights import stored_model_config
+from nlnet.utils.errors import ConfigError, one_line
 
 __all__ = ["ViewProtocol", "TrainedModel", "load_trained_model"]
 
@@ -91,15 +92,18 @@ class TrainedModel:
     iteration: int | None = None
 
 
-def _model_node(config: Mapping[str, Any], checkpoint: str) -> dict[str, Any]:
-    net = (config.get("model") or {}).get("net") if isinstance(config.get("model"), Mapping) else None
+def _build(config: Mapping[str, Any], checkpoint: str) -> nn.Module:
+    """The network of a stored config (``stored_model_config``: the one place that reads older configs)."""
+    model_cfg = config.get("model")
+    net = model_cfg.get("net") if isinstance(model_cfg, Mapping) else None
     if not isinstance(net, Mapping) or "_target_" not in net:
         raise ConfigError(f"checkpoint={checkpoint}: its stored config has no model.net node (a "
                           "_target_ to build the network), so it cannot be rebuilt; use a checkpoint "
                           "written by tools/train.py or nlnet's checkpoint conversion")
-    node = dict(net)
-    node.pop("pretrained", None)  # weights come from the checkpoint; older configs still name a 2D file
-    return node
+    try:
+        return build_model(stored_model_config(model_cfg))
+    except ConfigError as exc:
+        raise ConfigError(f"checkpoint={checkpoint}: {exc}") from exc
 
 
 def _protocol(val: Any, views: Mapping[str, Any] | None, path: str) -> ViewProtocol:
@@ -120,14 +124,6 @@ def _protocol(val: Any, views: Mapping[str, Any] | None, path: str) -> ViewProto
         raise ConfigError(f"checkpoint={path}: its stored config has no data.val test protocol; pass "
                           "views.num_frames=T views.sampling_rate=TAU (and views.short_side, views.crop_size)")
     return ViewProtocol(**merged)
-
-
-def _build(node: dict[str, Any], checkpoint: str) -> nn.Module:
-    try:
-        return C.instantiate(C.from_container(node))
-    except Exception as exc:
-        raise ConfigError(f"checkpoint={checkpoint}: cannot rebuild model.net ({node.get('_target_')}): "
-                          f"{one_line(root_cause(exc))}") from exc
 
 
 def load_trained_model(checkpoint: str | os.PathLike, *, views: Mapping[str, Any] | None = None) -> TrainedModel:
@@ -151,7 +147,7 @@ def load_trained_model(checkpoint: str | os.PathLike, *, views: Mapping[str, Any
         raise ConfigError(f"checkpoint={path}: not an nlnet checkpoint (it needs the keys 'model' and "
                           "'config', as tools/train.py writes them)")
     config = state["config"]
-    model = _build(_model_node(config, path), path)
+    model = _build(config, path)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
