@@ -2,6 +2,7 @@
 fall back to the exact reference form where an exporter rejects a fast path, and say so."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -22,13 +23,14 @@ PROTOCOL = ViewProtocol(num_frames=4, sampling_rate=2, short_side=40, crop_size=
                         mean=(0.45, 0.45, 0.45), std=(0.25, 0.25, 0.25))
 
 
-def tiny_model(pairwise: str, *, seed: int = 0) -> TrainedModel:
+def tiny_model(pairwise: str, *, seed: int = 0, **net: object) -> TrainedModel:
     """A tiny I3D ResNet-18 with one NL block in res3 whose weights and BN statistics are all random
     (a new NL block is the identity; here it changes the output)."""
     torch.manual_seed(seed)
     model = ResNet3d(depth=18, base_width=4, num_classes=3, stem_kernel=(3, 7, 7), stem_stride=(1, 2, 2),
                      pool1_kernel=(1, 3, 3), pool1_stride=(1, 2, 2), nonlocal_blocks=[[], [1], [], []],
-                     nonlocal_layer=functools.partial(NonLocalBlock, pairwise=pairwise, impl="auto"), dropout=0.0)
+                     nonlocal_layer=functools.partial(NonLocalBlock, pairwise=pairwise, impl="auto"), dropout=0.0,
+                     **net)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm3d):
@@ -58,6 +60,24 @@ def test_round_trip_equals_eager(fmt, pairwise, tmp_path):
     assert sidecar["nonlocal_blocks"] == [{"name": "res3.nonlocal1", "pairwise": pairwise, "scope": "spacetime",
                                            "impl": "auto", "fell_back": False}]
     assert sidecar["check"] == {"max_abs_diff": report.max_abs_diff, "batch_sizes": [1, 3]}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_fully_convolutional_test_head_exports(fmt, tmp_path):
+    """The official test head (the fc at every position of a [T', 1, 1] average pool, softmax per
+    position, mean): the eval-mode output is log(mean softmax), so softmax(output) is that mean."""
+    trained = tiny_model("embedded_gaussian", head_pool_kernel=[2, 1, 1], fully_conv_test=True)
+    trained.protocol = dataclasses.replace(PROTOCOL, short_side=64, crop_size=64)
+    clip = torch.randn(2, *trained.protocol.input_shape)
+    with torch.no_grad():
+        assert trained.model.features(clip).shape[2:] == (2, 2, 2)  # 4 positions after the [2, 1, 1] pool
+        logits = trained.model.head.fc(trained.model.head.pool(trained.model.features(clip)).movedim(1, -1))
+        expected = logits.softmax(-1).flatten(1, 3).mean(1)  # (2, K): mean over positions of the softmax
+    report = E.export_model(trained, format=fmt, out=tmp_path / f"m{E.FORMATS[fmt].suffix}", batch_size=2,
+                            check=True)
+    assert report.max_abs_diff <= 1e-4
+    with torch.no_grad():
+        torch.testing.assert_close(E.load_exported(report.path, fmt)(clip).softmax(1), expected, atol=1e-5, rtol=0)
 
 
 def test_sidecar_holds_the_input_pipeline(tmp_path):
