@@ -57,20 +57,19 @@ class ViewProtocol:
             raise ConfigError(f"views.crop_size={self.crop_size} exceeds views.short_side={self.short_side}")
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
-
-    @property
-    def num_views(self) -> int:
-        return self.num_clips * self.num_crops
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ConfigError(f"views.mean={list(self.mean)}, views.std={list(self.std)}: need 3 values each "
+                              "(R, G, B on the [0, 1] scale), std > 0")
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
         """(C, T, H, W) of one view."""
         return (3, self.num_frames, self.crop_size, self.crop_size)
 
-    def transform(self, num_crops: int | None = None) -> TestTransform:
+    def transform(self) -> TestTransform:
         """The spatial test transform: short-side resize, ``num_crops`` crops, normalisation."""
-        return TestTransform(crop_size=self.crop_size, short_side=self.short_side,
-                             num_crops=num_crops or self.num_crops, mean=self.mean, std=self.std)
+        return TestTransform(crop_size=self.crop_size, short_side=self.short_side, num_crops=self.num_crops,
+                             mean=self.mean, std=self.std)
 
 
 @dataclass

@@ -32,6 +32,10 @@ def test_views_override_the_stored_protocol(trained_checkpoint):
         load_trained_model(trained_checkpoint, views={"clips": 3})
     with pytest.raises(ConfigError, match=r"views\.crop_size=64 exceeds views\.short_side=32"):
         load_trained_model(trained_checkpoint, views={"crop_size": 64})
+    with pytest.raises(ConfigError, match=r"views\.num_clips=0: must be a positive integer"):
+        load_trained_model(trained_checkpoint, views={"num_clips": 0})
+    with pytest.raises(ConfigError, match=r"views\.mean=\[0\.5, 0\.5\], views\.std=.*: need 3 values each"):
+        load_trained_model(trained_checkpoint, views={"mean": [0.5, 0.5]})
 
 
 def _rewritten(trained_checkpoint, tmp_path, change) -> str:
