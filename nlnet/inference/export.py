@@ -49,9 +49,14 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _write_torchscript(model: nn.Module, example: torch.Tensor, dynamic: bool, path: str) -> None:
+def _trace_torchscript(model: nn.Module, example: torch.Tensor, dynamic: bool) -> Any:
     with _quiet():
-        torch.jit.save(torch.jit.trace(model, example, check_trace=False), path)
+        return torch.jit.trace(model, example, check_trace=False)
+
+
+def _save_torchscript(traced: Any, path: str) -> None:
+    with _quiet():
+        torch.jit.save(traced, path)
 
 
 def _load_torchscript(path: str, threads: int | None = None) -> Runner:
@@ -59,9 +64,8 @@ def _load_torchscript(path: str, threads: int | None = None) -> Runner:
         return torch.jit.load(path, map_location="cpu").eval()
 
 
-def _write_exported_program(model: nn.Module, example: torch.Tensor, dynamic: bool, path: str) -> None:
-    program = torch.export.export(model, (example,), dynamic_shapes=_batch_dim(dynamic))
-    torch.export.save(program, path)
+def _export_program(model: nn.Module, example: torch.Tensor, dynamic: bool) -> Any:
+    return torch.export.export(model, (example,), dynamic_shapes=_batch_dim(dynamic))
 
 
 def _load_exported_program(path: str, threads: int | None = None) -> Runner:
@@ -85,11 +89,14 @@ def _onnx_searchsorted(sorted_sequence, values, out_int32: bool = False, right: 
 ONNX_TRANSLATIONS: dict[Any, Callable] = {torch.ops.aten.searchsorted.Tensor: _onnx_searchsorted}
 
 
-def _write_onnx(model: nn.Module, example: torch.Tensor, dynamic: bool, path: str) -> None:
+def _export_onnx(model: nn.Module, example: torch.Tensor, dynamic: bool) -> Any:
     with _quiet():
-        program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME],
-                                    output_names=[OUTPUT_NAME], dynamic_shapes=_batch_dim(dynamic),
-                                    custom_translation_table=ONNX_TRANSLATIONS, verbose=False)
+        return torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                 dynamic_shapes=_batch_dim(dynamic), custom_translation_table=ONNX_TRANSLATIONS,
+                                 verbose=False)
+
+
+def _save_onnx(program: Any, path: str) -> None:
     program.save(path)
 
 
@@ -115,7 +122,8 @@ class ExportFormat:
         suffix: the usual file ending.
         packages: modules the exporter needs (pip extra ``nlnet[export]``).
         check_packages: modules that run the exported file for ``check``.
-        write: ``(model, example clip, dynamic batch, path)`` -> writes the file.
+        export: ``(model, example clip, dynamic batch)`` -> the exported artefact (in memory).
+        save: ``(artefact, path)`` -> writes the file.
         load: ``(path, threads)`` -> a callable from a clip batch to the outputs; ``threads`` sets the
             runtime's intra-op threads where it has its own (ONNX Runtime; PyTorch's are global).
         runtime: what runs the file in deployment.
@@ -125,18 +133,19 @@ class ExportFormat:
     suffix: str
     packages: tuple[str, ...]
     check_packages: tuple[str, ...]
-    write: Callable[[nn.Module, torch.Tensor, bool, str], None]
+    export: Callable[[nn.Module, torch.Tensor, bool], Any]
+    save: Callable[[Any, str], None]
     load: Callable[[str, int | None], Runner]
     runtime: str
 
 
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
-    ExportFormat("torchscript", ".torchscript.pt", (), (), _write_torchscript, _load_torchscript,
+    ExportFormat("torchscript", ".torchscript.pt", (), (), _trace_torchscript, _save_torchscript, _load_torchscript,
                  "torch.jit.load (PyTorch C++ or Python, no model code needed; PyTorch 2.14 deprecates "
                  "TorchScript in favour of torch.export)"),
-    ExportFormat("onnx", ".onnx", ("onnx", "onnxscript"), ("onnxruntime",), _write_onnx, _load_onnx,
+    ExportFormat("onnx", ".onnx", ("onnx", "onnxscript"), ("onnxruntime",), _export_onnx, _save_onnx, _load_onnx,
                  "onnxruntime.InferenceSession (or any ONNX runtime)"),
-    ExportFormat("exported_program", ".pt2", (), (), _write_exported_program, _load_exported_program,
+    ExportFormat("exported_program", ".pt2", (), (), _export_program, torch.export.save, _load_exported_program,
                  "torch.export.load(path).module() (PyTorch >= 2.1; AOTInductor can compile it)"),
 )}
 
@@ -196,29 +205,26 @@ def sidecar_path(path: str | os.PathLike) -> str:
     return os.fspath(path) + ".json"
 
 
-def _write(fmt: ExportFormat, model: nn.Module, example: torch.Tensor, dynamic: bool, out: str) -> None:
-    with atomic_path(out) as tmp:
-        fmt.write(model, example, dynamic, tmp)
+def _export_with_fallback(fmt: ExportFormat, model: nn.Module, example: torch.Tensor,
+                          dynamic: bool) -> tuple[Any, list[str], str | None]:
+    """The exported artefact; if the exporter rejects the fast non-local paths, their reference form's.
 
-
-def _export_with_fallback(fmt: ExportFormat, model: nn.Module, example: torch.Tensor, dynamic: bool,
-                          out: str) -> tuple[list[str], str | None]:
-    """Export; if the exporter rejects the fast non-local paths, export their reference form."""
+    Returns:
+        (artefact, names of the blocks that fell back, the exporter's error on the fast form).
+    """
     fast = {name: m for name, m in model.named_modules() if isinstance(m, NonLocalBlock) and m.impl == "auto"}
     try:
-        _write(fmt, model, example, dynamic, out)
-        return [], None
+        return fmt.export(model, example, dynamic), [], None
     except Exception as exc:  # any exporter error: retry with the exact reference form, else report it
         reason = one_line(root_cause(exc))[:300]
         if not fast:
             raise ConfigError(f"format={fmt.name}: the exporter failed: {reason}") from exc
     with _reference_impl(fast):
         try:
-            _write(fmt, model, example, dynamic, out)
+            return fmt.export(model, example, dynamic), sorted(fast), reason
         except Exception as exc:
             raise ConfigError(f"format={fmt.name}: the exporter failed, also with the non-local blocks' "
                               f"reference form: {one_line(root_cause(exc))[:300]}") from exc
-    return sorted(fast), reason
 
 
 @torch.no_grad()
@@ -272,7 +278,8 @@ def export_model(trained: TrainedModel, *, format: str, out: str | os.PathLike, 
     Args:
         trained: the model, its class names and input protocol (``load_trained_model``).
         format: a key of ``FORMATS``: ``torchscript``, ``onnx`` or ``exported_program``.
-        out: the file to write (atomically); the sidecar goes to ``sidecar_path(out)``.
+        out: the file to write (atomically; without a file ending, the format's is added); the
+            sidecar goes to ``sidecar_path(out)``.
         dynamic_batch: any batch size (checked at 1 and 3), else exactly ``batch_size``.
         batch_size: the fixed batch size (ignored with ``dynamic_batch``).
         check: run the exported file on random clips and compare with the eager model.
@@ -291,7 +298,11 @@ def export_model(trained: TrainedModel, *, format: str, out: str | os.PathLike, 
     shape = trained.protocol.input_shape
     example = torch.randn(2 if dynamic_batch else batch_size, *shape)  # torch.export specialises a batch of 1
     out = os.fspath(out)
-    fell_back, reason = _export_with_fallback(fmt, model, example, dynamic_batch, out)
+    if not os.path.splitext(out)[1]:  # the writers need a file ending (zip archives named after it)
+        out += fmt.suffix
+    artefact, fell_back, reason = _export_with_fallback(fmt, model, example, dynamic_batch)
+    with atomic_path(out) as tmp:
+        fmt.save(artefact, tmp)
     report = ExportReport(path=out, sidecar=sidecar_path(out), format=format, fell_back=fell_back,
                           fallback_reason=reason)
     if check:

@@ -131,10 +131,12 @@ def test_unsupported_requests_are_one_line(kwargs, message, tmp_path):
 
 def test_missing_exporter_packages_name_the_extra(tmp_path, monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("onnx") else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("onnx") else real(name, *a))
     with pytest.raises(ConfigError, match=r"format=onnx needs the Python packages onnx, onnxscript: "
                                           r"pip install 'nlnet\[export\]'"):
         E.export_model(tiny_model("gaussian"), format="onnx", out=tmp_path / "m.onnx")
-    # TorchScript needs no extra package, its check neither
-    report = E.export_model(tiny_model("gaussian"), format="torchscript", out=tmp_path / "m.pt", check=True)
-    assert report.max_abs_diff <= 1e-4
+    # TorchScript needs no extra package, its check neither; a name without a file ending gets the format's
+    report = E.export_model(tiny_model("gaussian"), format="torchscript", out=tmp_path / "model", check=True)
+    assert report.max_abs_diff <= 1e-4 and report.path == str(tmp_path / "model.torchscript.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.torchscript.pt", "model.torchscript.pt.json"]

@@ -61,7 +61,7 @@ def test_a_stored_pretrained_path_is_not_loaded_again(trained_checkpoint, tmp_pa
     (lambda s: s["config"]["model"]["net"].pop("_target_"), "its stored config has no model.net node"),
     (lambda s: s["config"]["data"].pop("val"), "no data.val test protocol; pass views.num_frames=T"),
     (lambda s: s["config"]["model"]["net"].update(num_classes=5), "its weights do not fit the stored model.net"),
-    (lambda s: s["config"]["model"]["net"].update(depth=19), "model.net.depth: depth=19 is not supported; valid depths"),
+    (lambda s: s["config"]["model"]["net"].update(depth=19), "model.net.depth: depth=19 is not supported"),
     (lambda s: s.update(class_names=["a", "b", "c"]), "3 class names for a model with 2 outputs"),
 ])
 def test_unusable_checkpoints_are_refused_in_one_line(trained_checkpoint, tmp_path, change, message):

@@ -63,7 +63,8 @@ def test_plan_decodes_each_clip_once_for_every_group_it_serves():
 
 
 @pytest.mark.parametrize("kwargs, key", [
-    (dict(window=0), "window=0"), (dict(window=1.0, stride=-1), "stride=-1"), (dict(window=1.0, clips=0), "window_clips=0"),
+    (dict(window=0), "window=0"), (dict(window=1.0, stride=-1), "stride=-1"),
+    (dict(window=1.0, clips=0), "window_clips=0"),
 ])
 def test_bad_timeline_is_one_line(kwargs, key):
     with pytest.raises(ConfigError, match=key):
