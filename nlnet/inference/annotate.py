@@ -106,10 +106,12 @@ def draw_labels(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
 
 
 def annotate_video(src: str | os.PathLike, dst: str | os.PathLike, labels_at: Callable[[float], Sequence[str]],
-                   *, crf: int = 20) -> int:
+                   *, min_short_side: int = 0, crf: int = 20) -> int:
     """Write ``src`` to ``dst`` (H.264) with ``labels_at(time)`` drawn on every frame.
 
-    Frames are display-rotated (what a player shows) and keep their timestamps.
+    Frames are display-rotated (what a player shows) and keep their timestamps. Frames whose short
+    side is below ``min_short_side`` are enlarged by the smallest integer factor that reaches it
+    (each pixel repeated, nothing interpolated), so that the labels stay legible on small videos.
 
     Returns:
         The number of frames written.
@@ -124,6 +126,9 @@ def annotate_video(src: str | os.PathLike, dst: str | os.PathLike, labels_at: Ca
             rotation = getattr(frame, "rotation", 0) or 0  # counter-clockwise, a multiple of 90 degrees
             if rotation:
                 image = np.ascontiguousarray(np.rot90(image, k=int(round(rotation / 90)) % 4))
+            factor = -(-min_short_side // min(image.shape[:2])) if min_short_side else 1  # ceil
+            if factor > 1:
+                image = image.repeat(factor, axis=0).repeat(factor, axis=1)
             if writer is None:
                 writer = stack.enter_context(H264Writer(dst, width=image.shape[1], height=image.shape[0],
                                                         fps=reader.info.fps, crf=crf))

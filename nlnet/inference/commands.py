@@ -52,8 +52,8 @@ def _labels_at(result: VideoPrediction, class_names: Sequence[str]):
 
 def run_predict(*, checkpoint: str, video: str, top_k: int = 5, views: Mapping[str, Any] | None = None,
                 window: float | None = None, stride: float | None = None, window_clips: int = 1,
-                out: str | None = None, json: str | None = None, device: str = "auto", half: bool = False,
-                batch_size: int = 8, num_workers: int = 0) -> int:
+                out: str | None = None, out_min_size: int = 240, json: str | None = None, device: str = "auto",
+                half: bool = False, batch_size: int = 8, num_workers: int = 0) -> int:
     """Label ``video`` (a file or a folder) with ``checkpoint``; see ``configs/predict.yaml``.
 
     Returns:
@@ -83,7 +83,7 @@ def run_predict(*, checkpoint: str, video: str, top_k: int = 5, views: Mapping[s
             _print_prediction(result, names, top_k)
             if out:
                 path = annotated_path(result.path, video, out)
-                written = annotate_video(result.path, path, _labels_at(result, names))
+                written = annotate_video(result.path, path, _labels_at(result, names), min_short_side=out_min_size)
                 print(f"  annotated video: {path} ({written} frames)")
     failed = sum(isinstance(r, FailedVideo) for r in results)
     if json:

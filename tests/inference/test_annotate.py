@@ -62,6 +62,16 @@ def test_rotated_input_is_written_as_displayed(tmp_path):
     assert np.abs(out[0].astype(int) - shown[0]).mean() < 4
 
 
+def test_small_videos_are_enlarged_by_an_integer_factor(tmp_path):
+    src = motion_video(str(tmp_path / "small.mp4"), [UP], seed=4, size=32)
+    dst = str(tmp_path / "big.mp4")
+    assert annotate_video(src, dst, lambda t: [], min_short_side=100) == 8
+    small, _ = decoded(src)
+    big, _ = decoded(dst)
+    assert big.shape == (8, 128, 128, 3)  # 4 x 32 >= 100
+    assert np.abs(big[:, ::4, ::4].astype(int) - small).mean() < 4  # every 4th pixel is the source's
+
+
 def test_draw_labels_changes_only_its_corner():
     image = np.full((120, 160, 3), 128, np.uint8)
     out = draw_labels(image, ["0.93 moving up", "0.05 moving down", "0.01 growing"])

@@ -30,7 +30,7 @@ def test_predict_a_folder_with_timeline_annotation_and_json(trained_checkpoint, 
     (videos / "truncated.mp4").write_bytes((videos / "up.mp4").read_bytes()[:300])
     out, preds = tmp_path / "labelled", tmp_path / "preds.json"
     proc = run_tool("predict.py", f"checkpoint={trained_checkpoint}", f"video={videos}", "window=0.32", "top_k=1",
-                    f"out={out}", f"json={preds}", "batch_size=3", "device=cpu")
+                    f"out={out}", "out_min_size=64", f"json={preds}", "batch_size=3", "device=cpu")
     assert proc.returncode == 0, proc.stderr
     assert f"error: cannot read {videos / 'truncated.mp4'}: VideoDecodeError" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -43,7 +43,7 @@ def test_predict_a_folder_with_timeline_annotation_and_json(trained_checkpoint, 
     assert data["protocol"]["num_frames"] == 4 and data["window"] == data["stride"] == 0.32
     for name in ("up.mp4", "b/down.mp4"):
         with VideoReader(out / name) as reader:
-            assert reader.count_frames() == 24
+            assert reader.count_frames() == 24 and (reader.info.width, reader.info.height) == (64, 64)
         assert f"annotated video: {out / name} (24 frames)" in proc.stdout
 
 
