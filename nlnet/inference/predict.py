@@ -117,7 +117,7 @@ class Predictor:
         protocol: how views are made (``ViewProtocol``).
         device: where the network runs.
         precision: ``fp32``, or ``bf16``/``fp16`` autocast (CUDA; see ``half_precision``).
-        batch_size: views per forward pass.
+        batch_size: views per forward pass (at most; more only if one clip has more crops).
         num_workers: decoding processes (0: decode in this process).
     """
 
@@ -156,8 +156,7 @@ class Predictor:
         """Label every file of ``paths`` (in order); unreadable ones come back as ``FailedVideo``."""
         stream = VideoViewStream(paths=paths, protocol=self.protocol, timeline=timeline,
                                  decode_threads=1 if self.num_workers else 0)
-        loader = DataLoader(stream, batch_size=None, num_workers=self.num_workers,
-                            persistent_workers=False, pin_memory=self.device.type == "cuda")
+        loader = DataLoader(stream, batch_size=None, num_workers=self.num_workers)  # records one by one
         scores, results, pending = _Scores(), {}, []
         bar = None
         if progress:
@@ -165,11 +164,11 @@ class Predictor:
 
             bar = tqdm(total=len(paths), desc="videos", unit="video", dynamic_ncols=True)
         for record in loader:
-            if isinstance(record, ClipViews):
-                pending.append(record)
-                if sum(len(c.views) for c in pending) >= self.batch_size:
+            if isinstance(record, ClipViews):  # at most batch_size views a pass (a clip's crops stay together)
+                if pending and sum(len(c.views) for c in pending) + len(record.views) > self.batch_size:
                     self._run(pending, scores)
                     pending = []
+                pending.append(record)
                 continue
             results[record.video] = record
             if bar is not None:

@@ -58,6 +58,25 @@ def test_scores_are_the_mean_softmax_of_the_protocol_views(trained, tmp_path):
         torch.testing.assert_close(result.scores, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_batches_hold_at_most_batch_size_views_and_keep_a_clips_crops_together(trained_checkpoint, tmp_path):
+    class Recording(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model, self.sizes = model, []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.sizes.append(len(x))
+            return self.model(x)
+
+    trained = load_trained_model(trained_checkpoint, views={"num_clips": 3, "num_crops": 3})
+    model = trained.model = Recording(trained.model)
+    videos = [motion_video(str(tmp_path / f"{i}.mp4"), [UP] * 3, seed=i) for i in range(2)]
+    for batch_size, expected in ((4, [3] * 6), (7, [6] * 3), (100, [18])):
+        model.sizes.clear()
+        results = Predictor.from_trained(trained, batch_size=batch_size).predict(videos)
+        assert model.sizes == expected and all(r.num_views == 9 for r in results)
+
+
 def test_timeline_shows_where_each_motion_happens(trained, tmp_path):
     path = motion_video(str(tmp_path / "up_then_down.mp4"), [UP, UP, UP, DOWN, DOWN, DOWN], seed=99)
     window = SEGMENT_FRAMES / FPS  # one rendered motion per window
