@@ -153,7 +153,8 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
 def _require(packages: tuple[str, ...], what: str) -> None:
     missing = [p for p in packages if importlib.util.find_spec(p) is None]
     if missing:
-        raise ConfigError(f"{what} needs the Python packages {', '.join(missing)}: pip install 'nlnet[export]'")
+        raise ConfigError(f"{what} needs the Python packages {', '.join(missing)}: "
+                          "pip install -e '.[export]' in the nlnet folder")
 
 
 def _format(name: str) -> ExportFormat:

@@ -18,7 +18,7 @@ from nlnet.utils.errors import ConfigError
 
 HAS_ONNXRUNTIME = all(importlib.util.find_spec(p) for p in ("onnx", "onnxscript", "onnxruntime"))
 FORMATS = [pytest.param(f, marks=pytest.mark.skipif(f == "onnx" and not HAS_ONNXRUNTIME,
-                                                    reason="pip install 'nlnet[export]'")) for f in E.FORMATS]
+                                                    reason="needs nlnet's [export] extra")) for f in E.FORMATS]
 PROTOCOL = ViewProtocol(num_frames=4, sampling_rate=2, short_side=40, crop_size=32, num_clips=2, num_crops=3,
                         mean=(0.45, 0.45, 0.45), std=(0.25, 0.25, 0.25))
 
@@ -101,7 +101,7 @@ def test_sidecar_holds_the_input_pipeline(tmp_path):
         run(torch.randn(2, *PROTOCOL.input_shape))
 
 
-@pytest.mark.skipif(not HAS_ONNXRUNTIME, reason="pip install 'nlnet[export]'")
+@pytest.mark.skipif(not HAS_ONNXRUNTIME, reason="needs nlnet's [export] extra")
 def test_a_rejected_fast_path_falls_back_to_the_exact_reference_form(tmp_path, monkeypatch):
     """Without nlnet's ONNX form of searchsorted, the exporter rejects the concatenation block's sort
     algorithm: the block is exported in its reference form, the report and the sidecar say so, and
@@ -134,7 +134,7 @@ def test_missing_exporter_packages_name_the_extra(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name.startswith("onnx") else real(name, *a))
     with pytest.raises(ConfigError, match=r"format=onnx needs the Python packages onnx, onnxscript: "
-                                          r"pip install 'nlnet\[export\]'"):
+                                          r"pip install -e '\.\[export\]' in the nlnet folder"):
         E.export_model(tiny_model("gaussian"), format="onnx", out=tmp_path / "m.onnx")
     # TorchScript needs no extra package, its check neither; a name without a file ending gets the format's
     report = E.export_model(tiny_model("gaussian"), format="torchscript", out=tmp_path / "model", check=True)
