@@ -8,18 +8,22 @@ with a JSON sidecar holding its input pipeline and class names.
 Every option: configs/export.yaml; formats and their limits: docs/deploy.md. Exit status 1 when
 ``check=true`` finds a difference above ``tolerance``, 2 on a configuration error.
 """
+import sys
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from nlnet.utils.cli import run_main
+from nlnet.utils.cli import one_line_errors, run_main
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="export")
+@one_line_errors()
 def main(cfg: DictConfig) -> None:
-    from nlnet.inference.commands import run_tool
+    options = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # an unset ??? key: one line
+    from nlnet.inference.commands import run_export  # torch: after Hydra has parsed the command line
 
-    run_tool("export", OmegaConf.to_container(cfg, resolve=True), missing=sorted(OmegaConf.missing_keys(cfg)))
+    sys.exit(run_export(**options))
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, path_keys=("checkpoint", "out"))

@@ -8,18 +8,22 @@ views, an optional timeline of per-window predictions, an annotated copy of the 
 Every option: configs/predict.yaml. Exit status 0 when at least one video was labelled, 1 when every
 file was unreadable (each is reported on stderr), 2 on a configuration error.
 """
+import sys
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from nlnet.utils.cli import run_main
+from nlnet.utils.cli import one_line_errors, run_main
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="predict")
+@one_line_errors()
 def main(cfg: DictConfig) -> None:
-    from nlnet.inference.commands import run_tool
+    options = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # an unset ??? key: one line
+    from nlnet.inference.commands import run_predict  # torch: after Hydra has parsed the command line
 
-    run_tool("predict", OmegaConf.to_container(cfg, resolve=True), missing=sorted(OmegaConf.missing_keys(cfg)))
+    sys.exit(run_predict(**options))
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, path_keys=("checkpoint", "video", "out", "json"))

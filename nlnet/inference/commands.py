@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import asdict
-from typing import Any, Iterable, Mapping, NoReturn, Sequence
+from typing import Any, Mapping, Sequence
 
 from nlnet.inference.annotate import annotate_video
 from nlnet.inference.export import FORMATS, export_model
@@ -14,10 +14,9 @@ from nlnet.inference.loading import load_trained_model, resolve_device
 from nlnet.inference.predict import (FailedVideo, Predictor, VideoPrediction, find_videos, half_precision,
                                      predictions_to_json, top_classes, write_predictions)
 from nlnet.inference.views import Timeline
-from nlnet.utils.cli import exit_on_user_error
 from nlnet.utils.errors import ConfigError
 
-__all__ = ["run_predict", "run_export", "run_tool", "annotated_path"]
+__all__ = ["run_predict", "run_export", "annotated_path"]
 
 ANNOTATION_TOP_K = 3  # labels drawn on the annotated video
 
@@ -125,15 +124,3 @@ def run_export(*, checkpoint: str, format: str, out: str | None = None, dynamic_
     return 0
 
 
-
-COMMANDS = {"predict": run_predict, "export": run_export}
-
-
-def run_tool(command: str, options: Mapping[str, Any], *, missing: Iterable[str] = ()) -> NoReturn:
-    """The body of ``tools/<command>.py``: run it with the config's values and exit with its status
-    (a user error: one line on stderr, status 2). ``missing``: mandatory keys left unset."""
-    with exit_on_user_error():
-        for key in missing:
-            raise ConfigError(f"{key} is not set: pass {key}=... on the command line")
-        status = COMMANDS[command](**options)
-    sys.exit(status)

@@ -15,10 +15,10 @@ import torch
 import torch.nn as nn
 
 from nlnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TestTransform
-from nlnet.engine.checkpoint import load_checkpoint
+from nlnet.engine.checkpoint import load_checkpoint, load_model_state
 from nlnet.engine.launch import build_model
 from nlnet.engine.weights import stored_model_config
-from nlnet.utils.errors import ConfigError, one_line
+from nlnet.utils.errors import ConfigError
 
 __all__ = ["ViewProtocol", "TrainedModel", "load_trained_model"]
 
@@ -135,7 +135,8 @@ def load_trained_model(checkpoint: str | os.PathLike, *, views: Mapping[str, Any
 
     Raises:
         ConfigError: one line naming the file and what is missing (no stored config, no
-            ``model.net``, no ``data.val``, weights that do not fit).
+            ``model.net``, no ``data.val``).
+        CheckpointError: a damaged file, or weights that do not fit the stored network.
         FileNotFoundError: no such file.
     """
     path = os.fspath(checkpoint)
@@ -147,11 +148,7 @@ def load_trained_model(checkpoint: str | os.PathLike, *, views: Mapping[str, Any
                           "'config', as tools/train.py writes them)")
     config = state["config"]
     model = _build(config, path)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise ConfigError(f"checkpoint={path}: its weights do not fit the stored model.net: "
-                          f"{one_line(exc)[:300]}") from exc
+    load_model_state(model, state, path)
     model.eval()
     protocol = _protocol((config.get("data") or {}).get("val"), views, path)
     num_classes = getattr(model, "num_classes", None)

@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from nlnet.engine.checkpoint import atomic_save
 from nlnet.inference import ViewProtocol, load_trained_model, resolve_device
-from nlnet.utils.errors import ConfigError
+from nlnet.utils.errors import ConfigError, UserError
 from tiny_trained import trained_checkpoint  # noqa: F401  (fixture)
 
 
@@ -42,7 +43,7 @@ def _rewritten(trained_checkpoint, tmp_path, change) -> str:
     state = torch.load(trained_checkpoint, weights_only=True)
     change(state)
     path = str(tmp_path / "changed.pt")
-    torch.save(state, path)
+    atomic_save(state, str(path))  # with the payload checksum of the changed content
     return path
 
 
@@ -60,15 +61,24 @@ def test_a_stored_pretrained_path_is_not_loaded_again(trained_checkpoint, tmp_pa
     (lambda s: s["config"].pop("model"), "its stored config has no model.net node"),
     (lambda s: s["config"]["model"]["net"].pop("_target_"), "its stored config has no model.net node"),
     (lambda s: s["config"]["data"].pop("val"), "no data.val test protocol; pass views.num_frames=T"),
-    (lambda s: s["config"]["model"]["net"].update(num_classes=5), "its weights do not fit the stored model.net"),
-    (lambda s: s["config"]["model"]["net"].update(depth=19), "model.net.depth: depth=19 is not supported"),
+    (lambda s: s["config"]["model"]["net"].update(num_classes=5), "does not fit the model"),
+    (lambda s: s["config"]["model"]["net"].update(depth=19), "depth=19 is not supported; valid depths"),
     (lambda s: s.update(class_names=["a", "b", "c"]), "3 class names for a model with 2 outputs"),
 ])
 def test_unusable_checkpoints_are_refused_in_one_line(trained_checkpoint, tmp_path, change, message):
     path = _rewritten(trained_checkpoint, tmp_path, change)
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(UserError) as error:  # ConfigError, or CheckpointError for the weights
         load_trained_model(path)
     assert message in str(error.value) and path in str(error.value) and "\n" not in str(error.value)
+
+
+def test_damaged_checkpoint(trained_checkpoint, tmp_path):
+    data = bytearray(open(trained_checkpoint, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    path = tmp_path / "damaged.pt"
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=f"checkpoint {path} "):
+        load_trained_model(path)
 
 
 def test_missing_checkpoint(tmp_path):

@@ -12,6 +12,7 @@ import torch
 from conftest import PYTHON, ROOT, tool_env
 from nlnet.data.decoding import VideoReader
 from nlnet.data.synthetic import SYNTHETIC_CLASSES
+from nlnet.engine.checkpoint import atomic_save
 from nlnet.inference.commands import run_export, run_predict
 from nlnet.utils.errors import ConfigError
 from tiny_trained import DOWN, UP, motion_video, trained_checkpoint  # noqa: F401  (fixture)
@@ -55,7 +56,7 @@ def test_predict_exits_1_when_no_video_could_be_read(trained_checkpoint, tmp_pat
 
 
 @pytest.mark.parametrize("args, message", [  # the tools print these on one line (nlnet.utils.cli)
-    (["video=x.mp4"], "error: checkpoint is not set: pass checkpoint=... on the command line"),
+    (["video=x.mp4"], "error: checkpoint is not set: pass checkpoint=VALUE on the command line"),
     (["checkpoint=x.pt", "video=x.mp4", "views.clips=2"], "error: unknown config key 'views.clips'"),
 ])
 def test_bad_command_lines_are_one_line(args, message):
@@ -95,7 +96,7 @@ def test_export_of_a_checkpoint_without_model_config_is_refused(trained_checkpoi
     state = torch.load(trained_checkpoint, weights_only=True)
     del state["config"]["model"]
     path = tmp_path / "weights_only.pt"
-    torch.save(state, path)
+    atomic_save(state, str(path))  # with the payload checksum of the changed content
     with pytest.raises(ConfigError) as error:
         run_export(checkpoint=str(path), format="onnx")
     assert str(error.value) == (f"checkpoint={path}: its stored config has no model.net node (a _target_ to build "
