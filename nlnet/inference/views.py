@@ -160,7 +160,7 @@ class VideoViewStream(IterableDataset):
                     video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, H, W, 3) -> (T, 3, H, W)
                     views = torch.stack([transform(video, c) for c in range(protocol.num_crops)])
                     yield ClipViews(video=index, groups=groups, views=views)  # (crops, C, T, H, W)
-        except (VideoDecodeError, OSError) as exc:
-            yield VideoFailed(video=index, error=f"{type(exc).__name__}: {exc}")
+        except (VideoDecodeError, OSError) as exc:  # the record names the file: the reason alone
+            yield VideoFailed(video=index, error=f"{type(exc).__name__}: {getattr(exc, 'reason', None) or exc}")
             return
         yield VideoDone(video=index, info=info, windows=windows)
