@@ -72,7 +72,11 @@ def test_bf16_autocast_channels_last_and_grad_clipping(tiny_videos, tmp_path):
     run_dir = str(tmp_path / "run")
     overrides = tiny_overrides(tiny_videos, run_dir) + [
         "trainer.precision=bf16", "trainer.channels_last=true", "trainer.grad_clip_norm=0.5",
-        "trainer.max_iter=1", "trainer.test_at_end=false", "logger=none"]
+        "trainer.max_iter=1", "trainer.test_at_end=false", "logger=none",
+        # 8 frames: T = 4 after pool2, not fewer than the temporal kernels (3). With fewer, torch 2.14.1's
+        # oneDNN bf16 Conv3d backward on CPU sometimes returns inf/NaN weight gradients (a torch bug,
+        # 2 of 12 seeds at T = 2; 0 of 12 at T = 4), which made this test flaky.
+        "data.num_frames=8"]
     assert run_inprocess(overrides)["iteration"] == 1
     state = final_state(run_dir)
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
