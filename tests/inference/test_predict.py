@@ -3,6 +3,7 @@ folders with unreadable files, JSON, devices."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -75,6 +76,16 @@ def test_batches_hold_at_most_batch_size_views_and_keep_a_clips_crops_together(t
         model.sizes.clear()
         results = Predictor.from_trained(trained, batch_size=batch_size).predict(videos)
         assert model.sizes == expected and all(r.num_views == 9 for r in results)
+
+
+def test_scores_equal_those_of_the_multi_view_test(trained_checkpoint):
+    """The training run tested its final checkpoint (tools/test.py's path) on its validation videos:
+    predict, with the stored protocol, gives the same per-video scores."""
+    run = Path(trained_checkpoint).parents[1]
+    videos = json.loads((run / "per_video_scores.json").read_text())["videos"]
+    results = Predictor.from_trained(load_trained_model(trained_checkpoint)).predict([v["path"] for v in videos])
+    for video, result in zip(videos, results):
+        assert result.scores.tolist() == pytest.approx(video["scores"], abs=2e-6)  # stored to 6 decimals
 
 
 def test_timeline_shows_where_each_motion_happens(trained, tmp_path):
