@@ -24,6 +24,7 @@ setup(
     version="0.1.0",
     description="Video action recognition with Non-local Neural Networks (C2D/I3D ResNets, 4 pairwise functions)",
     packages=find_packages(include=["nlnet", "nlnet.*"]),
+    package_data={"nlnet.resources": ["*.txt"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={"dev": ["pytest==9.2.0", "pytest-timeout==2.4.0"]},
