@@ -20,12 +20,15 @@ from typing import Any
 from nlnet.models.convert.arch import Arch, Clip
 from nlnet.models.convert.caffe2 import Caffe2
 from nlnet.models.convert.core import Conversion, ConversionError, ConvertReport, Source, assemble
+from nlnet.models.convert.mmaction2 import MMAction2
+from nlnet.models.convert.pyslowfast import PySlowFast
+from nlnet.models.convert.pytorchvideo import PyTorchVideo
 from nlnet.models.convert.safe_load import UnsafeFileError
 
 __all__ = ["convert", "SOURCES", "Arch", "Clip", "Conversion", "ConversionError", "ConvertReport", "Source",
-           "UnsafeFileError", "published_models"]
+           "UnsafeFileError", "describe", "published_models"]
 
-SOURCES: dict[str, Source] = {source.name: source for source in (Caffe2(),)}
+SOURCES: dict[str, Source] = {source.name: source for source in (Caffe2(), PySlowFast(), MMAction2(), PyTorchVideo())}
 
 
 def _class_names(names: list[str] | None, num_classes: int) -> list[str]:
@@ -79,7 +82,18 @@ def convert(path: str | os.PathLike, *, source: str, arch: str | Arch | None = N
                       report=report)
 
 
-def published_models() -> list[tuple[str, Arch, str, float, float]]:
+def describe() -> str:
+    """Every source's networks (``--arch`` names) and the published files each converts."""
+    lines = []
+    for name, source in SOURCES.items():
+        lines.append(f"--from {name}:")
+        for arch in source.archs.values():
+            files = ", ".join(f if t1 is None else f"{f} ({t1} / {t5})" for f, t1, t5 in arch.published)
+            lines.append(f"  {arch.name:34s} {arch.clip_name:>6s}  {files}")
+    return "\n".join(lines)
+
+
+def published_models() -> list[tuple[str, Arch, str, str | None, str | None]]:
     """Every published model the converters know: (source, arch, file name, top-1, top-5)."""
     return [(name, arch, *entry) for name, source in SOURCES.items() for arch in source.archs.values()
             for entry in arch.published]

@@ -16,7 +16,7 @@ from typing import Any
 from nlnet.models.resnet3d import DEPTHS
 from nlnet.resources import kinetics400_classes_path
 
-__all__ = ["Clip", "Arch", "C2D", "I3D", "SLOW", "temporal_kernels", "model_config", "data_config",
+__all__ = ["Clip", "Arch", "C2D", "I3D", "SLOW", "temporal_kernels", "stage_channels", "model_config", "data_config",
            "NL_FIVE", "NO_NL", "OFFICIAL_NL"]
 
 Triple = tuple[int, int, int]
@@ -44,7 +44,8 @@ class Clip:
         frames, rate: clip length T and sampling rate tau (``data.num_frames``, ``data.sampling_rate``).
         test_scale: short side at test time; test_crop: side of each test crop.
         clips, crops: temporal clips and spatial crops per test video.
-        mean, std: per-channel normalisation of RGB values in [0, 1] (a source's 0-255 values / 255).
+        mean, std: per-channel normalisation of values in [0, 1] (a source's 0-255 values / 255), in the
+            source's channel order (a BGR source's are reversed into nlnet's RGB order).
         train_crop, train_scale: the training crop and short-side range (for fine-tuning).
     """
 
@@ -78,8 +79,8 @@ class Arch:
         nonlocal_blocks: per stage res2..res5, the residual blocks after which an NL block goes.
         nonlocal_options: ``NonLocalBlock`` arguments (pairwise, scale, pool_before, ...).
         nonlocal_groups: per stage, consecutive temporal groups the NL blocks attend within (1: all).
-        head_pool_t: temporal size of the head's fixed average-pool window (spatially 7x7, stride 1),
-            None for a global average pool; ``head_test`` what the head does over window positions:
+        head_pool_t, head_pool_hw: size of the head's fixed average-pool window (T' x hw x hw, stride 1),
+            head_pool_t None for a global average pool; ``head_test`` what the head does over window positions:
             "softmax" (mean of per-position softmax), "logits" (mean of per-position logits).
         dropout: dropout before the classifier (training only).
         bn_eps: BatchNorm epsilon of the backbone; nonlocal_bn_eps that of the NL blocks' BN.
@@ -87,9 +88,10 @@ class Arch:
         bgr: the source's first conv expects BGR input (folded into stem.conv.weight).
         base_width, num_classes: read from the file (64 and 400 for the published models).
         image_2d: True for a 2D ImageNet ResNet (written as a torchvision state dict, not a checkpoint).
-        hint: a part of the published file name that tells this arch from others with the same weight
-            shapes (default: the clip, e.g. ``8x8``).
-        published: the source's published model(s) of this arch: (file name, top-1, top-5) as stated.
+        hint: parts of the published file name (space-separated) that tell this arch from others with
+            the same weight shapes; the clip (e.g. ``8x8``) is always one.
+        published: the source's published model(s) of this arch: (file name, top-1, top-5) as the
+            source states them (None for the ImageNet files, which have no Kinetics accuracy).
     """
 
     name: str
@@ -107,6 +109,7 @@ class Arch:
     nonlocal_options: Mapping[str, Any] = field(default_factory=lambda: dict(OFFICIAL_NL), hash=False)
     nonlocal_groups: tuple[int, int, int, int] = (1, 1, 1, 1)
     head_pool_t: int | None = None
+    head_pool_hw: int = 7
     head_test: str = "softmax"
     dropout: float = 0.5
     bn_eps: float = 1e-5
@@ -117,7 +120,7 @@ class Arch:
     num_classes: int = 400
     image_2d: bool = False
     hint: str = ""
-    published: tuple[tuple[str, float, float], ...] = ()
+    published: tuple[tuple[str, str | None, str | None], ...] = ()
 
     def replace(self, **changes: Any) -> "Arch":
         """A copy with ``changes`` (e.g. the base width and class count read from a file)."""
@@ -126,6 +129,10 @@ class Arch:
     @property
     def has_nonlocal(self) -> bool:
         return any(self.nonlocal_blocks)
+
+    @property
+    def hint_tokens(self) -> tuple[str, ...]:
+        return (self.clip_name, *self.hint.split())
 
     @property
     def clip_name(self) -> str:
@@ -141,14 +148,25 @@ def temporal_kernels(arch: Arch) -> list[list[int]]:
             for basis, n, limit in zip(arch.temporal, blocks, limits)]
 
 
+def stage_channels(arch: Arch) -> list[int]:
+    """Output channels of res2..res5 (bottlenecks: 4 x base width x 2^stage)."""
+    return [arch.base_width * 4 * 2 ** s for s in range(4)]
+
+
 def _nonlocal_node(arch: Arch) -> dict[str, Any]:
-    return {"_target_": "nlnet.models.NonLocalBlock", "_partial_": True, "pairwise": "embedded_gaussian",
-            "sub_sample": True, "pool_before": False, "scale": False, **dict(arch.nonlocal_options)}
+    node = {"_target_": "nlnet.models.NonLocalBlock", "_partial_": True, "pairwise": "embedded_gaussian",
+            "sub_sample": True, "pool_before": False, "scale": False, "pool_ceil_mode": False,
+            **dict(arch.nonlocal_options)}
+    groups = {c: g for c, g in zip(stage_channels(arch), arch.nonlocal_groups) if g > 1}
+    if groups:  # per stage, by the stage's width (nlnet.models.convert.layers)
+        node.update(_target_="nlnet.models.convert.layers.GroupedNonLocalBlock", temporal_groups=groups)
+    return node
 
 
 def model_config(arch: Arch) -> dict[str, Any]:
     """The ``model`` config subtree (``model.nonlocal`` and ``model.net``) that rebuilds ``arch``."""
     nonlocal_node = _nonlocal_node(arch)
+    head = [arch.head_pool_t, arch.head_pool_hw, arch.head_pool_hw] if arch.head_pool_t else None
     net: dict[str, Any] = {
         "_target_": "nlnet.models.ResNet3d",
         "depth": arch.depth,
@@ -159,11 +177,15 @@ def model_config(arch: Arch) -> dict[str, Any]:
         "stem_stride": [arch.stem_stride_t, 2, 2],
         "pool1_kernel": [arch.pool1_kernel_t, 3, 3],
         "pool1_stride": [arch.pool1_stride_t, 2, 2],
+        "pool1_padding": list(arch.pool1_padding) if arch.pool1_padding is not None else None,
         "pool2_kernel": [arch.pool2_t, 1, 1],
         "temporal_kernels": temporal_kernels(arch),
         "nonlocal_blocks": [list(v) for v in arch.nonlocal_blocks],
         "nonlocal_layer": nonlocal_node,
         "dropout": arch.dropout,
+        "head_pool_kernel": head,
+        "fully_conv_test": bool(head) and arch.head_test == "softmax",
+        "frozen_bn": "all" if arch.affine else [],
         "norm_layer": {"_target_": "torch.nn.BatchNorm3d", "_partial_": True, "eps": arch.bn_eps},
     }
     return {"nonlocal": nonlocal_node, "net": net}
@@ -173,7 +195,8 @@ def data_config(arch: Arch, *, kinetics_classes: bool) -> dict[str, Any]:
     """The ``data`` config keys that reproduce the source's input pipeline (every derived key explicit,
     so the result can be merged into a resolved config)."""
     clip = arch.clip
-    mean, std = list(clip.mean), list(clip.std)
+    order = slice(None, None, -1 if arch.bgr else 1)  # a BGR source's values, in nlnet's RGB order
+    mean, std = list(clip.mean)[order], list(clip.std)[order]
     label_map = kinetics400_classes_path() if kinetics_classes else None
     common = {"num_frames": clip.frames, "sampling_rate": clip.rate, "mean": mean, "std": std,
               "label_map": label_map}

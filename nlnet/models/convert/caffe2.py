@@ -38,7 +38,7 @@ from nlnet.models.convert.core import Loaded, Source
 from nlnet.models.convert.keys import ABC, BN_CAFFE2, KeyTable, Rule
 from nlnet.models.convert.safe_load import UnsafeFileError, load_numpy_pickle
 
-__all__ = ["Caffe2", "CAFFE2_TABLE", "IMAGENET_TABLE", "ARCHS", "load_blobs"]
+__all__ = ["Caffe2", "CAFFE2_TABLE", "IMAGENET_TABLE", "PUBLISHED", "load_blobs", "momentum_reason"]
 
 _WB = {"weight": "w", "bias": "b"}
 _NL_CONV = {"theta": "theta", "phi": "phi", "g": "g", "w_z": "out"}
@@ -105,29 +105,33 @@ def _archs() -> dict[str, Arch]:
     for depth in (50, 101):
         out.append(Arch(name=f"resnet{depth}_2d", clip=Clip(frames=1, rate=1, train_crop=224), depth=depth,
                         image_2d=True, num_classes=1000, hint=f"r{depth}_pretrain",
-                        published=((f"r{depth}_pretrain_c2_model_iter450450_clean.pkl", float("nan"), float("nan")),)
-                        if depth == 50 else ()))
+                        published=((f"r{depth}_pretrain_c2_model_iter450450_clean.pkl", None, None),)))
     return {a.name: a for a in out}
 
 
 # README.md "Main Results" tables: file name (https://dl.fbaipublicfiles.com/video-nonlocal/<file>), top-1, top-5.
 PUBLISHED = {
-    "c2d_r50_32x2": (("c2d_baseline_32x2_IN_pretrain_400k.pkl", 72.0, 90.0),),
-    "c2d_nl_r50_32x2": (("c2d_nonlocal_32x2_IN_pretrain_400k.pkl", 73.9, 91.0),),
-    "i3d_r50_32x2": (("i3d_baseline_32x2_IN_pretrain_400k.pkl", 73.6, 90.8),),
-    "i3d_nl_r50_32x2": (("i3d_nonlocal_32x2_IN_pretrain_400k.pkl", 74.9, 91.6),),
-    "i3d_r50_128x1_affine": (("i3d_baseline_128x1_I3D_pretrain_400k.pkl", 75.2, 92.0),),
-    "i3d_nl_r50_128x1_affine": (("i3d_nonlocal_128x1_I3D_pretrain_400k.pkl", 76.5, 92.7),),
-    "c2d_r50_8x8": (("c2d_baseline_8x8_IN_pretrain_400k.pkl", 71.9, 90.0),),
-    "c2d_nl_r50_8x8": (("c2d_nonlocal_8x8_IN_pretrain_400k.pkl", 74.4, 91.4),),
-    "i3d_r50_8x8": (("i3d_baseline_8x8_IN_pretrain_400k.pkl", 73.4, 90.9),
-                    ("i3d_baseline_8x8_IN_pretrain_300k.pkl", 73.2, 90.8),
-                    ("i3d_baseline_8x8_IN_pretrain_600k_4gpu.pkl", 73.0, 90.4),
-                    ("i3d_baseline_8x8_IN_pretrain_300k_4gpu.pkl", 72.0, 90.1)),
-    "i3d_nl_r50_8x8": (("i3d_nonlocal_8x8_IN_pretrain_400k.pkl", 74.7, 91.6),),
-    "i3d_r50_32x4_affine": (("i3d_baseline_32x4_I3D_pretrain_400k.pkl", 75.5, 92.0),),
-    "i3d_nl_r50_32x4_affine": (("i3d_nonlocal_32x4_I3D_pretrain_400k.pkl", 76.5, 92.6),),
+    "c2d_r50_32x2": (("c2d_baseline_32x2_IN_pretrain_400k.pkl", "72.0", "90.0"),),
+    "c2d_nl_r50_32x2": (("c2d_nonlocal_32x2_IN_pretrain_400k.pkl", "73.9", "91.0"),),
+    "i3d_r50_32x2": (("i3d_baseline_32x2_IN_pretrain_400k.pkl", "73.6", "90.8"),),
+    "i3d_nl_r50_32x2": (("i3d_nonlocal_32x2_IN_pretrain_400k.pkl", "74.9", "91.6"),),
+    "i3d_r50_128x1_affine": (("i3d_baseline_128x1_I3D_pretrain_400k.pkl", "75.2", "92.0"),),
+    "i3d_nl_r50_128x1_affine": (("i3d_nonlocal_128x1_I3D_pretrain_400k.pkl", "76.5", "92.7"),),
+    "c2d_r50_8x8": (("c2d_baseline_8x8_IN_pretrain_400k.pkl", "71.9", "90.0"),),
+    "c2d_nl_r50_8x8": (("c2d_nonlocal_8x8_IN_pretrain_400k.pkl", "74.4", "91.4"),),
+    "i3d_r50_8x8": (("i3d_baseline_8x8_IN_pretrain_400k.pkl", "73.4", "90.9"),
+                    ("i3d_baseline_8x8_IN_pretrain_300k.pkl", "73.2", "90.8"),
+                    ("i3d_baseline_8x8_IN_pretrain_600k_4gpu.pkl", "73.0", "90.4"),
+                    ("i3d_baseline_8x8_IN_pretrain_300k_4gpu.pkl", "72.0", "90.1")),
+    "i3d_nl_r50_8x8": (("i3d_nonlocal_8x8_IN_pretrain_400k.pkl", "74.7", "91.6"),),
+    "i3d_r50_32x4_affine": (("i3d_baseline_32x4_I3D_pretrain_400k.pkl", "75.5", "92.0"),),
+    "i3d_nl_r50_32x4_affine": (("i3d_nonlocal_32x4_I3D_pretrain_400k.pkl", "76.5", "92.6"),),
 }
+
+
+def momentum_reason(key: str) -> str | None:
+    """Caffe2 checkpoints store each parameter's SGD momentum as ``<param>_momentum``."""
+    return "SGD momentum of a parameter (optimizer state)" if key.endswith("_momentum") else None
 
 
 def load_blobs(path: str) -> Loaded:
@@ -159,9 +163,7 @@ class Caffe2(Source):
         return IMAGENET_TABLE if arch.image_2d else CAFFE2_TABLE
 
     def ignore_reason(self, key: str) -> str | None:
-        if key.endswith("_momentum"):
-            return "SGD momentum of a parameter (optimizer state)"
-        return None
+        return momentum_reason(key)
 
     def classifier_key(self, arch: Arch) -> str:
         return "fc.weight" if arch.image_2d else "head.fc.weight"

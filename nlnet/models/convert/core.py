@@ -23,11 +23,12 @@ import torch.nn as nn
 from nlnet.models.convert.arch import Arch, data_config, deep_merge, model_config
 from nlnet.models.convert.keys import KeyTable
 from nlnet.models.resnet3d import DEPTHS
+from nlnet.utils.errors import ConfigError
 
-__all__ = ["ConversionError", "ConvertReport", "Loaded", "Source", "Conversion", "assemble"]
+__all__ = ["ConversionError", "ConvertReport", "Loaded", "Source", "Conversion", "assemble", "tensors_of"]
 
 
-class ConversionError(ValueError):
+class ConversionError(ConfigError):
     """A source file that cannot become the chosen nlnet model; the message is one line."""
 
 
@@ -39,11 +40,17 @@ class Loaded:
         tensors: source key -> tensor (the file's weights, buffers and any other arrays).
         meta: the file's other entries (config text, epoch, ...), for detection and the report.
         ignored: top-level entries not read (optimizer state, ...) -> reason.
+        table: the key table of this file when it differs from the source's usual one (e.g. a
+            PySlowFast model-zoo file in Caffe2 format), else None.
     """
 
     tensors: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
     ignored: dict[str, str] = field(default_factory=dict)
+    table: KeyTable | None = None
+
+    def key_table(self, source: "Source", arch: Arch) -> KeyTable:
+        return self.table or source.table(arch)
 
 
 @dataclass
@@ -94,6 +101,21 @@ class ConvertReport:
                 "filled": dict(self.filled), "missing": list(self.missing), "notes": list(self.notes)}
 
 
+def tensors_of(state: Any, path: str, *entries: str, prefixes: tuple[str, ...] = ("module.",)) -> dict:
+    """The state dict inside a loaded torch checkpoint (first of ``entries`` present, or the object
+    itself), without wrapper prefixes (DDP's ``module.``)."""
+    for entry in entries:
+        if isinstance(state, dict) and isinstance(state.get(entry), dict):
+            state = state[entry]
+            break
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise ConversionError(f"{path}: no state dict of tensors found (looked for {', '.join(entries)})")
+    for prefix in prefixes:
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return dict(state)
+
+
 def summarise(keys: list[str], limit: int = 6) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
@@ -128,7 +150,7 @@ class Source:
 
     def read_dims(self, loaded: Loaded, arch: Arch) -> Arch:
         """``arch`` with the base width and class count of the file (64 and 400 when published)."""
-        table = self.table(arch)
+        table = loaded.key_table(self, arch)
         found = {table.to_nlnet(k): v for k, v in loaded.tensors.items()}
         stem, fc = found.get("stem.conv.weight"), found.get(self.classifier_key(arch))
         return arch.replace(base_width=int(stem.shape[0]) if stem is not None else arch.base_width,
@@ -181,7 +203,7 @@ def _unit(match: re.Match) -> tuple[int, str, int]:
 
 def _names_fit(source: Source, loaded: Loaded, arch: Arch) -> bool:
     """Cheap pre-check: the file's weights map onto exactly the model's key names (no shapes)."""
-    table = source.table(arch)
+    table = loaded.key_table(source, arch)
     mapped = {table.to_nlnet(k) for k in loaded.tensors if source.ignore_reason(k) is None}
     if None in mapped:  # a tensor without a place in this model
         return False
@@ -202,7 +224,7 @@ def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def _problems(source: Source, loaded: Loaded, arch: Arch) -> tuple[dict, list[str], list[str], str | None]:
     """(mapped nlnet key -> source key, unused source keys, unfilled model keys, first shape mismatch)."""
-    table, shapes = source.table(arch), _shapes(source, arch)
+    table, shapes = loaded.key_table(source, arch), _shapes(source, arch)
     mapped, unused = {}, []
     for key in loaded.tensors:
         if source.ignore_reason(key) is not None:
@@ -237,9 +259,10 @@ def detect_by_fit(source: Source, loaded: Loaded, path: str, candidates: list[Ar
                               "pass --arch NAME to see the first key that does not fit")
     if len(fitting) > 1:
         stem = os.path.basename(path).lower()
-        named = [a for a in fitting if (a.hint or a.clip_name).lower() in stem]
-        if len(named) == 1:
-            return named[0]
+        named = [(len(a.hint_tokens), a) for a in fitting if all(t.lower() in stem for t in a.hint_tokens)]
+        best = [a for n, a in named if n == max(named, key=lambda x: x[0])[0]] if named else []
+        if len(best) == 1:
+            return best[0]
         raise ConversionError(f"{path}: the weights fit {len(fitting)} {source.name} models "
                               f"({', '.join(a.name for a in fitting)}), which differ in the clip or NL options "
                               "the file does not store; pass --arch with one of them")

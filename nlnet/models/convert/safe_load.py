@@ -24,11 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from nlnet.utils.errors import ConfigError
+
 __all__ = ["UnsafeFileError", "Inert", "load_numpy_pickle", "load_torch_file", "is_zip_file"]
 
 
-class UnsafeFileError(ValueError):
-    """A checkpoint file that is damaged, truncated or would run code when loaded."""
+class UnsafeFileError(ConfigError):
+    """A checkpoint file that is damaged, truncated or would run code when loaded (one line)."""
 
 
 def _numpy_global(module: str, name: str) -> Any:

@@ -1,0 +1,60 @@
+"""The one network option a published model needs that ``nlnet.models`` does not have: a non-local block
+that attends within groups of consecutive frames.
+
+The official frozen-BN models (``i3d_nonlocal_32x4`` / ``128x1``) run res3's non-local blocks on 4 groups
+of 4 consecutive frames (lib/models/resnet_helper.py ``res_stage_nonlocal_group`` ->
+nonlocal_helper.py ``add_nonlocal_group``: the batch becomes B x groups); PySlowFast has the same
+option as ``NONLOCAL.GROUP`` (slowfast/models/resnet_helper.py ``ResStage.forward``).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from nlnet.models.nonlocal_block import NonLocalBlock
+
+__all__ = ["GroupedNonLocalBlock"]
+
+
+class GroupedNonLocalBlock(NonLocalBlock):
+    """A :class:`~nlnet.models.NonLocalBlock` applied separately to ``temporal_groups`` groups of
+    consecutive frames: (B, C, T, H, W) -> (B * G, C, T / G, H, W) -> block -> back. State-dict keys
+    are those of ``NonLocalBlock``.
+
+    Args:
+        in_channels, inter_channels, **kwargs: as ``NonLocalBlock`` (3D input).
+        temporal_groups: number of groups, or ``{in_channels: groups}`` so that one partial can give
+            each ResNet stage its own (the stages have distinct widths; absent: 1).
+    """
+
+    def __init__(self, in_channels: int, inter_channels: int | None = None, *,
+                 temporal_groups: int | Mapping[int, int] = 1, **kwargs) -> None:
+        super().__init__(in_channels, inter_channels, **kwargs)
+        groups = temporal_groups.get(in_channels, 1) if isinstance(temporal_groups, Mapping) else temporal_groups
+        if int(groups) < 1 or self.dim != 3:
+            raise ValueError(f"GroupedNonLocalBlock: temporal_groups={temporal_groups!r} must give >= 1 groups "
+                             f"of (B, C, T, H, W) input")
+        self.temporal_groups = int(groups)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, temporal_groups={self.temporal_groups}"
+
+    def fold(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> (B * G, C, T / G, H, W); group g holds frames g * T/G ... (g + 1) * T/G - 1."""
+        b, c, t, h, w = x.shape
+        g = self.temporal_groups
+        if t % g:
+            raise ValueError(f"GroupedNonLocalBlock: {t} frames do not split into temporal_groups={g}")
+        return x.reshape(b, c, g, t // g, h, w).transpose(1, 2).reshape(b * g, c, t // g, h, w)
+
+    def unfold(self, y: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`fold`."""
+        bg, c, tg, h, w = y.shape
+        g = self.temporal_groups
+        return y.reshape(bg // g, g, c, tg, h, w).transpose(1, 2).reshape(bg // g, c, g * tg, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.temporal_groups == 1:
+            return super().forward(x)
+        return self.unfold(super().forward(self.fold(x)))
