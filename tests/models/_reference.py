@@ -81,8 +81,10 @@ def _nonlocal(x, blobs, prefix, g: Geometry, groups: int):
     return z
 
 
-def caffe2_forward(blobs: dict[str, torch.Tensor], x: torch.Tensor, g: Geometry, *, depth: int = 50) -> torch.Tensor:
-    """Probabilities (B, K) of the network whose Caffe2-named weights are ``blobs`` on clip ``x``."""
+def caffe2_forward(blobs: dict[str, torch.Tensor], x: torch.Tensor, g: Geometry, *,
+                   depth: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-position scores (B, P, K), probabilities (B, K)) of the network whose Caffe2-named weights are
+    ``blobs``, on clip ``x``."""
     if g.bgr:
         x = x.flip(1)  # the source sees B, G, R where nlnet sees R, G, B
     w1 = blobs["conv1_w"]
@@ -109,8 +111,30 @@ def caffe2_forward(blobs: dict[str, torch.Tensor], x: torch.Tensor, g: Geometry,
     pred_w = blobs["pred_w"].reshape(blobs["pred_w"].shape[0], -1, 1, 1, 1)
     scores = F.conv3d(x, pred_w, blobs["pred_b"]).flatten(2)  # (B, K, positions): the fc as a 1x1x1 conv
     if g.head_softmax:
-        return scores.softmax(dim=1).mean(dim=2)
-    return scores.mean(dim=2).softmax(dim=1)
+        return scores.transpose(1, 2), scores.softmax(dim=1).mean(dim=2)
+    return scores.transpose(1, 2), scores.mean(dim=2).softmax(dim=1)
+
+
+def nlnet_scores(model, x: torch.Tensor) -> torch.Tensor:
+    """The nlnet model's per-position logits (B, P, K): features, the head's pool, the classifier."""
+    pooled = model.head.pool(model.features(x))  # (B, C, T', H', W')
+    return model.head.fc(pooled.movedim(1, -1)).flatten(1, 3)
+
+
+def assert_matches(model, x: torch.Tensor, blobs: dict, g: Geometry, *, depth: int = 50) -> None:
+    """The converted model computes the reference network: per-position logits to 1e-10 of their scale
+    (float64), and the probabilities nlnet's evaluation uses, softmax(model(x)), to 1e-6 (the head's
+    softmax runs in at least float32)."""
+    model = model.double().eval()
+    blobs = {k: v.double() for k, v in blobs.items()}
+    with torch.no_grad():
+        scores, probabilities = caffe2_forward(blobs, x.double(), g, depth=depth)
+        got_scores = nlnet_scores(model, x.double())
+        got = model(x.double()).double().softmax(dim=1)
+    scale = scores.abs().max()
+    torch.testing.assert_close(got_scores / scale, scores / scale, rtol=0, atol=1e-10)
+    torch.testing.assert_close(got, probabilities, rtol=0, atol=1e-6)
+    assert probabilities.max() < 0.999, "saturated probabilities would hide differences (calibrate the fc)"
 
 
 def as_caffe2(state: dict[str, torch.Tensor], source_table: KeyTable, caffe2_table: KeyTable) -> dict:

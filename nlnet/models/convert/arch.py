@@ -158,8 +158,10 @@ def _nonlocal_node(arch: Arch) -> dict[str, Any]:
             "sub_sample": True, "pool_before": False, "scale": False, "pool_ceil_mode": False,
             **dict(arch.nonlocal_options)}
     groups = {c: g for c, g in zip(stage_channels(arch), arch.nonlocal_groups) if g > 1}
-    if groups:  # per stage, by the stage's width (nlnet.models.convert.layers)
-        node.update(_target_="nlnet.models.convert.layers.GroupedNonLocalBlock", temporal_groups=groups)
+    if groups or arch.nonlocal_bn_eps != 1e-5:  # options NonLocalBlock lacks (nlnet.models.convert.layers)
+        node["_target_"] = "nlnet.models.convert.layers.ExtendedNonLocalBlock"
+        node.update({"temporal_groups": groups} if groups else {},
+                    **({"norm_eps": arch.nonlocal_bn_eps} if arch.nonlocal_bn_eps != 1e-5 else {}))
     return node
 
 

@@ -269,18 +269,6 @@ def detect_by_fit(source: Source, loaded: Loaded, path: str, candidates: list[Ar
     return fitting[0]
 
 
-def _fold_nonlocal_eps(state: dict[str, torch.Tensor], arch: Arch, report: ConvertReport) -> None:
-    """(x - m) / sqrt(v + e_src) == (x - m) / sqrt((v + e_src - e) + e): the source's epsilon of the
-    NL blocks' BN moved into their running variance (nlnet's NL BN uses eps 1e-5)."""
-    delta = arch.nonlocal_bn_eps - 1e-5
-    keys = [k for k in state if re.search(r"\.nonlocal\d+\.norm\.running_var$", k)]
-    if delta and keys:
-        for key in keys:
-            state[key] = (state[key].double() + delta).to(state[key].dtype)
-        report.notes.append(f"NL BatchNorm epsilon {arch.nonlocal_bn_eps:g} folded into its running_var "
-                            f"(nlnet's NL BN uses 1e-5)")
-
-
 def assemble(source: Source, loaded: Loaded, arch: Arch, *, path: str, strict: bool = True) -> tuple[
         nn.Module, ConvertReport]:
     """Fill the nlnet model of ``arch`` from ``loaded``, key by key (see the module docstring).
@@ -323,7 +311,6 @@ def assemble(source: Source, loaded: Loaded, arch: Arch, *, path: str, strict: b
     if arch.bgr:
         state["stem.conv.weight"] = state["stem.conv.weight"].flip(1)
         report.notes.append("BGR input folded into stem.conv.weight (input channels reversed; mean/std in RGB order)")
-    _fold_nonlocal_eps(state, arch, report)
     model.load_state_dict(state, strict=False)
     return model, report
 

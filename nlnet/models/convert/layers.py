@@ -1,10 +1,12 @@
-"""The one network option a published model needs that ``nlnet.models`` does not have: a non-local block
-that attends within groups of consecutive frames.
+"""The two non-local options published models need that ``nlnet.models.NonLocalBlock`` does not have.
 
-The official frozen-BN models (``i3d_nonlocal_32x4`` / ``128x1``) run res3's non-local blocks on 4 groups
-of 4 consecutive frames (lib/models/resnet_helper.py ``res_stage_nonlocal_group`` ->
-nonlocal_helper.py ``add_nonlocal_group``: the batch becomes B x groups); PySlowFast has the same
-option as ``NONLOCAL.GROUP`` (slowfast/models/resnet_helper.py ``ResStage.forward``).
+* Attention within groups of consecutive frames: the official frozen-BN models
+  (``i3d_nonlocal_32x4`` / ``128x1``) run res3's non-local blocks on 4 groups of 4 consecutive frames
+  (lib/models/resnet_helper.py ``res_stage_nonlocal_group`` -> nonlocal_helper.py
+  ``add_nonlocal_group``: the batch becomes B x groups); PySlowFast has the same option as
+  ``NONLOCAL.GROUP`` (slowfast/models/resnet_helper.py ``ResStage.forward``).
+* The epsilon of the block's BatchNorm: the official code's ``NONLOCAL.BN_EPSILON`` is 1.0000001e-5
+  (lib/core/config.py); ``NonLocalBlock`` builds its BN with PyTorch's 1e-5.
 """
 from __future__ import annotations
 
@@ -14,28 +16,33 @@ import torch
 
 from nlnet.models.nonlocal_block import NonLocalBlock
 
-__all__ = ["GroupedNonLocalBlock"]
+__all__ = ["ExtendedNonLocalBlock"]
 
 
-class GroupedNonLocalBlock(NonLocalBlock):
-    """A :class:`~nlnet.models.NonLocalBlock` applied separately to ``temporal_groups`` groups of
-    consecutive frames: (B, C, T, H, W) -> (B * G, C, T / G, H, W) -> block -> back. State-dict keys
-    are those of ``NonLocalBlock``.
+class ExtendedNonLocalBlock(NonLocalBlock):
+    """A :class:`~nlnet.models.NonLocalBlock` with temporal groups and a BN epsilon (state-dict keys
+    are those of ``NonLocalBlock``).
+
+    With ``temporal_groups`` G > 1 the block runs separately on G groups of consecutive frames:
+    (B, C, T, H, W) -> (B * G, C, T / G, H, W) -> block -> back.
 
     Args:
         in_channels, inter_channels, **kwargs: as ``NonLocalBlock`` (3D input).
         temporal_groups: number of groups, or ``{in_channels: groups}`` so that one partial can give
             each ResNet stage its own (the stages have distinct widths; absent: 1).
+        norm_eps: epsilon of the BN after ``w_z`` (when ``bn_layer``).
     """
 
     def __init__(self, in_channels: int, inter_channels: int | None = None, *,
-                 temporal_groups: int | Mapping[int, int] = 1, **kwargs) -> None:
+                 temporal_groups: int | Mapping[int, int] = 1, norm_eps: float = 1e-5, **kwargs) -> None:
         super().__init__(in_channels, inter_channels, **kwargs)
         groups = temporal_groups.get(in_channels, 1) if isinstance(temporal_groups, Mapping) else temporal_groups
         if int(groups) < 1 or self.dim != 3:
-            raise ValueError(f"GroupedNonLocalBlock: temporal_groups={temporal_groups!r} must give >= 1 groups "
-                             f"of (B, C, T, H, W) input")
+            raise ValueError(f"ExtendedNonLocalBlock: temporal_groups={temporal_groups!r} must give >= 1 groups "
+                             "of (B, C, T, H, W) input")
         self.temporal_groups = int(groups)
+        if self.norm is not None:
+            self.norm.eps = float(norm_eps)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, temporal_groups={self.temporal_groups}"
@@ -45,7 +52,7 @@ class GroupedNonLocalBlock(NonLocalBlock):
         b, c, t, h, w = x.shape
         g = self.temporal_groups
         if t % g:
-            raise ValueError(f"GroupedNonLocalBlock: {t} frames do not split into temporal_groups={g}")
+            raise ValueError(f"ExtendedNonLocalBlock: {t} frames do not split into temporal_groups={g}")
         return x.reshape(b, c, g, t // g, h, w).transpose(1, 2).reshape(b * g, c, t // g, h, w)
 
     def unfold(self, y: torch.Tensor) -> torch.Tensor:

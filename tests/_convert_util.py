@@ -13,10 +13,13 @@ from nlnet.models.convert import Arch
 from nlnet.models.convert.keys import KeyTable
 
 
-def randomize(model: nn.Module, *, seed: int = 0, affine: bool = False) -> nn.Module:
-    """Make every BN non-trivial (random statistics, scale, shift; NL gammas non-zero) and every NL conv
-    larger than its 0.01 init, so that no block is the identity and every key matters. With ``affine``,
-    BN statistics stay at 0 / 1 (the official frozen-BN models have none)."""
+def randomize(model: nn.Module, *, seed: int = 0, affine: bool = False, x: torch.Tensor | None = None) -> nn.Module:
+    """Make every BN non-trivial (random scale and shift, NL gammas non-zero, random statistics) and every
+    NL conv larger than its 0.01 init, so that no block is the identity and every key matters.
+
+    With a clip ``x``, the BN statistics are those of ``x`` instead of random (one forward in train
+    mode), which keeps deep random networks finite (the dot-product NL block is cubic in its input).
+    With ``affine``, statistics stay at 0 / 1 (the official frozen-BN models have none)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, module in model.named_modules():
@@ -27,10 +30,40 @@ def randomize(model: nn.Module, *, seed: int = 0, affine: bool = False) -> nn.Mo
                     module.running_mean.copy_(torch.rand(module.running_mean.shape, generator=generator) - 0.5)
                     module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
             elif ".nonlocal" in f".{name}" and isinstance(module, (nn.Conv3d, nn.Conv2d)):
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * 0.2)
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * 0.05)
                 if module.bias is not None:
-                    module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
+                    module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.05)
+    if x is not None and not affine:
+        fit_statistics(model, x)
     return model.eval()
+
+
+def fit_statistics(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Set every BN's running statistics to those of clip ``x`` (one forward in train mode), the variance
+    raised by 0.5 (a single clip leaves nearly constant channels, whose tiny variance would amplify
+    rounding errors)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    with torch.no_grad():
+        for m in norms:
+            m.momentum = 1.0  # running statistics := the statistics of x
+        model.train()(x)
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+            m.num_batches_tracked.zero_()
+            m.running_var.add_(0.5)
+    return model.eval()
+
+
+def calibrate(model: nn.Module, x: torch.Tensor, spread: float = 1.0) -> nn.Module:
+    """Scale the classifier so that the logits on ``x`` have standard deviation ``spread`` (random
+    weights otherwise give logits of hundreds, whose softmax is one-hot and hides differences)."""
+    with torch.no_grad():
+        pooled = model.eval().head.pool(model.features(x))  # per-position logits: before any softmax
+        factor = spread / float(model.head.fc(pooled.movedim(1, -1)).std())
+        model.head.fc.weight.mul_(factor)
+        model.head.fc.bias.mul_(factor)
+    return model
 
 
 def source_state(state: dict[str, torch.Tensor], table: KeyTable,
