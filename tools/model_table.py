@@ -79,8 +79,7 @@ def concatenation_difference(block, shape: tuple[int, ...]) -> int:
     """Reference minus fast FLOPs of a concatenation block: w_f over (2C', N, N') and (N, N') x (N', C')
     instead of the projections a = w_theta^T theta (N x C') and b = w_phi^T phi (N' x C')."""
     n = shape[2] * shape[3] * shape[4]
-    kernel = block.pool.kernel_size if block.pool is not None else (1, 1, 1)
-    n_keys = math.prod(-(-size // k) for size, k in zip(shape[2:], kernel))  # ceil-mode max-pool
+    n_keys = math.prod(block.key_grid(shape[2:]))  # the block's own pooling rule
     c = block.inter_channels
     return shape[0] * (3 * c * n * n_keys - (n + n_keys) * c)
 

@@ -75,16 +75,19 @@ def update_bn_stats(model: nn.Module, batches: Iterable[dict[str, Any]], *, num_
                     precision: str = "fp32", channels_last: bool = False) -> int:
     """Precise BN: recompute every BatchNorm's running mean/var as the average over ``num_iters``
     training batches of the batch statistics (official recipe: 200 iterations before testing),
-    averaged over ranks. Returns the number of batches used."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    averaged over ranks. Frozen BatchNorms (those ``model.train()`` leaves in eval mode, e.g.
+    ``ResNet3d(frozen_bn=...)``) keep their statistics. Returns the number of batches used."""
+    was_training = model.training
+    model.train()
+    bns = [m for m in model.modules()
+           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.training]
     if not bns or num_iters <= 0:
+        model.train(was_training)
         return 0
     momenta = [bn.momentum for bn in bns]
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over the batches seen
-    was_training = model.training
-    model.train()
     used = 0
     for batch in batches:
         if used >= num_iters:

@@ -22,6 +22,7 @@ from nlnet.engine.evaluation import evaluate, write_results
 from nlnet.engine.loader import EndlessLoader, build_eval_loader
 from nlnet.engine.schedule import build_scheduler
 from nlnet.engine.trainer import Trainer
+from nlnet.engine.weights import load_pretrained, stored_model_config
 from nlnet.utils.errors import ConfigError, one_line, root_cause
 from nlnet.utils.logger import get_logger, setup_logging
 from nlnet.utils.seeding import seed_everything, set_rng_state
@@ -112,6 +113,10 @@ def train(cfg: Any) -> dict[str, Any]:
     seed_everything(int(t_cfg.seed) + rank)
 
     model = build_model(cfg.model)
+    manager = CheckpointManager(directory=os.path.join(run_dir, "checkpoints"), keep_last=int(t_cfg.keep_last))
+    resume_path = cfg.get("resume") or (manager.latest() if t_cfg.auto_resume else None)
+    if not resume_path and cfg.model.get("pretrained"):  # a fresh start: ImageNet inflation
+        load_pretrained(model, str(cfg.model.pretrained))
     train_set = _build_dataset(cfg.data.train)
     classes = list(train_set.classes)
     check_num_classes(model, classes, cfg.data.train.get("annotations"))
@@ -141,8 +146,6 @@ def train(cfg: Any) -> dict[str, Any]:
                       precision=str(t_cfg.precision), grad_clip_norm=t_cfg.grad_clip_norm,
                       channels_last=bool(t_cfg.channels_last))
 
-    manager = CheckpointManager(directory=os.path.join(run_dir, "checkpoints"), keep_last=int(t_cfg.keep_last))
-    resume_path = cfg.get("resume") or (manager.latest() if t_cfg.auto_resume else None)
     if resume_path:
         _resume(trainer, str(resume_path), seed=int(t_cfg.seed))
 
@@ -287,7 +290,7 @@ def test(cfg: Any) -> dict[str, Any]:
     setup_logging(output_dir, rank=du.get_rank(), filename="test_log.txt")
     log = get_logger()
     state = load_checkpoint(checkpoint, map_location="cpu")
-    model = build_model(cfg.model)
+    model = build_model(stored_model_config(cfg.model))  # never inflates: the weights are the checkpoint's
     model.load_state_dict(state["model"])
     model.to(device)
     if cfg.trainer.channels_last:

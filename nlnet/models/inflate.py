@@ -110,20 +110,18 @@ def load_torchvision_state_dict(source: str | Mapping, *, depth: int) -> dict[st
     if source == "torchvision":
         from torchvision.models import get_weight
         if depth not in _TORCHVISION_ARCHS:
-            raise ValueError(f"pretrained='torchvision' has no ImageNet ResNet of depth {depth}; "
+            raise ValueError(f"'torchvision' has no ImageNet ResNet of depth {depth}; "
                              f"valid depths: {sorted(_TORCHVISION_ARCHS)}")
         arch = _TORCHVISION_ARCHS[depth]
         weights = get_weight(f"{arch.replace('resnet', 'ResNet')}_Weights.IMAGENET1K_V1")
         try:
             return dict(weights.get_state_dict(progress=False))
         except Exception as error:  # no network: URLError, OSError, ...
-            raise RuntimeError(
-                f"pretrained='torchvision' could not fetch {weights.url} ({type(error).__name__}: {error}). "
-                f"Download that file where there is network access and pass its path as "
-                f"pretrained=<path> (model.net.pretrained=<path>)") from error
+            raise RuntimeError(f"could not fetch torchvision's ImageNet {arch} weights from {weights.url} "
+                               f"({type(error).__name__}: {error}); a local copy's path works offline") from error
     if not os.path.isfile(source):
-        raise FileNotFoundError(f"pretrained={source!r}: no such file (expected a 2D torchvision ResNet "
-                                f"state dict saved with torch.save, or 'torchvision')")
+        raise FileNotFoundError(f"no such file: {source!r} (expected a 2D torchvision ResNet state dict saved "
+                                f"with torch.save, or 'torchvision')")
     return _unwrap(torch.load(source, map_location="cpu", weights_only=True))
 
 

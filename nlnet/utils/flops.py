@@ -7,9 +7,8 @@ ops, additions and poolings are not counted. This reproduces fvcore's count of p
 and are about 1% higher; see docs/models.md).
 
 fvcore has no rule for ``aten::scaled_dot_product_attention`` (the non-local block's fast softmax
-path) nor for the block's chunked softmax-attention Function; :data:`EXTRA_HANDLES` counts both as
-the two matrix products they compute, (Q Kᵀ) and (A V), which is what the materialised (reference)
-form costs as well. Other fast paths are counted as the ops they run: the dot-product block's
+path); :data:`EXTRA_HANDLES` counts it as the two matrix products it computes, (Q Kᵀ) and (A V),
+which is what the materialised (reference) form costs as well. Other fast paths are counted as the ops they run: the dot-product block's
 cheaper association, the concatenation block's projections (its sort / prefix sums are not
 multiply-adds). ``model_cost(..., nonlocal_impl="reference")`` counts the materialised form.
 ``aten::matmul`` gets a rule for every operand rank (fvcore's rejects 1-D operands).
@@ -49,12 +48,10 @@ def matmul_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
     return prod(_shape(outputs[0])) * k
 
 
-# The NL block's softmax attention: SDPA, or (queries and values of different widths, as in the
-# Gaussian instantiation) its chunked autograd Function with the same (q, k, v) arguments.
+# matmul of any rank, and the NL block's fused softmax attention (SDPA)
 EXTRA_HANDLES = {
     "aten::matmul": matmul_flop_jit,
     "aten::scaled_dot_product_attention": sdpa_flop_jit,
-    "prim::PythonOp._ChunkedSoftmaxAttention": sdpa_flop_jit,
 }
 
 

@@ -1,7 +1,7 @@
 """From a video file and a model to attention figures: decode one test clip, capture, draw, write.
 
-Used by ``tools/visualize_attention.py`` and by the trainer's attention hook; every argument is a
-plain value (the tool unpacks its config).
+Used by ``nlnet.engine.visualize`` (``tools/visualize_attention.py``) and by the trainer's attention
+hook; every argument is a plain value (the composition root unpacks its config).
 """
 from __future__ import annotations
 
@@ -17,18 +17,9 @@ from torch import nn
 from nlnet.data.decoding import VideoReader
 from nlnet.data.sampling import clip_span, clip_times, test_clip_start
 from nlnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TestTransform
-from nlnet.viz.attention import (
-    BlockCapture,
-    Point,
-    capture_attention,
-    default_queries,
-    draw_attention,
-    queries_from_pixels,
-    render_animation,
-    save_figure,
-    write_gif,
-    write_mp4,
-)
+from nlnet.viz.capture import BlockCapture, capture_attention, default_queries, queries_from_pixels
+from nlnet.viz.drawing import draw_attention, render_animation, save_figure, write_gif, write_mp4
+from nlnet.viz.geometry import Point
 
 
 def unnormalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -117,7 +108,7 @@ def attention_figure(
     """Run ``model`` on ``clip`` and draw what block ``block`` attends to.
 
     Args:
-        model: a network with ``forward(x, return_attention=True)`` (``ResNet3d``).
+        model: a network whose non-local blocks offer ``attention(x)`` (``ResNet3d``).
         clip: normalised (C, T, H, W).
         frames: the same clip as uint8 (T, H, W, 3).
         block: non-local block name (``model.nonlocal_names()``); default the last.

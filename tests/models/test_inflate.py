@@ -79,11 +79,13 @@ def test_inflated_i3d_on_a_static_clip_equals_the_2d_network(resnet50_file, infl
         assert_close_to_scale(features[:, :, 0], expected)
 
 
-def test_inflated_c2d_r18_through_the_constructor_matches_at_every_time_step(tmp_path):
+def test_inflated_c2d_r18_from_a_file_matches_at_every_time_step(tmp_path):
     net2d = random_resnet("resnet18")  # basic blocks: 3x3 kernels inflated to 1x3x3
     path = tmp_path / "resnet18.pth"
     torch.save(net2d.state_dict(), path)
-    model = ResNet3d(depth=18, pretrained=str(path), **NO_TIME_POOL).eval()
+    model = ResNet3d(depth=18, **NO_TIME_POOL)
+    inflate_from_2d(model, str(path))
+    model.eval()
     image = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         features = model.features(image.unsqueeze(2).repeat(1, 1, 2, 1, 1))
@@ -133,15 +135,17 @@ def test_mismatched_network_is_an_error():
 
 
 def test_missing_file_and_offline_torchvision(tmp_path, monkeypatch):
-    with pytest.raises(FileNotFoundError, match="no_such.pth"):
-        ResNet3d(depth=18, base_width=2, pretrained=str(tmp_path / "no_such.pth"))
+    model = ResNet3d(depth=18, base_width=2)
+    with pytest.raises(FileNotFoundError, match="no such file: .*no_such.pth"):
+        inflate_from_2d(model, str(tmp_path / "no_such.pth"))
 
     def offline(self, *args, **kwargs):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
-    with pytest.raises(RuntimeError, match=r"pretrained='torchvision' could not fetch .*pretrained=<path>"):
-        ResNet3d(depth=18, base_width=2, pretrained="torchvision")
+    with pytest.raises(RuntimeError, match=r"could not fetch torchvision's ImageNet resnet18 weights from https://"
+                                           r".*resnet18.*URLError.*no network.*local copy"):
+        inflate_from_2d(model, "torchvision")
 
 
 def test_key_mapping():

@@ -1,5 +1,7 @@
-"""ResNet3d: shapes per depth and variant, NL placement, reference parameter counts, gradients,
-state-dict round trip, options (checkpointing, channels_last, zero-init), argument errors."""
+"""ResNet3d: shapes per depth and variant, NL placement, attention through the block's accessor,
+reference parameter counts, gradients, state-dict round trip, options (checkpointing, channels_last,
+zero-init, pool1 padding, fully-convolutional test head, frozen BN), any-sequence arguments (Hydra's
+ListConfig), no file I/O in the constructor, argument errors."""
 from __future__ import annotations
 
 import functools
@@ -7,8 +9,10 @@ import functools
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 
+from nlnet.engine.hooks import update_bn_stats
 from nlnet.models import NonLocalBlock, ResNet3d
 from nlnet.models.resnet3d import DEPTHS
 
@@ -25,12 +29,8 @@ class StandInNonLocal(nn.Module):
         self.in_channels = in_channels
         self.proj = nn.Conv3d(in_channels, in_channels, 1)
 
-    def forward(self, x, return_attention=False):
-        z = x + self.proj(x)
-        if return_attention:
-            n = x[0, 0].numel()
-            return z, torch.full((x.shape[0], n, n), 1.0 / n)
-        return z
+    def forward(self, x):
+        return x + self.proj(x)
 
 
 def i3d_kernels(depth: int) -> list[list[int]]:
@@ -92,24 +92,28 @@ def test_nonlocal_blocks_exactly_where_listed(placement):
         assert order[order.index(name) - 1] == f"{stage}.block{nl.removeprefix('nonlocal')}"
 
 
-def test_return_attention_collects_every_block():
-    model = ResNet3d(depth=18, base_width=4, nonlocal_blocks=[[1], [0], [1], []],
-                     nonlocal_layer=StandInNonLocal, **CONV_8X8).eval()
-    x = torch.randn(2, 3, 4, 32, 32)
-    logits, attention = model(x, return_attention=True)
-    assert list(attention) == model.nonlocal_names() == ["res2.nonlocal1", "res3.nonlocal0", "res4.nonlocal1"]
-    assert attention["res2.nonlocal1"].shape == (2, 4 * 8 * 8, 4 * 8 * 8)
-    torch.testing.assert_close(logits, model(x))
+def capture_inputs(model: ResNet3d) -> dict[str, torch.Tensor]:
+    """Each non-local block's input of the next forward pass, recorded by a forward pre-hook."""
+    seen: dict[str, torch.Tensor] = {}
+    for name in model.nonlocal_names():
+        model.get_submodule(name).register_forward_pre_hook(lambda m, args, name=name: seen.update({name: args[0]}))
+    return seen
 
 
-def test_real_nonlocal_block_attention_shapes():
+def test_attention_through_a_pre_hook_and_the_accessor():
     layer = functools.partial(NonLocalBlock, pairwise="embedded_gaussian", sub_sample=True)
-    model = ResNet3d(depth=18, base_width=4, nonlocal_blocks=[[], [1], [], []], nonlocal_layer=layer,
+    model = ResNet3d(depth=18, base_width=4, nonlocal_blocks=[[1], [1], [], []], nonlocal_layer=layer,
                      **CONV_8X8).eval()
-    logits, attention = model(torch.randn(1, 3, 4, 64, 64), return_attention=True)
+    seen = capture_inputs(model)
+    x = torch.randn(1, 3, 4, 64, 64)
+    with torch.no_grad():
+        logits = model(x)  # the network returns logits only: attention is the block's business
+    assert logits.shape == (1, 400) and list(seen) == ["res2.nonlocal1", "res3.nonlocal1"]
     # res3 of an 8x8 clip of 4 frames at 64x64: T=2 (pool2), 8x8; keys sub-sampled 1x2x2.
-    assert attention["res3.nonlocal1"].shape == (1, 2 * 8 * 8, 2 * 4 * 4)
-    assert logits.shape == (1, 400)
+    attention = model.get_submodule("res3.nonlocal1").attention(seen["res3.nonlocal1"])
+    assert attention.weights.shape == (1, 2 * 8 * 8, 2 * 4 * 4)
+    assert (attention.query_grid, attention.key_grid, attention.key_pool) == ((2, 8, 8), (2, 4, 4), (1, 2, 2))
+    assert model.get_submodule("res2.nonlocal1").attention(seen["res2.nonlocal1"]).query_grid == (4, 16, 16)
 
 
 def count(model: nn.Module) -> int:
@@ -206,6 +210,9 @@ def test_channels_last_matches_default_layout():
     (dict(depth=50, nonlocal_blocks=[[], [1], [], []]), r"needs nonlocal_layer"),
     (dict(depth=50, checkpoint_stages=["layer3"]), r"checkpoint_stages.*layer3.*res2"),
     (dict(depth=50, stem_kernel=(7, 7)), r"stem_kernel must be"),
+    (dict(depth=50, frozen_bn=["res6"]), r"frozen_bn has unknown parts \['res6'\]; valid: all, stem, res2"),
+    (dict(depth=50, nonlocal_blocks="[[],[],[],[]]"), r"nonlocal_blocks must be a list"),
+    (dict(depth=50, head_pool_kernel=(4, 7)), r"head_pool_kernel must be"),
 ])
 def test_bad_arguments_name_the_argument(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -215,3 +222,158 @@ def test_bad_arguments_name_the_argument(kwargs, match):
 def test_bad_input_rank():
     with pytest.raises(ValueError, match=r"\(B, C, T, H, W\)"):
         ResNet3d(depth=18, base_width=2)(torch.randn(1, 3, 32, 32))
+
+
+def test_pool1_padding():
+    """Default pool1 padding (0, 1, 1) as torchvision / PySlowFast / pytorchvideo; (0, 0, 0) as the
+    official Caffe2 code: 32 -> 16 rows, or 15 without padding (floor)."""
+    x = torch.randn(1, 3, 1, 64, 64)
+    kwargs = dict(depth=18, base_width=2, **CONV_8X8)
+    assert ResNet3d(**kwargs).stem(x).shape[2:] == (1, 16, 16)
+    assert ResNet3d(**kwargs, pool1_padding=(0, 0, 0)).stem(x).shape[2:] == (1, 15, 15)
+
+
+# --------------------------------------------------------------------------------------------
+# Fully-convolutional test head
+# --------------------------------------------------------------------------------------------
+def per_position_logits(model: ResNet3d, x: torch.Tensor, pool: tuple[int, int, int] | None) -> torch.Tensor:
+    """By hand: res5 features, average pool (stride 1), the fc at every position: (B, P, K)."""
+    features = model.features(x)
+    pooled = features.mean((2, 3, 4), keepdim=True) if pool is None else F.avg_pool3d(features, pool, stride=1)
+    return pooled.flatten(2).transpose(1, 2) @ model.head.fc.weight.T + model.head.fc.bias
+
+
+@pytest.mark.parametrize("pool", [(1, 1, 1), (2, 1, 1), None])
+def test_fully_convolutional_test_head(pool):
+    torch.manual_seed(0)
+    kwargs = dict(depth=18, base_width=4, num_classes=5, dropout=0.0, **CONV_8X8)
+    model = ResNet3d(**kwargs, head_pool_kernel=pool, fully_conv_test=True)
+    x = torch.randn(2, 3, 4, 64, 64)  # res5: 2 x 2 x 2 positions
+    with torch.no_grad():
+        model.eval()
+        logits = per_position_logits(model, x, pool)  # (2, P, 5)
+        assert logits.shape[1] == {(1, 1, 1): 8, (2, 1, 1): 4, None: 1}[pool]
+        expected = logits.softmax(-1).mean(1)  # the official test: softmax per position, averaged
+        torch.testing.assert_close(model(x).softmax(1), expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(model(x).exp(), expected, rtol=1e-5, atol=1e-6)  # log of the mean
+        model.train()  # training (batch statistics): ordinary logits, the mean over positions
+        torch.testing.assert_close(model(x), per_position_logits(model, x, pool).mean(1), rtol=1e-5, atol=1e-6)
+
+
+def test_head_off_by_default_gives_todays_logits():
+    torch.manual_seed(0)
+    model = ResNet3d(depth=18, base_width=4, num_classes=5, **CONV_8X8).eval()
+    assert model.head.fully_conv_test is False and isinstance(model.head.pool, nn.AdaptiveAvgPool3d)
+    x = torch.randn(2, 3, 4, 64, 64)
+    with torch.no_grad():
+        expected = model.head.fc(model.features(x).mean((2, 3, 4)))  # global pool -> fc
+        torch.testing.assert_close(model(x), expected, rtol=1e-6, atol=1e-6)
+    assert set(model.state_dict()) >= {"head.fc.weight", "head.fc.bias"}
+
+
+# --------------------------------------------------------------------------------------------
+# Frozen BatchNorm
+# --------------------------------------------------------------------------------------------
+def frozen_model(frozen_bn) -> ResNet3d:
+    torch.manual_seed(0)
+    model = ResNet3d(depth=18, base_width=4, num_classes=3, dropout=0.0, nonlocal_blocks=[[], [0], [], []],
+                     nonlocal_layer=NonLocalBlock, frozen_bn=frozen_bn, **CONV_8X8)
+    with torch.no_grad():  # trained-looking statistics and affine parameters, NL blocks open
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm3d):
+                m.weight.uniform_(0.5, 1.5), m.bias.normal_(0, 0.1)
+                m.running_mean.normal_(0, 0.1), m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def bn_state(model: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()
+            if k.startswith(prefix) and any(b in k for b in ("bn", "norm"))}
+
+
+def test_frozen_bn_keeps_statistics_and_affine_over_a_training_step():
+    model = frozen_model(["stem", "res3"])
+    frozen = {**bn_state(model, "stem."), **bn_state(model, "res3.")}
+    assert any(".nonlocal0.norm." in k for k in frozen)  # the NL block's BN inside res3 is frozen too
+    live = bn_state(model, "res2.")
+    model.train()
+    assert all(not m.training for m in model.frozen_norms()) and model.res2.block0.bn1.training
+    assert model.stem.bn.weight.requires_grad is False and model.res2.block0.bn1.weight.requires_grad
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-2)
+    for _ in range(2):
+        optimizer.zero_grad()
+        F.cross_entropy(model(torch.randn(2, 3, 4, 32, 32)), torch.tensor([0, 2])).backward()
+        optimizer.step()
+    state = model.state_dict()
+    for key, value in frozen.items():
+        assert torch.equal(state[key], value), key
+    assert all(not torch.equal(state[k], v) for k, v in live.items() if "num_batches" not in k)
+    for conv in (model.stem.conv, model.res3.block0.conv1, model.res3.nonlocal0.theta):  # gradients still flow
+        assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    from nlnet.engine.optim import param_groups
+    grouped = {id(p) for group in param_groups(model, weight_decay=1e-4) for p in group["params"]}
+    assert id(model.stem.bn.weight) not in grouped and id(model.res2.block0.bn1.weight) in grouped
+
+
+def test_frozen_bn_stays_eval_precise_bn_skips_it_and_round_trips(tmp_path):
+    model = frozen_model("all")
+    assert model.frozen_bn == ("stem", "res2", "res3", "res4", "res5")
+    assert all(not m.training for m in model.modules() if isinstance(m, nn.BatchNorm3d))  # from construction on
+    model.eval().train(True)
+    assert all(not m.training for m in model.modules() if isinstance(m, nn.BatchNorm3d))
+    before = bn_state(model, "")
+    batches = [{"video": torch.randn(2, 3, 4, 32, 32)} for _ in range(2)]
+    assert update_bn_stats(model, batches, num_iters=2, device=torch.device("cpu")) == 0
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    partly = frozen_model(["res2"])  # precise BN recomputes the others only
+    res2, res3 = bn_state(partly, "res2."), bn_state(partly, "res3.")
+    assert update_bn_stats(partly, batches, num_iters=2, device=torch.device("cpu")) == 2
+    assert all(torch.equal(partly.state_dict()[k], v) for k, v in res2.items())
+    assert not torch.equal(partly.state_dict()["res3.block0.bn1.running_mean"], res3["res3.block0.bn1.running_mean"])
+    path = tmp_path / "frozen.pt"
+    torch.save(model.state_dict(), path)
+    x = torch.randn(1, 3, 4, 32, 32)
+    for other in (frozen_model("all"), frozen_model(())):  # same keys, frozen or not
+        other.load_state_dict(torch.load(path, weights_only=True), strict=True)
+        with torch.no_grad():
+            torch.testing.assert_close(other.eval()(x), model.eval()(x))
+
+
+# --------------------------------------------------------------------------------------------
+# Construction: any sequence (Hydra without _convert_), no file I/O
+# --------------------------------------------------------------------------------------------
+def test_instantiate_without_convert_builds_from_listconfig():
+    import hydra
+
+    from conftest import compose
+
+    cfg = compose("train", ["experiment=nl_i3d_r50_kinetics", "run_dir=/tmp/unused", "model.net.frozen_bn=[stem,res2]",
+                            "model.net.head_pool_kernel=[4,7,7]", "model.net.pool1_padding=[0,0,0]",
+                            "model.net.checkpoint_stages=[res3]", "+model.nonlocal.pool_size=[1,2,2]"])
+    assert type(cfg.model.net.nonlocal_blocks).__name__ == "ListConfig"
+    with torch.device("meta"):
+        model = hydra.utils.instantiate(cfg.model.net)  # no _convert_: ListConfig everywhere
+    assert model.nonlocal_names() == ["res3.nonlocal1", "res3.nonlocal3", "res4.nonlocal1", "res4.nonlocal3",
+                                      "res4.nonlocal5"]
+    assert [[model.get_submodule(f"{s}.block{i}").conv1.kernel_size[0] for i in range(len(k))]
+            for s, k in zip(model.stage_names, I3D_R50)] == I3D_R50
+    assert model.frozen_bn == ("stem", "res2") and model.head.pool.kernel_size == (4, 7, 7)
+    assert model.stem.pool.padding == (0, 0, 0) and model.res3.use_checkpoint
+
+
+def test_constructor_opens_no_file(monkeypatch):
+    import builtins
+    import io
+
+    ResNet3d(depth=18, base_width=2)  # imports done before files are forbidden
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"file I/O in a constructor: {args}")
+
+    for module, name in ((builtins, "open"), (io, "open"), (torch, "load"), (torch.hub, "load_state_dict_from_url")):
+        monkeypatch.setattr(module, name, forbidden)
+    model = ResNet3d(depth=18, base_width=2, nonlocal_blocks=[[], [0], [], []], nonlocal_layer=NonLocalBlock,
+                     frozen_bn="all", head_pool_kernel=(1, 1, 1), fully_conv_test=True)
+    assert model.nonlocal_names() == ["res3.nonlocal0"]
+    with pytest.raises(TypeError, match="pretrained"):  # weights are loaded outside (nlnet.engine.weights)
+        ResNet3d(depth=18, base_width=2, pretrained="torchvision")

@@ -47,7 +47,7 @@ def test_model_group_has_the_contract_files():
 def test_every_model_config_builds(name):
     cfg = compose_cfg(f"model={name}", "model.net.base_width=2", FIVE if name != "tiny" else
                       "model.net.nonlocal_blocks=[[],[1],[1],[]]")
-    assert set(cfg.model) == {"nonlocal", "net"}
+    assert set(cfg.model) == {"nonlocal", "net", "pretrained"} and cfg.model.pretrained is None
     model = instantiate(cfg.model.net)
     assert isinstance(model, ResNet3d) and len(model.nonlocal_names()) in (2, 5)
     assert model.get_submodule(model.nonlocal_names()[0]).pairwise == cfg.model["nonlocal"].pairwise
@@ -130,7 +130,7 @@ def test_nonlocal_flops_as_run_and_reference(pairwise):
     pairwise_flops = {"concatenation": 2 * c_inter * n * n_keys}.get(pairwise, n * n_keys * width)
     reference = b * (embed + pairwise_flops + n * n_keys * c_inter + n * c_inter * c + 2 * n * c)
     assert cost["reference"] == reference
-    if pairwise in ("gaussian", "embedded_gaussian"):  # fused / chunked attention: the same products
+    if pairwise in ("gaussian", "embedded_gaussian"):  # fused attention (SDPA) or the plain form: the same products
         assert cost["auto"] == reference
     elif pairwise == "concatenation":  # projections a, b instead of w_f over every pair
         assert cost["auto"] == reference - b * (3 * c_inter * n * n_keys - (n + n_keys) * c_inter)

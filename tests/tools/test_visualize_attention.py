@@ -1,8 +1,8 @@
-"""tools/visualize_attention.py end to end: a tiny checkpoint in the trainer's format and a tiny video."""
+"""tools/visualize_attention.py end to end (``nlnet.engine.visualize``, and the command itself): a tiny
+checkpoint in the trainer's format and a tiny video."""
 from __future__ import annotations
 
-import importlib.util
-import sys
+import subprocess
 from pathlib import Path
 
 import hydra
@@ -11,22 +11,17 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import PYTHON, tool_env
 from nlnet.config import instantiate, to_container
 from nlnet.data.synthetic import write_video
 from nlnet.engine.checkpoint import atomic_save
-from nlnet.viz.attention import TITLE_PIXELS
+from nlnet.engine.visualize import visualize
+from nlnet.viz.drawing import TITLE_PIXELS
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = str(ROOT / "configs")
-TOOL = ROOT / "tools" / "visualize_attention.py"
+TOOL = str(ROOT / "tools" / "visualize_attention.py")
 CLASSES = ["up", "down", "still"]
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("visualize_attention_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def compose(*overrides: str):
@@ -60,13 +55,12 @@ def tiny_run(tmp_path_factory):
 
 
 def test_tool_writes_png_gif_mp4(tiny_run, capsys):
-    tool = load_tool()
     tmp = tiny_run["tmp"]
     out, gif, mp4 = tmp / "out" / "a.png", tmp / "out" / "a.gif", tmp / "out" / "a.mp4"
     cfg = compose(f"checkpoint={tiny_run['checkpoint']}", f"video={tiny_run['video']}", "block=res3.nonlocal0",
                   "queries=[[3,20,30],[7,60,5]]", "top_k=3", "panel_size=64", f"out={out}", f"gif={gif}",
                   f"mp4={mp4}")
-    paths = tool.visualize(cfg)
+    paths = visualize(cfg)
     assert paths == [str(out), str(gif), str(mp4)]
     printed = capsys.readouterr().out
     # 8 frames of 64x64 (short side 64 crop 64): res3 of the tiny model is 4x8x8, keys 4x4x4 (1x2x2 pooling)
@@ -81,43 +75,52 @@ def test_tool_writes_png_gif_mp4(tiny_run, capsys):
 
 
 def test_tool_default_block_and_queries(tiny_run):
-    tool = load_tool()
     out = tiny_run["tmp"] / "default.png"
     cfg = compose(f"checkpoint={tiny_run['checkpoint']}", f"video={tiny_run['video']}", "num_queries=2",
                   "panel_size=48", f"out={out}")
-    tool.visualize(cfg)
+    visualize(cfg)
     with Image.open(out) as image:
         assert image.size == (4 * 48, 2 * 48 + TITLE_PIXELS)  # last block res4.nonlocal0: 4x4x4 queries, 2 strongest
 
 
 def test_tool_errors(tiny_run, tmp_path):
-    tool = load_tool()
     ckpt, video = tiny_run["checkpoint"], tiny_run["video"]
     with pytest.raises(ValueError, match=r"unknown non-local block 'res5.nonlocal2'.*res3.nonlocal0, res4.nonlocal0"):
-        tool.visualize(compose(f"checkpoint={ckpt}", f"video={video}", "block=res5.nonlocal2", f"out={tmp_path}/a.png"))
+        visualize(compose(f"checkpoint={ckpt}", f"video={video}", "block=res5.nonlocal2", f"out={tmp_path}/a.png"))
     missing = tmp_path / "nope.mp4"
     with pytest.raises(FileNotFoundError, match=f"video={missing}: no such file"):
-        tool.visualize(compose(f"checkpoint={ckpt}", f"video={missing}", f"out={tmp_path}/a.png"))
+        visualize(compose(f"checkpoint={ckpt}", f"video={missing}", f"out={tmp_path}/a.png"))
     with pytest.raises(FileNotFoundError, match="checkpoint not found: .*none.pt"):
-        tool.visualize(compose(f"checkpoint={tmp_path}/none.pt", f"video={video}", f"out={tmp_path}/a.png"))
+        visualize(compose(f"checkpoint={tmp_path}/none.pt", f"video={video}", f"out={tmp_path}/a.png"))
     with pytest.raises(ValueError, match=r"y=99 is outside the clip"):
-        tool.visualize(compose(f"checkpoint={ckpt}", f"video={video}", "queries=[[0,99,3]]", f"out={tmp_path}/a.png"))
+        visualize(compose(f"checkpoint={ckpt}", f"video={video}", "queries=[[0,99,3]]", f"out={tmp_path}/a.png"))
     assert not list(tmp_path.glob("*.png"))
 
 
-def test_tool_entry_point(tiny_run, tmp_path, monkeypatch, capsys):
-    """The command's entry point (Hydra + run_main, in-process): figures in the working directory and
-    nothing else; user errors end the run with one line naming the value (exit status 2)."""
-    from nlnet.utils.cli import run_main
+def test_stored_config_of_an_older_version_never_inflates(tiny_run, tmp_path):
+    """A checkpoint whose stored config still has model.net.pretrained (an older version) pointing to
+    a 2D file that is gone, and no pool_ceil_mode / scale_gaussian keys: visualize rebuilds the
+    network as it was trained (ceil pooling) from the checkpoint's weights alone."""
+    state = torch.load(tiny_run["checkpoint"], weights_only=True)
+    model_cfg = state["config"]["model"]
+    model_cfg.pop("pretrained")
+    model_cfg["net"]["pretrained"] = str(tmp_path / "gone" / "resnet18.pth")
+    for node in (model_cfg["nonlocal"], model_cfg["net"]["nonlocal_layer"]):
+        node.pop("pool_ceil_mode"), node.pop("scale_gaussian")
+    old = tmp_path / "old.pt"
+    atomic_save(state, str(old))
+    out = tmp_path / "old.png"
+    visualize(compose(f"checkpoint={old}", f"video={tiny_run['video']}", "num_queries=1", "panel_size=40",
+                      f"out={out}", "block=res3.nonlocal0"))
+    assert out.is_file()
 
-    tool = load_tool()
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HYDRA_MAIN_MODULE", "__main__")  # configs are found beside the script's file
 
-    def command(*args: str) -> None:
-        monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # run_main sets it to 1; restored after the test
-        monkeypatch.setattr(sys, "argv", ["visualize_attention.py", f"checkpoint={tiny_run['checkpoint']}", *args])
-        run_main(tool.main)
+def test_tool_entry_point(tiny_run, tmp_path):
+    """The command: figures in the working directory and nothing else; a user error ends the run
+    with one line naming the value (exit status 2)."""
+    def command(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([PYTHON, TOOL, f"checkpoint={tiny_run['checkpoint']}", *args], cwd=tmp_path,
+                              env=tool_env(), capture_output=True, text=True, timeout=300)
 
     missing = tmp_path / "missing.mp4"
     for args, message in (
@@ -125,13 +128,12 @@ def test_tool_entry_point(tiny_run, tmp_path, monkeypatch, capsys):
         ([f"video={tiny_run['video']}", "block=res2.nonlocal0"],
          "error: unknown non-local block 'res2.nonlocal0'; this model's blocks: res3.nonlocal0, res4.nonlocal0"),
     ):
-        with pytest.raises(SystemExit) as exit_info:
-            command(*args)
-        assert exit_info.value.code == 2
-        assert capsys.readouterr().err.strip().splitlines()[-1] == message
+        failed = command(*args)
+        assert failed.returncode == 2
+        assert failed.stderr.strip().splitlines()[-1] == message
     assert list(tmp_path.iterdir()) == []  # nothing written
 
-    command(f"video={tiny_run['video']}", "panel_size=40", "num_queries=1")
-    printed = capsys.readouterr().out
-    assert "block res4.nonlocal0 (spacetime)" in printed and "wrote attention.png" in printed
+    done = command(f"video={tiny_run['video']}", "panel_size=40", "num_queries=1")
+    assert done.returncode == 0, done.stderr
+    assert "block res4.nonlocal0 (spacetime)" in done.stdout and "wrote attention.png" in done.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["attention.png"]  # no .hydra folder, no logs

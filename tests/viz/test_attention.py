@@ -7,12 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from matplotlib.lines import Line2D
 from matplotlib.patches import ConnectionPatch
 from PIL import Image
 from torch import nn
 
-from nlnet.models import NonLocalBlock
+from nlnet.models import NonLocalAttention, NonLocalBlock
 from nlnet.viz import (
     AttentionMap,
     PixelMapping,
@@ -21,7 +20,6 @@ from nlnet.viz import (
     default_queries,
     draw_attention,
     figure_size,
-    infer_key_shape,
     queries_from_pixels,
     render_animation,
     save_figure,
@@ -51,10 +49,8 @@ class Probe(nn.Module):
     def nonlocal_names(self) -> list[str]:
         return ["nl"]
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False):
-        z, attention = self.nl(self.stem(x) * SCALE, return_attention=True)
-        logits = z.mean(dim=(2, 3, 4))
-        return (logits, {"nl": attention}) if return_attention else logits
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.nl(self.stem(x) * SCALE).mean(dim=(2, 3, 4))
 
 
 def known_block(pairwise: str, scope: str) -> NonLocalBlock:
@@ -190,13 +186,26 @@ def test_pixel_mapping_round_trip_and_odd_sizes():
     # floor pooling of 7 rows into 3 keys: key row 2 covers feature rows 4-5 -> pixels 32..47
     assert mapping.key_to_pixel((0, 2, 1)) == (0.5, 39.5, 23.5)
     assert [mapping.panel_frame(t) for t in range(4)] == [1, 3, 5, 7]
-    assert infer_key_shape((4, 7, 5), 4 * 3 * 2, (1, 2, 2)) == (4, 3, 2)  # floor
-    assert infer_key_shape((4, 7, 5), 4 * 4 * 3, (1, 2, 2)) == (4, 4, 3)  # ceil
-    assert infer_key_shape((4, 7, 5), 4, (1, 2, 2), scope="time") == (4, 7, 5)
-    with pytest.raises(ValueError, match="no pooling"):
-        infer_key_shape((4, 7, 5), 50, (1, 2, 2))
     with pytest.raises(ValueError, match=r"y=60 is outside the clip.*\(8, 56, 40\)"):
         mapping.pixel_to_query([0, 60, 3])
+
+
+@pytest.mark.parametrize("ceil", [False, True])
+@pytest.mark.parametrize("scope", SCOPES)
+def test_key_grid_and_mapping_come_from_the_block(scope, ceil):
+    """At odd sizes the key grid, its window and the drawn key positions follow the block's pooling
+    rule (floor by default, ceil with pool_ceil_mode), read from the block, not inferred."""
+    block = NonLocalBlock(3, 3, scope=scope, pool_ceil_mode=ceil, impl="reference").eval()
+    frames = np.zeros((8, 28, 20, 3), np.uint8)  # features (4, 7, 5) after the Probe's (2, 4, 4) pooling
+    capture = capture_attention(Probe(block), to_clip(frames))
+    mapping, attention = capture.mapping, capture.attention
+    pool = {"spacetime": (1, 2, 2), "space": (1, 2, 2), "time": (1, 1, 1)}[scope]
+    keys = {"spacetime": (4, 4, 3) if ceil else (4, 3, 2), "space": (4, 4, 3) if ceil else (4, 3, 2),
+            "time": (4, 7, 5)}[scope]
+    assert (mapping.query_shape, mapping.key_pool, mapping.key_shape) == ((4, 7, 5), pool, keys)
+    assert attention.weights.shape == (4 * 7 * 5, math.prod(keys))
+    if scope != "time":  # the last key row covers feature rows 6 (ceil: partial) or 4-5 (floor)
+        assert mapping.key_to_pixel((0, keys[1] - 1, 0))[1] == (25.5 if ceil else 19.5)
 
 
 @pytest.mark.parametrize("scope", SCOPES)
@@ -212,7 +221,12 @@ def test_group_matrices_map_to_global_positions(scope):
     else:
         attn = torch.zeros(h * w, t, t)
         attn[:, torch.arange(t), torch.arange(t).flip(0)] = 1  # same place: the other frame
-    amap = AttentionMap.from_block(attn, batch_size=1, scope=scope, query_shape=(t, h, w), pool=(1, 1, 1))
+
+    def attention(weights, scope, batch_size=1):
+        return NonLocalAttention(weights=weights, scope=scope, query_grid=(t, h, w), key_grid=(t, h, w),
+                                 key_pool=(1, 1, 1), batch_size=batch_size)
+
+    amap = AttentionMap.from_attention(attention(attn, scope))
     for query in [(0, 0, 0), (1, 2, 1), (0, 1, 3)]:
         (key, weight), = amap.top_keys(query, 1)
         assert weight == 1.0
@@ -220,11 +234,13 @@ def test_group_matrices_map_to_global_positions(scope):
         expected = {"spacetime": (t - 1 - qt, h - 1 - qy, w - 1 - qx), "space": (qt, h - 1 - qy, w - 1 - qx),
                     "time": (t - 1 - qt, qy, qx)}[scope]
         assert key == expected
-    with pytest.raises(ValueError, match="does not match scope"):
-        AttentionMap.from_block(attn, batch_size=1, scope="spacetime" if scope != "spacetime" else "space",
-                                query_shape=(t, h, w), pool=(1, 1, 1))
+        assert int((~torch.isnan(amap.row(query))).sum()) == {"spacetime": t * h * w, "space": h * w, "time": t}[scope]
+    second = AttentionMap.from_attention(attention(torch.cat([torch.zeros_like(attn), attn]), scope, 2), index=1)
+    assert torch.equal(second.weights.nan_to_num(-1.0), amap.weights.nan_to_num(-1.0))  # clip 1 of a batch of 2
+    with pytest.raises(ValueError, match="do not match scope"):
+        attention(attn, "spacetime" if scope != "spacetime" else "space")
     with pytest.raises(ValueError, match="valid scopes: spacetime, space, time"):
-        AttentionMap.from_block(attn, batch_size=1, scope="global", query_shape=(t, h, w), pool=(1, 1, 1))
+        attention(attn, "global")
 
 
 def test_query_selection():
