@@ -69,8 +69,7 @@ def test_convert_then_test_visualize_and_finetune(official_file, kinetics_subset
 
     results = tmp_path / "eval"
     proc = run_tool("test.py", f"checkpoint={out}", f"data.root={kinetics_subset}", f"output_dir={results}",
-                    "data.num_workers=0", "data.val.num_clips=1", "data.val.num_crops=1", "trainer.device=cpu",
-                    "logger=none")
+                    "data.num_workers=0", "data.val.num_clips=1", "data.val.num_crops=1", "trainer.device=cpu")
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((results / "results.json").read_text())
     assert (metrics["num_videos"], metrics["views_per_video"]) == (6, 1)

@@ -155,7 +155,7 @@ def stage_channels(arch: Arch) -> list[int]:
 
 def _nonlocal_node(arch: Arch) -> dict[str, Any]:
     node = {"_target_": "nlnet.models.NonLocalBlock", "_partial_": True, "pairwise": "embedded_gaussian",
-            "sub_sample": True, "pool_before": False, "scale": False, "pool_ceil_mode": False,
+            "sub_sample": True, "pool_before": False, "scale": False, "scale_gaussian": False, "pool_ceil_mode": False,
             **dict(arch.nonlocal_options)}
     groups = {c: g for c, g in zip(stage_channels(arch), arch.nonlocal_groups) if g > 1}
     if groups or arch.nonlocal_bn_eps != 1e-5:  # options NonLocalBlock lacks (nlnet.models.convert.layers)

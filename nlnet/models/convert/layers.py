@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import torch
 
 from nlnet.models.nonlocal_block import NonLocalBlock
+from nlnet.models.nonlocal_ops import NonLocalAttention
 
 __all__ = ["ExtendedNonLocalBlock"]
 
@@ -37,9 +38,9 @@ class ExtendedNonLocalBlock(NonLocalBlock):
                  temporal_groups: int | Mapping[int, int] = 1, norm_eps: float = 1e-5, **kwargs) -> None:
         super().__init__(in_channels, inter_channels, **kwargs)
         groups = temporal_groups.get(in_channels, 1) if isinstance(temporal_groups, Mapping) else temporal_groups
-        if int(groups) < 1 or self.dim != 3:
-            raise ValueError(f"ExtendedNonLocalBlock: temporal_groups={temporal_groups!r} must give >= 1 groups "
-                             "of (B, C, T, H, W) input")
+        if int(groups) < 1 or (int(groups) > 1 and (self.dim != 3 or self.scope != "spacetime")):
+            raise ValueError(f"ExtendedNonLocalBlock: temporal_groups={temporal_groups!r} must give >= 1 groups; "
+                             "more than 1 needs dim=3 and scope='spacetime'")
         self.temporal_groups = int(groups)
         if self.norm is not None:
             self.norm.eps = float(norm_eps)
@@ -65,3 +66,19 @@ class ExtendedNonLocalBlock(NonLocalBlock):
         if self.temporal_groups == 1:
             return super().forward(x)
         return self.unfold(super().forward(self.fold(x)))
+
+    def attention(self, x: torch.Tensor) -> NonLocalAttention:
+        """The weights on the whole clip: (B, T*H*W, T'*H'*W'), each group's weights on its block of
+        the diagonal and 0 between groups (a query never attends to another group's keys)."""
+        if self.temporal_groups == 1:
+            return super().attention(x)
+        g, b = self.temporal_groups, x.shape[0]
+        part = super().attention(self.fold(x))  # (B*G, n, n') on a group's (T/G, H, W) grid
+        n, n_keys = part.weights.shape[1:]
+        weights = part.weights.new_zeros(b, g * n, g * n_keys)
+        for i, w in enumerate(part.weights.view(b, g, n, n_keys).unbind(1)):  # row-major (t, h, w): contiguous
+            weights[:, i * n:(i + 1) * n, i * n_keys:(i + 1) * n_keys] = w
+        query_grid = (x.shape[2], *part.query_grid[1:])
+        key_grid = (g * part.key_grid[0], *part.key_grid[1:])
+        return NonLocalAttention(weights=weights, scope="spacetime", query_grid=query_grid, key_grid=key_grid,
+                                 key_pool=part.key_pool, batch_size=b)
