@@ -77,6 +77,20 @@ def test_computes_the_official_network(tmp_path, name, size):
     assert_matches(conversion.model, x, blobs, official_geometry(conversion.arch), depth=conversion.arch.depth)
 
 
+def test_grouped_blocks_feed_the_attention_figures(tmp_path):
+    """res3's NL blocks of the affine models attend within 4 groups of frames; the viz capture (through
+    NonLocalBlock.attention) still sees the whole clip's grid."""
+    from nlnet.viz.capture import capture_attention
+    path, _, _ = make_file(tmp_path, "i3d_nl_r50_32x4_affine")
+    model = convert(path, source="caffe2", arch=SOURCE.arch("i3d_nl_r50_32x4_affine").replace(head_pool_hw=2)).model
+    assert model.get_submodule("res3.nonlocal1").temporal_groups == 4
+    assert model.get_submodule("res4.nonlocal1").temporal_groups == 1
+    capture = capture_attention(model, torch.randn(3, 32, 64, 64), "res3.nonlocal1")
+    assert capture.attention.query_grid == (16, 8, 8) and capture.attention.key_grid == (16, 4, 4)
+    weights = capture.attention.weights[0].view(16, 64, 16, 16)  # (t, hw, t', h'w')
+    assert weights[:4, :, 4:].abs().max() == 0 and weights[:4, :, :4].sum() > 0  # group 0 sees frames 0-3 only
+
+
 def test_128_frame_affine_model(tmp_path):
     name = "i3d_nl_r50_128x1_affine"
     x = clip_for(SOURCE.arch(name), 97, batch=1)

@@ -35,38 +35,34 @@ import torch.nn as nn
 
 from nlnet.models.convert.arch import C2D, I3D, NL_FIVE, NO_NL, OFFICIAL_NL, Arch, Clip
 from nlnet.models.convert.core import Loaded, Source
-from nlnet.models.convert.keys import ABC, BN_CAFFE2, KeyTable, Rule
+from nlnet.models.convert.keys import ABC, BN_CAFFE2, KeyTable
 from nlnet.models.convert.safe_load import UnsafeFileError, load_numpy_pickle
 
 __all__ = ["Caffe2", "CAFFE2_TABLE", "IMAGENET_TABLE", "PUBLISHED", "load_blobs", "momentum_reason"]
 
-_WB = {"weight": "w", "bias": "b"}
-_NL_CONV = {"theta": "theta", "phi": "phi", "g": "g", "w_z": "out"}
-
-CAFFE2_TABLE = KeyTable([
-    Rule("stem.conv.weight", "conv1_w"),
-    Rule("stem.bn.{p}", "res_conv1_bn_{p}", p=BN_CAFFE2),
-    Rule("res{s}.block{i}.conv{c}.weight", "res{s}_{i}_branch2{c}_w", c=ABC),
-    Rule("res{s}.block{i}.bn{c}.{p}", "res{s}_{i}_branch2{c}_bn_{p}", c=ABC, p=BN_CAFFE2),
-    Rule("res{s}.block{i}.shortcut.conv.weight", "res{s}_{i}_branch1_w"),
-    Rule("res{s}.block{i}.shortcut.bn.{p}", "res{s}_{i}_branch1_bn_{p}", p=BN_CAFFE2),
-    Rule("res{s}.nonlocal{i}.{conv}.{w}", "nonlocal_conv{s}_{i}_{conv}_{w}", conv=_NL_CONV, w=_WB),
-    Rule("res{s}.nonlocal{i}.norm.{p}", "nonlocal_conv{s}_{i}_bn_{p}", p=BN_CAFFE2),
-    Rule("head.fc.{w}", "pred_{w}", w=_WB),
-])
+CAFFE2_TABLE = KeyTable.parse("""
+    stem.conv.weight                        conv1_w
+    stem.bn.{p}                             res_conv1_bn_{p}
+    res{s}.block{i}.conv{c}.weight          res{s}_{i}_branch2{c}_w
+    res{s}.block{i}.bn{c}.{p}               res{s}_{i}_branch2{c}_bn_{p}
+    res{s}.block{i}.shortcut.conv.weight    res{s}_{i}_branch1_w
+    res{s}.block{i}.shortcut.bn.{p}         res{s}_{i}_branch1_bn_{p}
+    res{s}.nonlocal{i}.{conv}.{w}           nonlocal_conv{s}_{i}_{conv}_{w}
+    res{s}.nonlocal{i}.norm.{p}             nonlocal_conv{s}_{i}_bn_{p}
+    head.fc.{w}                             pred_{w}
+""", c=ABC, p=BN_CAFFE2, conv={"theta": "theta", "phi": "phi", "g": "g", "w_z": "out"}, w={"weight": "w", "bias": "b"})
 
 # The ImageNet-pretrained 2D ResNets (pretrained_model.tar.gz) as torchvision state dicts:
 # torchvision's layer{n} is the official res{n+1}.
-_LAYER = {"1": "2", "2": "3", "3": "4", "4": "5"}
-IMAGENET_TABLE = KeyTable([
-    Rule("conv1.weight", "conv1_w"),
-    Rule("bn1.{p}", "res_conv1_bn_{p}", p=BN_CAFFE2),
-    Rule("layer{s}.{i}.conv{c}.weight", "res{s}_{i}_branch2{c}_w", s=_LAYER, c=ABC),
-    Rule("layer{s}.{i}.bn{c}.{p}", "res{s}_{i}_branch2{c}_bn_{p}", s=_LAYER, c=ABC, p=BN_CAFFE2),
-    Rule("layer{s}.{i}.downsample.0.weight", "res{s}_{i}_branch1_w", s=_LAYER),
-    Rule("layer{s}.{i}.downsample.1.{p}", "res{s}_{i}_branch1_bn_{p}", s=_LAYER, p=BN_CAFFE2),
-    Rule("fc.{w}", "pred_{w}", w=_WB),
-])
+IMAGENET_TABLE = KeyTable.parse("""
+    conv1.weight                            conv1_w
+    bn1.{p}                                 res_conv1_bn_{p}
+    layer{s}.{i}.conv{c}.weight             res{s}_{i}_branch2{c}_w
+    layer{s}.{i}.bn{c}.{p}                  res{s}_{i}_branch2{c}_bn_{p}
+    layer{s}.{i}.downsample.0.weight        res{s}_{i}_branch1_w
+    layer{s}.{i}.downsample.1.{p}           res{s}_{i}_branch1_bn_{p}
+    fc.{w}                                  pred_{w}
+""", s={"1": "2", "2": "3", "3": "4", "4": "5"}, c=ABC, p=BN_CAFFE2, w={"weight": "w", "bias": "b"})
 
 _EPS = 1.0000001e-5  # MODEL.BN_EPSILON, NONLOCAL.BN_EPSILON (lib/core/config.py)
 _CLIP_8X8 = dict(stem_stride_t=1, pool1_kernel_t=1, pool1_stride_t=1)  # resnet_video.py

@@ -1,8 +1,9 @@
 """Key tables: one list of rules per source, read in both directions.
 
-A :class:`Rule` pairs an nlnet state-dict key template with the source's template, e.g.::
+A :class:`Rule` pairs an nlnet state-dict key template with the source's template; a source writes
+its table as two columns (:meth:`KeyTable.parse`), e.g.::
 
-    Rule("res{s}.block{i}.conv{c}.weight", "res{s}_{i}_branch2{c}_w", c=ABC)
+    res{s}.block{i}.conv{c}.weight    res{s}_{i}_branch2{c}_w        (with c=ABC)
 
 ``{name}`` fields are 0-based integers copied as they are, unless the rule gives a value table for
 the field (nlnet value -> source value; a tuple lists the source's aliases, the first one written).
@@ -75,6 +76,17 @@ class KeyTable:
     Args:
         rules: the rules; the first rule that matches a key maps it.
     """
+
+    @classmethod
+    def parse(cls, text: str, **values: Mapping[str, str | tuple[str, ...]]) -> "KeyTable":
+        """A table written as two columns, one rule per line: ``<nlnet template>  <source template>``;
+        each field's value table (``values``) applies to every rule that has the field."""
+        rules = []
+        for line in text.strip().splitlines():
+            nlnet, source = line.split()
+            fields = set(_FIELD.findall(nlnet))
+            rules.append(Rule(nlnet, source, **{k: v for k, v in values.items() if k in fields}))
+        return cls(rules)
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(rules)

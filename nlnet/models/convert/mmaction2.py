@@ -29,25 +29,23 @@ import torch
 
 from nlnet.models.convert.arch import I3D, NL_FIVE, NO_NL, Arch, Clip
 from nlnet.models.convert.core import ConversionError, Loaded, Source, detect_by_fit, tensors_of
-from nlnet.models.convert.keys import ABC, BN_TORCH, WEIGHT_BIAS, KeyTable, Rule
+from nlnet.models.convert.keys import ABC, BN_TORCH, WEIGHT_BIAS, KeyTable
 from nlnet.models.convert.safe_load import load_torch_file
 
 __all__ = ["MMAction2", "MMACTION2_TABLE"]
 
-_LAYER = {"2": "1", "3": "2", "4": "3", "5": "4"}  # nlnet res{n} = mmaction2 layer{n-1}
-_NL = {"theta": "theta.conv", "phi": ("phi.0.conv", "phi.conv"), "g": ("g.0.conv", "g.conv"), "w_z": "conv_out.conv"}
-_PREFIX = "backbone.layer{s}.{i}."
-MMACTION2_TABLE = KeyTable([
-    Rule("stem.conv.weight", "backbone.conv1.conv.weight"),
-    Rule("stem.bn.{p}", "backbone.conv1.bn.{p}", p=BN_TORCH),
-    Rule("res{s}.block{i}.conv{c}.weight", _PREFIX + "conv{c}.conv.weight", s=_LAYER, c={c: c for c in ABC}),
-    Rule("res{s}.block{i}.bn{c}.{p}", _PREFIX + "conv{c}.bn.{p}", s=_LAYER, c={c: c for c in ABC}, p=BN_TORCH),
-    Rule("res{s}.block{i}.shortcut.conv.weight", _PREFIX + "downsample.conv.weight", s=_LAYER),
-    Rule("res{s}.block{i}.shortcut.bn.{p}", _PREFIX + "downsample.bn.{p}", s=_LAYER, p=BN_TORCH),
-    Rule("res{s}.nonlocal{i}.{conv}.{w}", _PREFIX + "non_local_block.{conv}.{w}", s=_LAYER, conv=_NL, w=WEIGHT_BIAS),
-    Rule("res{s}.nonlocal{i}.norm.{p}", _PREFIX + "non_local_block.conv_out.bn.{p}", s=_LAYER, p=BN_TORCH),
-    Rule("head.fc.{w}", "cls_head.fc_cls.{w}", w=WEIGHT_BIAS),
-])
+MMACTION2_TABLE = KeyTable.parse("""
+    stem.conv.weight                        backbone.conv1.conv.weight
+    stem.bn.{p}                             backbone.conv1.bn.{p}
+    res{s}.block{i}.conv{c}.weight          backbone.layer{s}.{i}.conv{c}.conv.weight
+    res{s}.block{i}.bn{c}.{p}               backbone.layer{s}.{i}.conv{c}.bn.{p}
+    res{s}.block{i}.shortcut.conv.weight    backbone.layer{s}.{i}.downsample.conv.weight
+    res{s}.block{i}.shortcut.bn.{p}         backbone.layer{s}.{i}.downsample.bn.{p}
+    res{s}.nonlocal{i}.{conv}.{w}           backbone.layer{s}.{i}.non_local_block.{conv}.{w}
+    res{s}.nonlocal{i}.norm.{p}             backbone.layer{s}.{i}.non_local_block.conv_out.bn.{p}
+    head.fc.{w}                             cls_head.fc_cls.{w}
+""", s={"2": "1", "3": "2", "4": "3", "5": "4"}, c={c: c for c in ABC}, p=BN_TORCH, w=WEIGHT_BIAS,
+    conv={"theta": "theta.conv", "phi": ("phi.0.conv", "phi.conv"), "g": ("g.0.conv", "g.conv"), "w_z": "conv_out.conv"})
 
 _IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # [123.675, ...] / 255
 _CLIP = Clip(frames=32, rate=2, **_IMAGENET)

@@ -29,23 +29,22 @@ from typing import Any
 from nlnet.models.convert.arch import C2D, I3D, NL_FIVE, NO_NL, SLOW, Arch, Clip, stage_lists
 from nlnet.models.convert.caffe2 import CAFFE2_TABLE, load_blobs, momentum_reason
 from nlnet.models.convert.core import ConversionError, Loaded, Source, tensors_of
-from nlnet.models.convert.keys import ABC, BN_TORCH, WEIGHT_BIAS, KeyTable, Rule
+from nlnet.models.convert.keys import ABC, BN_TORCH, WEIGHT_BIAS, KeyTable
 from nlnet.models.convert.safe_load import is_zip_file, load_numpy_pickle, load_torch_file
 
 __all__ = ["PySlowFast", "PYSLOWFAST_TABLE", "arch_from_cfg"]
 
-PYSLOWFAST_TABLE = KeyTable([
-    Rule("stem.conv.weight", "s1.pathway0_stem.conv.weight"),
-    Rule("stem.bn.{p}", "s1.pathway0_stem.bn.{p}", p=BN_TORCH),
-    Rule("res{s}.block{i}.conv{c}.weight", "s{s}.pathway0_res{i}.branch2.{c}.weight", c=ABC),
-    Rule("res{s}.block{i}.bn{c}.{p}", "s{s}.pathway0_res{i}.branch2.{c}_bn.{p}", c=ABC, p=BN_TORCH),
-    Rule("res{s}.block{i}.shortcut.conv.weight", "s{s}.pathway0_res{i}.branch1.weight"),
-    Rule("res{s}.block{i}.shortcut.bn.{p}", "s{s}.pathway0_res{i}.branch1_bn.{p}", p=BN_TORCH),
-    Rule("res{s}.nonlocal{i}.{conv}.{w}", "s{s}.pathway0_nonlocal{i}.conv_{conv}.{w}",
-         conv={"theta": "theta", "phi": "phi", "g": "g", "w_z": "out"}, w=WEIGHT_BIAS),
-    Rule("res{s}.nonlocal{i}.norm.{p}", "s{s}.pathway0_nonlocal{i}.bn.{p}", p=BN_TORCH),
-    Rule("head.fc.{w}", "head.projection.{w}", w=WEIGHT_BIAS),
-])
+PYSLOWFAST_TABLE = KeyTable.parse("""
+    stem.conv.weight                        s1.pathway0_stem.conv.weight
+    stem.bn.{p}                             s1.pathway0_stem.bn.{p}
+    res{s}.block{i}.conv{c}.weight          s{s}.pathway0_res{i}.branch2.{c}.weight
+    res{s}.block{i}.bn{c}.{p}               s{s}.pathway0_res{i}.branch2.{c}_bn.{p}
+    res{s}.block{i}.shortcut.conv.weight    s{s}.pathway0_res{i}.branch1.weight
+    res{s}.block{i}.shortcut.bn.{p}         s{s}.pathway0_res{i}.branch1_bn.{p}
+    res{s}.nonlocal{i}.{conv}.{w}           s{s}.pathway0_nonlocal{i}.conv_{conv}.{w}
+    res{s}.nonlocal{i}.norm.{p}             s{s}.pathway0_nonlocal{i}.bn.{p}
+    head.fc.{w}                             head.projection.{w}
+""", c=ABC, p=BN_TORCH, conv={"theta": "theta", "phi": "phi", "g": "g", "w_z": "out"}, w=WEIGHT_BIAS)
 
 # MODEL.ARCH -> (temporal basis, conv1 temporal kernel, pool after s2): _TEMPORAL_KERNEL_BASIS and
 # _POOL1 of slowfast/models/video_model_builder.py.

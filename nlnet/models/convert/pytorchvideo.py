@@ -24,10 +24,21 @@ from __future__ import annotations
 
 from nlnet.models.convert.arch import C2D, I3D, SLOW, Arch, Clip
 from nlnet.models.convert.core import Loaded, Source, tensors_of
-from nlnet.models.convert.keys import ABC, BN_TORCH, WEIGHT_BIAS, KeyTable, Rule
+from nlnet.models.convert.keys import ABC, BN_TORCH, WEIGHT_BIAS, KeyTable
 from nlnet.models.convert.safe_load import load_torch_file
 
 __all__ = ["PyTorchVideo", "table_for"]
+
+
+_TABLE = """
+    stem.conv.weight                        blocks.0.conv.weight
+    stem.bn.{p}                             blocks.0.norm.{p}
+    res{s}.block{i}.conv{c}.weight          blocks.{s}.res_blocks.{i}.branch2.conv_{c}.weight
+    res{s}.block{i}.bn{c}.{p}               blocks.{s}.res_blocks.{i}.branch2.norm_{c}.{p}
+    res{s}.block{i}.shortcut.conv.weight    blocks.{s}.res_blocks.{i}.branch1_conv.weight
+    res{s}.block{i}.shortcut.bn.{p}         blocks.{s}.res_blocks.{i}.branch1_norm.{p}
+    head.fc.{w}                             blocks.<head>.proj.{w}
+"""
 
 
 def table_for(arch: Arch) -> KeyTable:
@@ -35,17 +46,8 @@ def table_for(arch: Arch) -> KeyTable:
     stage-1 pool."""
     with_pool = arch.pool2_t > 1
     stages = dict(zip("2345", "1345" if with_pool else "1234"))
-    head = "6" if with_pool else "5"
-    prefix = "blocks.{s}.res_blocks.{i}."
-    return KeyTable([
-        Rule("stem.conv.weight", "blocks.0.conv.weight"),
-        Rule("stem.bn.{p}", "blocks.0.norm.{p}", p=BN_TORCH),
-        Rule("res{s}.block{i}.conv{c}.weight", prefix + "branch2.conv_{c}.weight", s=stages, c=ABC),
-        Rule("res{s}.block{i}.bn{c}.{p}", prefix + "branch2.norm_{c}.{p}", s=stages, c=ABC, p=BN_TORCH),
-        Rule("res{s}.block{i}.shortcut.conv.weight", prefix + "branch1_conv.weight", s=stages),
-        Rule("res{s}.block{i}.shortcut.bn.{p}", prefix + "branch1_norm.{p}", s=stages, p=BN_TORCH),
-        Rule("head.fc.{w}", f"blocks.{head}.proj.{{w}}", w=WEIGHT_BIAS),
-    ])
+    return KeyTable.parse(_TABLE.replace("<head>", "6" if with_pool else "5"), s=stages, c=ABC, p=BN_TORCH,
+                          w=WEIGHT_BIAS)
 
 
 def _hub(name: str, clip: Clip, *, temporal, stem_t: int, pool2_t: int, published=()) -> Arch:
