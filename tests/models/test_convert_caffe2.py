@@ -86,8 +86,8 @@ def test_grouped_blocks_feed_the_attention_figures(tmp_path):
     assert model.get_submodule("res3.nonlocal1").temporal_groups == 4
     assert model.get_submodule("res4.nonlocal1").temporal_groups == 1
     capture = capture_attention(model, torch.randn(3, 32, 64, 64), "res3.nonlocal1")
-    assert capture.attention.query_grid == (16, 8, 8) and capture.attention.key_grid == (16, 4, 4)
-    weights = capture.attention.weights[0].view(16, 64, 16, 16)  # (t, hw, t', h'w')
+    assert capture.attention.query_shape == (16, 8, 8) and capture.attention.key_shape == (16, 4, 4)
+    weights = capture.attention.weights.view(16, 64, 16, 16)  # (t, hw, t', h'w')
     assert weights[:4, :, 4:].abs().max() == 0 and weights[:4, :, :4].sum() > 0  # group 0 sees frames 0-3 only
 
 
