@@ -30,6 +30,21 @@ def base_config(data_root: str, run_dir: str) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+def write_experiment(conversion, out: str) -> str:
+    """``<out dir>/experiment/<out stem>.yaml``: the experiment that fine-tunes the converted model."""
+    import yaml
+
+    from nlnet.utils.io import atomic_path
+
+    path = os.path.join(os.path.dirname(out), "experiment", f"{Path(out).stem}.yaml")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(f"# @package _global_\n# Fine-tune {os.path.basename(out)} (tools/convert_checkpoint.py, "
+                f"{conversion.report.source} {conversion.arch.name}).\n")
+        yaml.safe_dump(conversion.experiment(out), f, sort_keys=False)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--from", dest="source", help="caffe2 | pyslowfast | mmaction2 | pytorchvideo")
@@ -62,8 +77,12 @@ def main() -> None:
     print(conversion.report)
     if conversion.arch.image_2d:
         print(f"wrote {out}: a torchvision ResNet state dict; train with model.pretrained={out}")
-    else:
-        print(f"wrote {out}\ntest: python tools/test.py checkpoint={out} data.root=<kinetics root>")
+        return
+    experiment = write_experiment(conversion, out)
+    folder, name = os.path.dirname(os.path.dirname(experiment)), Path(experiment).stem
+    print(f"wrote {out}\ntest: python tools/test.py checkpoint={out} data.root=<kinetics root>\n"
+          f"fine-tune: python tools/train.py --config-dir={folder} experiment={name} data.root=<dataset> "
+          "model.net.num_classes=<N>")
 
 
 if __name__ == "__main__":

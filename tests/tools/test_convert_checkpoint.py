@@ -13,7 +13,7 @@ import torch
 from _convert_util import randomize, source_state, write_caffe2
 
 import nlnet.models.convert as convert
-from conftest import PYTHON, ROOT, tool_env
+from conftest import PYTHON, ROOT, compose, tool_env
 from nlnet.models.convert.caffe2 import CAFFE2_TABLE
 from nlnet.resources import kinetics400_classes
 
@@ -56,8 +56,8 @@ def official_file(tmp_path_factory) -> Path:
 
 def test_convert_then_test_visualize_and_finetune(official_file, kinetics_subset, tmp_path):
     out = tmp_path / "converted" / "i3d_nl_8x8.pt"
-    proc = run_tool("convert_checkpoint.py", "--from", "caffe2", str(official_file), str(out),
-                    "--data-root", str(kinetics_subset))
+    proc = proc_convert = run_tool("convert_checkpoint.py", "--from", "caffe2", str(official_file), str(out),
+                                   "--data-root", str(kinetics_subset))
     assert proc.returncode == 0, proc.stderr
     assert "arch i3d_nl_r50_8x8 detected from the file" in proc.stdout
     assert f"python tools/test.py checkpoint={out}" in proc.stdout
@@ -81,12 +81,19 @@ def test_convert_then_test_visualize_and_finetune(official_file, kinetics_subset
     assert proc.returncode == 0, proc.stderr
     assert png.stat().st_size > 0 and "block res4.nonlocal5" in proc.stdout
 
-    # fine-tuning: the converted weights load into the same network with a new classifier
+    # fine-tuning: the experiment written beside the checkpoint rebuilds the network with a new classifier
+    # and starts it from the converted weights (model.init_checkpoint -> nlnet.models.load_finetune)
+    experiment = out.parent / "experiment" / "i3d_nl_8x8.yaml"
+    assert f"--config-dir={out.parent} experiment=i3d_nl_8x8" in proc_convert.stdout
+    cfg = compose("train", [f"hydra.searchpath=[file://{out.parent}]", "experiment=i3d_nl_8x8",
+                            f"data.root={kinetics_subset}", "model.net.num_classes=3"])
+    assert experiment.read_text().startswith("# @package _global_")
+    assert cfg.model.init_checkpoint == str(out) and cfg.data.num_frames == 8 and cfg.data.train.mean == [0.45] * 3
     from nlnet.config import instantiate
     from nlnet.models import load_finetune
-    model = instantiate(state["config"]["model"]["net"], num_classes=3)
-    report = load_finetune(model, state["model"])
-    assert set(report.skipped) == {"head.fc.weight", "head.fc.bias"}
+    model = instantiate(cfg.model.net)
+    report = load_finetune(model, torch.load(cfg.model.init_checkpoint, weights_only=True)["model"])
+    assert set(report.skipped) == {"head.fc.weight", "head.fc.bias"} and not report.missing
 
 
 def test_refusal_is_one_line(official_file, tmp_path):

@@ -349,6 +349,18 @@ class Conversion:
         return {"model": self.state_dict, "config": config, "class_names": list(self.class_names),
                 "iteration": 0, "converted_from": self.report.as_dict()}
 
+    def experiment(self, checkpoint: str) -> dict[str, Any]:
+        """A training experiment (``# @package _global_`` delta) that fine-tunes this model on another
+        dataset: the network and the source's input pipeline, started from ``checkpoint``
+        (``model.init_checkpoint``, loaded by ``nlnet.models.load_finetune``: every weight but a
+        classifier of another shape). The dataset's root, label map and class count stay the user's."""
+        def without_dataset(node: dict) -> dict:
+            return {k: without_dataset(v) if isinstance(v, dict) else v for k, v in node.items() if k != "label_map"}
+
+        model = {**self.model_config, "pretrained": None, "init_checkpoint": os.path.abspath(checkpoint)}
+        model["net"] = {k: v for k, v in model["net"].items() if k != "num_classes"}
+        return {"model": model, "data": without_dataset(self.data_config)}
+
     def save(self, path: str | os.PathLike, base_config: Mapping[str, Any] | None = None) -> str:
         """Write the result atomically: an nlnet checkpoint (needs ``base_config``, see :meth:`checkpoint`),
         or, for a 2D ImageNet ResNet, its torchvision state dict (for ``model.pretrained``)."""
