@@ -39,7 +39,7 @@ def make_pth(tmp_path, name: str, *, mode: str | None, scale: bool = False, file
         for key, value in model.state_dict().items():
             if key.endswith(".w_z.bias"):
                 value.zero_()  # mmcv's conv_out has no bias
-    x = clip_for(arch, 97, batch=1)
+    x = clip_for(arch, 65, batch=1)
     calibrate(fit_statistics(model, x), x)
     state = source_state(model.state_dict(), MMACTION2_TABLE, keep=lambda k: not k.endswith(".w_z.bias"))
     meta = {"cfg": CONFIG_TEXT.format(mode=mode, scale=scale)} if mode else {}
@@ -64,7 +64,7 @@ def test_computes_mmaction2_network(tmp_path, name, mode):
     assert conversion.report.ignored == {"optimizer": "training state (optimizer, message hub), not a weight"}
     assert all(k.endswith((".w_z.bias", "num_batches_tracked")) for k in conversion.report.filled)
     assert conversion.data_config["val"]["mean"] == [0.485, 0.456, 0.406]
-    for size in (96, 97):  # the head pools globally: any size
+    for size in (64, 65):  # the head pools globally: any size
         x = clip_for(conversion.arch, size, batch=1, dtype=torch.float64)
         assert_matches(conversion.model, x, as_caffe2(state, MMACTION2_TABLE, CAFFE2_TABLE),
                        mmaction2_geometry(conversion.arch))
@@ -74,7 +74,7 @@ def test_use_scale_true_scales_the_embedded_gaussian(tmp_path):
     path, _, state = make_pth(tmp_path, "i3d_nl_embedded_gaussian_r50_32x2", mode="embedded_gaussian", scale=True)
     conversion = convert(path, source="mmaction2")
     assert conversion.arch.nonlocal_options["scale"] is True
-    x = clip_for(conversion.arch, 97, batch=1, dtype=torch.float64)
+    x = clip_for(conversion.arch, 65, batch=1, dtype=torch.float64)
     assert_matches(conversion.model, x, as_caffe2(state, MMACTION2_TABLE, CAFFE2_TABLE),
                    mmaction2_geometry(conversion.arch))
 

@@ -51,7 +51,7 @@ def geometry_of(arch, **changes) -> Geometry:
 
 
 def make_pyth(tmp_path, cfg: dict, *, width: int = 4, classes: int = 5, name: str = "checkpoint_epoch_00196.pyth",
-              size: int = 119):
+              size: int = 65):
     arch = arch_from_cfg(cfg).replace(base_width=width, num_classes=classes)
     torch.manual_seed(0)
     x = clip_for(arch, size, batch=1)
@@ -77,7 +77,7 @@ def test_pyth_with_cfg_computes_pyslowfast_network(tmp_path, changes):
         assert torch.equal(conversion.state_dict[key], value), key
     assert sorted(conversion.report.used) == sorted(state)
     assert set(conversion.report.ignored) == {"epoch", "optimizer_state"}
-    x = clip_for(conversion.arch, 119, batch=1, dtype=torch.float64)  # res3 15 x 15: NL pooling floors to 7
+    x = clip_for(conversion.arch, 65, batch=1, dtype=torch.float64)  # res3 9 x 9: NL pooling floors to 4
     assert_matches(conversion.model, x, as_caffe2(state, PYSLOWFAST_TABLE, CAFFE2_TABLE), geometry_of(conversion.arch))
     data = conversion.data_config
     assert (data["num_frames"], data["sampling_rate"]) == (conversion.arch.clip.frames, conversion.arch.clip.rate)
@@ -90,11 +90,11 @@ def test_bgr_input_is_folded_into_conv1(tmp_path):
     on nlnet's RGB input (mean/std reversed) must equal the source model on the source's input."""
     cfg = slowfast_cfg(**{"DATA.REVERSE_INPUT_CHANNEL": True, "DATA.MEAN": [0.40, 0.45, 0.50],
                           "DATA.STD": [0.20, 0.225, 0.25]})
-    path, _, state = make_pyth(tmp_path, cfg, size=96)
+    path, _, state = make_pyth(tmp_path, cfg, size=64)
     conversion = convert(path, source="pyslowfast")
     assert conversion.data_config["val"]["mean"] == [0.50, 0.45, 0.40]
     assert conversion.data_config["val"]["std"] == [0.25, 0.225, 0.20]
-    pixels = torch.rand(1, 3, 8, 96, 96, dtype=torch.float64)  # RGB in [0, 1]
+    pixels = torch.rand(1, 3, 8, 64, 64, dtype=torch.float64)  # RGB in [0, 1]
     mean = torch.tensor(conversion.data_config["val"]["mean"], dtype=torch.float64).view(1, 3, 1, 1, 1)
     std = torch.tensor(conversion.data_config["val"]["std"], dtype=torch.float64).view(1, 3, 1, 1, 1)
     source_input = (pixels.flip(1) - torch.tensor([0.40, 0.45, 0.50], dtype=torch.float64).view(1, 3, 1, 1, 1)) \
@@ -110,7 +110,7 @@ def test_bgr_input_is_folded_into_conv1(tmp_path):
 
 def test_model_zoo_caffe2_pkl_uses_pyslowfast_geometry(tmp_path):
     arch = SOURCE.arch("i3d_nl_r50_8x8").replace(base_width=4, num_classes=5, head_pool_hw=2)
-    x = clip_for(arch, 128, batch=1, dtype=torch.float64)
+    x = clip_for(arch, 96, batch=1, dtype=torch.float64)
     model = calibrate(randomize(SOURCE.build(arch), x=x.float()), x.float())
     blobs = source_state(model.state_dict(), CAFFE2_TABLE)
     path = tmp_path / "I3D_NLN_8x8_R50.pkl"
@@ -118,6 +118,16 @@ def test_model_zoo_caffe2_pkl_uses_pyslowfast_geometry(tmp_path):
     assert convert(path, source="pyslowfast").arch.name == "i3d_nl_r50_8x8"  # detected: the zoo file name
     conversion = convert(path, source="pyslowfast", arch=arch)  # with the small head window
     assert_matches(conversion.model, x, blobs, geometry_of(conversion.arch))
+
+
+def test_pyth_without_cfg_is_detected_from_keys_and_file_name(tmp_path):
+    path, model, _ = make_pyth(tmp_path, slowfast_cfg(), name="I3D_NLN_8x8_R50.pyth")
+    state = torch.load(path, weights_only=True)
+    torch.save({"model_state": state["model_state"]}, path)  # no cfg: keys say I3D NLN R50, the name says 8x8
+    conversion = convert(path, source="pyslowfast")
+    assert conversion.arch.name == "i3d_nl_r50_8x8"
+    for key, value in model.state_dict().items():
+        assert torch.equal(conversion.state_dict[key], value), key
 
 
 @pytest.mark.parametrize("changes, message", [
