@@ -132,12 +132,12 @@ class Arch:
 
     @property
     def hint_tokens(self) -> tuple[str, ...]:
-        return (self.clip_name, *self.hint.split())
+        return (*([] if self.image_2d else [self.clip_name]), *self.hint.split())
 
     @property
     def clip_name(self) -> str:
-        """``"8x8"``, ``"32x2"``: T x tau."""
-        return f"{self.clip.frames}x{self.clip.rate}"
+        """``"8x8"``, ``"32x2"``: T x tau (``"2D"`` for an ImageNet network)."""
+        return "2D" if self.image_2d else f"{self.clip.frames}x{self.clip.rate}"
 
 
 def temporal_kernels(arch: Arch) -> list[list[int]]:

@@ -71,9 +71,13 @@ _R101_NL = ((), (1, 3), (6, 13, 20), ())  # LAYER_MOD 2 in res3, 2 * 4 - 1 = 7 i
 _AFFINE_NL = {**OFFICIAL_NL, "bn_layer": False}  # NONLOCAL.USE_BN False in the affine configs
 
 
-def _official(name: str, clip: Clip, geometry: dict, *, temporal, depth: int = 50, nl=NO_NL,
+_C2D, _I3D = (C2D, 1), (I3D, 5)  # (temporal kernels of the blocks, of conv1): VIDEO_ARC_CHOICE 1 / 2 (obtain_arc)
+
+
+def _official(name: str, clip: Clip, geometry: dict, *, family, depth: int = 50, nl=NO_NL,
               head_pool_t: int, affine: bool = False, published=()) -> Arch:
-    return Arch(name=name, clip=clip, depth=depth, temporal=temporal, stem_kernel_t=5 if temporal is I3D else 1,
+    temporal, stem_t = family
+    return Arch(name=name, clip=clip, depth=depth, temporal=temporal, stem_kernel_t=stem_t,
                 pool1_padding=(0, 0, 0), nonlocal_blocks=nl, head_pool_t=head_pool_t, head_test="softmax",
                 nonlocal_options=_AFFINE_NL if affine else OFFICIAL_NL,
                 nonlocal_groups=(1, 4, 1, 1) if affine else (1, 1, 1, 1),
@@ -85,19 +89,18 @@ def _archs() -> dict[str, Arch]:
     clip8, clip32 = Clip(frames=8, rate=8), Clip(frames=32, rate=2)
     clip32x4, clip128 = Clip(frames=32, rate=4), Clip(frames=128, rate=1)
     out: list[Arch] = []
-    for family, temporal in (("c2d", C2D), ("i3d", I3D)):
+    for prefix, family in (("c2d", _C2D), ("i3d", _I3D)):
         for depth in (50, 101):
             for nl_name, nl in (("", NO_NL), ("_nl", NL_FIVE if depth == 50 else _R101_NL)):
-                name = f"{family}{nl_name}_r{depth}"
-                out.append(_official(f"{name}_8x8", clip8, _CLIP_8X8, temporal=temporal, depth=depth, nl=nl,
-                                     head_pool_t=4, published=PUBLISHED.get(f"{name}_8x8", ())))
-                out.append(_official(f"{name}_32x2", clip32, _CLIP_ORG, temporal=temporal, depth=depth, nl=nl,
-                                     head_pool_t=4, published=PUBLISHED.get(f"{name}_32x2", ())))
-    for nl_name, nl in (("", NO_NL), ("_nl", NL_FIVE)):
-        out.append(_official(f"i3d{nl_name}_r50_32x4_affine", clip32x4, _CLIP_8X8, temporal=I3D, nl=nl,
-                             head_pool_t=16, affine=True, published=PUBLISHED.get(f"i3d{nl_name}_r50_32x4_affine", ())))
-        out.append(_official(f"i3d{nl_name}_r50_128x1_affine", clip128, _CLIP_ORG, temporal=I3D, nl=nl,
-                             head_pool_t=16, affine=True, published=PUBLISHED.get(f"i3d{nl_name}_r50_128x1_affine", ())))
+                for clip, geometry in ((clip8, _CLIP_8X8), (clip32, _CLIP_ORG)):
+                    name = f"{prefix}{nl_name}_r{depth}_{clip.frames}x{clip.rate}"
+                    out.append(_official(name, clip, geometry, family=family, depth=depth, nl=nl, head_pool_t=4,
+                                         published=PUBLISHED.get(name, ())))
+    for nl_name, nl in (("", NO_NL), ("_nl", NL_FIVE)):  # frozen BN, res5 T = 16 (pool5 [16, 7, 7])
+        for clip, geometry in ((clip32x4, _CLIP_8X8), (clip128, _CLIP_ORG)):
+            name = f"i3d{nl_name}_r50_{clip.frames}x{clip.rate}_affine"
+            out.append(_official(name, clip, geometry, family=_I3D, nl=nl, head_pool_t=16, affine=True,
+                                 published=PUBLISHED.get(name, ())))
     for depth in (50, 101):
         out.append(Arch(name=f"resnet{depth}_2d", clip=Clip(frames=1, rate=1, train_crop=224), depth=depth,
                         image_2d=True, num_classes=1000, hint=f"r{depth}_pretrain",

@@ -230,7 +230,10 @@ def _problems(source: Source, loaded: Loaded, arch: Arch) -> tuple[dict, list[st
         if source.ignore_reason(key) is not None:
             continue
         nl = table.to_nlnet(key)
-        (mapped.__setitem__(nl, key) if nl in shapes else unused.append(key))
+        if nl in shapes:
+            mapped[nl] = key
+        else:
+            unused.append(key)
     mismatch = None
     for nl, want in shapes.items():
         if nl in mapped:
