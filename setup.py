@@ -10,6 +10,7 @@ INSTALL_REQUIRES = [
     "pytorchvideo==0.1.5",
     "hydra-core==1.3.8",
     "omegaconf==2.3.1",
+    "PyYAML==6.0.4",  # already required by omegaconf; read directly by the PySlowFast converter (stored cfg)
     "tensorboard==2.21.0",
     "av==18.1.0",
     "fvcore==0.1.5.post20221221",
