@@ -15,6 +15,7 @@ import platform
 import torch
 
 from nlnet.data.bench import run_benchmark
+from nlnet.utils.cli import pin_threads, threads_line
 
 
 def main() -> None:
@@ -27,8 +28,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repetitions (median reported)")
     parser.add_argument("--crop-size", type=int, default=224)
     parser.add_argument("--scale", type=int, nargs=2, default=[256, 320])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the main process (workers: 1 each, as DataLoader sets)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
+    threads = pin_threads(args.threads)
     num_frames, sampling_rate = (int(v) for v in args.clip.lower().split("x"))
     results = run_benchmark(args.root, num_frames=num_frames, sampling_rate=sampling_rate, workers=args.workers,
                             num_clips=args.num_clips, crop_size=args.crop_size, scale=args.scale,
@@ -44,6 +48,8 @@ def main() -> None:
         print(f"{r['workers']:7d} | {r['pytorchvideo_train_clips_s']:27.2f} {r['nlnet_train_clips_s']:6.2f}"
               f" {r['train_ratio']:6.2f} | {r['pytorchvideo_train_cpu_ms']:31.0f} {r['nlnet_train_cpu_ms']:6.0f}"
               f" {r['cpu_ratio']:6.2f} | {r['nlnet_test_views_s']:12.2f} {r['nlnet_test_cpu_ms']:12.0f}")
+    for workers in args.workers:
+        print(threads_line(threads, 1 + workers) + f" (main process + {workers} workers of 1 thread)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from nlnet.utils.cli import pin_threads, threads_line
+
 ROOT = Path(__file__).resolve().parents[1]
 FIVE_NL = "model.net.nonlocal_blocks=[[],[1,3],[1,3,5],[]]"
 DEFAULT_CASES = [f"nlnet i3d_r50=model=i3d_r50_8x8", f"nlnet i3d_r50 + 5 NL=model=i3d_r50_8x8 {FIVE_NL}"]
@@ -116,7 +118,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="timed iterations per case (interleaved)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0: torch default)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: one per available CPU core)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last_3d weights and input")
     parser.add_argument("--autocast", choices=["none", "bf16", "fp16"], default="none")
     parser.add_argument("--compile", action="store_true", help="torch.compile each model")
@@ -124,8 +126,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--measure-rss", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args.threads = pin_threads(args.threads)  # the --measure-rss child gets the same count through sys.argv
     torch.manual_seed(0)
 
     if args.measure_rss:  # child process of peak_memory_mb: run the case, print peak RSS in MiB
@@ -169,6 +170,7 @@ def main() -> None:
              f"input={args.frames}x{args.size}x{args.size} rounds={args.rounds} channels_last={args.channels_last} "
              f"autocast={args.autocast} compile={args.compile} torch={torch.__version__}")
     print(setup)
+    print(threads_line(args.threads, 1))
     print("| case | clips/s (best round) | best s/iter | median s/iter | median CPU s/iter | fwd GFLOPs/clip "
           "| peak MiB | time / first | FLOPs / first |")
     print("|---|---|---|---|---|---|---|---|---|")

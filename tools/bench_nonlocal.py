@@ -29,6 +29,7 @@ import torch
 
 from nlnet.models import NonLocalBlock
 from nlnet.models.nonlocal_block import IMPLS, PAIRWISE
+from nlnet.utils.cli import pin_threads, threads_line
 from nlnet.utils.io import atomic_path
 
 I3D_R50_SHAPES = ["2,512,4,28,28", "2,1024,4,14,14", "2,512,16,28,28", "2,1024,16,14,14"]  # res3/res4, 32/128 frames
@@ -70,6 +71,7 @@ def estimate_bytes(shape: tuple[int, ...], pairwise: str, impl: str, element_siz
 
 def measure(case: dict[str, Any]) -> dict[str, Any]:
     """Time and peak memory of forward + backward for one case, in this process (a worker)."""
+    torch.set_num_threads(case["threads"])
     torch.manual_seed(0)
     device, dtype = torch.device(case["device"]), DTYPES[case["dtype"]]
     shape = tuple(case["shape"])
@@ -195,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool-before", action="store_true", help="pool the block input before phi and g")
     parser.add_argument("--mem-limit-gb", type=float, default=16.0, help="skip cases estimated to need more")
     parser.add_argument("--quick", action="store_true", help=f"tiny shapes {QUICK_SHAPES} (smoke test)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: one per available CPU core)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
+    threads = pin_threads(args.threads)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     shapes = args.shapes or [parse_shape(s) for s in (QUICK_SHAPES if args.quick else I3D_R50_SHAPES)]
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             for impl in IMPLS:
                 case = {"shape": list(shape), "pairwise": pairwise, "impl": impl, "device": args.device,
                         "dtype": args.dtype, "repeats": args.repeats, "warmup": args.warmup,
-                        "pool_before": args.pool_before}
+                        "pool_before": args.pool_before, "threads": threads}
                 results.append(run_case(case, args.mem_limit_gb))
                 r = results[-1]
                 done = f"{r['median_s']:.3f} s" if r["status"] == "ok" else r["reason"]
@@ -216,11 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"non-local block, forward+backward, {args.dtype}, {machine}, torch {torch.__version__}, "
           f"median of {args.repeats} runs after {args.warmup} warm-up, sub_sample=True, "
           f"pool_before={args.pool_before}\n")
+    print(threads_line(threads, 1) + " (each case in its own process, one at a time)\n")
     print(format_table(results, args.device))
     if args.json:
         with atomic_path(args.json) as tmp, open(tmp, "w") as f:
             json.dump({"device": args.device, "machine": machine, "torch": torch.__version__,
-                       "dtype": args.dtype, "repeats": args.repeats, "results": results}, f, indent=1)
+                       "dtype": args.dtype, "repeats": args.repeats, "threads": threads, "results": results},
+                      f, indent=1)
     failed = [r for r in results if r["status"] == "failed"]
     return 1 if failed else 0
 

@@ -17,18 +17,19 @@ import sys
 
 import hydra
 
-from nlnet.utils.cli import exit_on_user_error, run_main
+from nlnet.utils.cli import one_line_errors, run_main
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+@one_line_errors()
 def main(cfg) -> None:
-    from nlnet.engine.launch import train  # imported after the config is valid: torch takes seconds
+    from nlnet.engine.launch import train  # imported after the config composed: torch takes seconds
 
-    with exit_on_user_error():
-        summary = train(cfg)
+    summary = train(cfg)
     if summary["exit_code"]:
         sys.exit(summary["exit_code"])
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, path_keys=("resume", "data.root", "data.train.annotations", "data.val.annotations",
+                              "data.label_map"))

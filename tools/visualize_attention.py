@@ -15,11 +15,12 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from nlnet.utils.cli import run_main
+from nlnet.utils.cli import one_line_errors, run_main
 from nlnet.utils.errors import ConfigError, one_line
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="visualize")
+@one_line_errors()
 def main(cfg: DictConfig) -> None:
     from nlnet.engine.visualize import visualize  # torch: after Hydra has parsed the command line
 

@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from nlnet.utils.errors import DataError
 from nlnet.utils.io import atomic_path
 
-__all__ = ["VideoRecord", "Annotations", "read_annotations", "read_label_map", "kinetics_filename"]
+__all__ = ["VideoRecord", "Annotations", "read_annotations", "read_label_map", "read_kinetics_rows",
+           "kinetics_filename", "write_kinetics_csv"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,16 +58,21 @@ def kinetics_filename(youtube_id: str, time_start: int, time_end: int) -> str:
 def read_label_map(path: str | os.PathLike) -> list[str]:
     """Class names by index from a label map (text, one name per line; or JSON ``{name: index}``)."""
     path = Path(path)
-    text = path.read_text()
-    if path.suffix == ".json":
-        mapping = json.loads(text)
-        names = [None] * len(mapping)
-        for name, index in mapping.items():
-            if not 0 <= int(index) < len(mapping) or names[int(index)] is not None:
-                raise ValueError(f"label map {path}: indices must be 0..{len(mapping) - 1}, each once")
-            names[int(index)] = name
-        return names
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    try:
+        text = path.read_text()
+        mapping = json.loads(text) if path.suffix == ".json" else None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"label map {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"label map {path} cannot be read: {' '.join(str(e).split())}") from None
+    if mapping is None:
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    names = [None] * len(mapping) if isinstance(mapping, dict) else []
+    for name, index in (mapping.items() if isinstance(mapping, dict) else [(None, -1)]):
+        if not isinstance(index, int) or not 0 <= index < len(names) or names[index] is not None:
+            raise DataError(f"label map {path}: expected {{\"name\": index}} with indices 0..{len(names) - 1}, each once")
+        names[index] = name
+    return names
 
 
 class _DirIndex:
@@ -109,17 +116,27 @@ def read_annotations(
     Returns:
         ``Annotations`` with the present videos, the class names and the missing paths. A warning
         is logged once when files are missing.
+
+    Raises:
+        FileNotFoundError: the annotation file does not exist.
+        DataError: the file cannot be read, lists no videos, or a line or label is malformed
+            (the message names the file and line).
     """
     annotations = Path(annotations)
     if not annotations.is_file():
         raise FileNotFoundError(f"annotation file {annotations} does not exist")
-    with open(annotations, newline="") as f:
-        first = f.readline()
+    try:
+        with open(annotations, newline="") as f:
+            first = f.readline()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"annotation file {annotations} cannot be read: {e}") from None
     names = read_label_map(label_map) if label_map is not None else None
     if _is_kinetics_csv(first):
         result = _read_kinetics_csv(annotations, Path(root), names)
     else:
         result = _read_list(annotations, Path(root), names)
+    if not result.records and not result.missing:
+        raise DataError(f"annotation file {annotations} lists no videos")
     if result.missing:
         total = len(result.missing) + len(result.records)
         logger.warning(
@@ -130,20 +147,19 @@ def read_annotations(
 
 
 def _read_kinetics_csv(path: Path, root: Path, names: list[str] | None) -> Annotations:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_kinetics_rows(path)
     if names is None:
         names = sorted({row["label"] for row in rows})
     index = {name: i for i, name in enumerate(names)}
     unknown = sorted({row["label"] for row in rows} - index.keys())
     if unknown:
-        raise ValueError(f"{path}: labels {unknown[:5]} are not in the label map ({len(names)} classes)")
+        raise DataError(f"{path}: labels {unknown[:5]} are not in the label map ({len(names)} classes)")
     dirs = _DirIndex()
     records, missing = [], []
     for row in rows:
         label = row["label"]
-        stem = kinetics_filename(row["youtube_id"], float(row["time_start"]), float(row["time_end"]))
-        split = (row.get("split") or "").strip()
+        stem = row["stem"]
+        split = row["split"]
         candidates = [root / split / label, root / split / label.replace(" ", "_"), root / split]
         found = None
         for folder in candidates:
@@ -158,13 +174,17 @@ def _read_kinetics_csv(path: Path, root: Path, names: list[str] | None) -> Annot
 
 
 def _read_list(path: Path, root: Path, names: list[str] | None) -> Annotations:
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"annotation file {path} cannot be read: {e}") from None
     entries = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         parts = line.strip().rsplit(maxsplit=1)
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise ValueError(
+            raise DataError(
                 f"{path}:{number}: expected 'relative/path label_index' or a Kinetics CSV header "
                 f"({','.join(KINETICS_COLUMNS)},split), got {line!r}"
             )
@@ -174,10 +194,42 @@ def _read_list(path: Path, root: Path, names: list[str] | None) -> Annotations:
     records, missing = [], []
     for rel, label in entries:
         if not 0 <= label < len(names):
-            raise ValueError(f"{path}: label {label} of {rel} outside 0..{len(names) - 1}")
+            raise DataError(f"{path}: label {label} of {rel} outside 0..{len(names) - 1}")
         full = root / rel
         (records.append(VideoRecord(str(full), label)) if full.is_file() else missing.append(str(full)))
     return Annotations(records, list(names), missing)
+
+
+def read_kinetics_rows(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of an official-format Kinetics CSV, each with its ``stem`` (``kinetics_filename``) and
+    ``split`` (stripped; empty when the column is absent).
+
+    Raises:
+        DataError: a required column is missing, or a row is malformed (naming the file and line).
+    """
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            columns = [c.strip().lower() for c in reader.fieldnames or []]
+            absent = [c for c in KINETICS_COLUMNS if c not in columns]
+            if absent:
+                raise DataError(f"{path}: not a Kinetics CSV: columns {absent} are missing (expected "
+                                f"{','.join(KINETICS_COLUMNS)},split; found {','.join(columns) or 'nothing'})")
+            rows = []
+            for line, row in enumerate(reader, 2):
+                row = {(k or "").strip().lower(): v.strip() if isinstance(v, str) else "" for k, v in row.items()}
+                try:
+                    row["stem"] = kinetics_filename(row["youtube_id"], float(row["time_start"]), float(row["time_end"]))
+                except ValueError:
+                    raise DataError(f"{path}:{line}: expected label,youtube_id,time_start,time_end,split with "
+                                    f"numeric times, got {','.join(row.values())!r}") from None
+                if not row["youtube_id"] or not row["label"]:
+                    raise DataError(f"{path}:{line}: empty label or youtube_id")
+                row.setdefault("split", "")
+                rows.append(row)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path} cannot be read as a CSV: {' '.join(str(e).split())}") from None
+    return rows
 
 
 def write_kinetics_csv(path: str | os.PathLike, rows: Iterable[Sequence]) -> None:

@@ -5,41 +5,47 @@ import os
 from multiprocessing import Pool
 
 from .annotations import read_annotations
-from .decoding import VideoDecodeError, VideoReader
+from .decoding import DECODE_TIMEOUT, MAX_FRAME_PIXELS, VideoDecodeError, VideoReader
 
 __all__ = ["check_video", "check_dataset", "format_report"]
 
 
-def check_video(path: str, *, min_frames: int = 1, full: bool = False) -> tuple[str, str]:
+def check_video(path: str, *, min_frames: int = 1, full: bool = False,
+                max_frame_pixels: int | None = MAX_FRAME_PIXELS,
+                decode_timeout: float | None = DECODE_TIMEOUT) -> tuple[str, str]:
     """Classify one video as ``"ok"``, ``"unreadable"`` or ``"too_short"``, with a reason.
+
+    Both modes run what ``VideoDataset`` runs on a video, with the same caps: open and probe it,
+    decode from the first frame to the last (every frame on the way: corrupt, truncated or oversized
+    data) and read the last frame after a seek (what a clip near the end does). So every file the
+    dataset would fail on is reported.
 
     Args:
         path: the video file.
         min_frames: fewer frames than this (at the video's rate) is too short.
-        full: decode every frame (finds corruption in the middle); otherwise the first and last
-            frames are decoded, which finds empty, truncated, non-video and audio-only files.
+        full: also decode every packet to the end of the stream (finds damage after the last frame
+            the container declares).
+        max_frame_pixels: the dataset's cap on frame size (``VideoDataset(max_frame_pixels=)``).
+        decode_timeout: the dataset's cap on decoding time per read, in seconds.
     """
     try:
-        with VideoReader(path, threads=1) as reader:
+        with VideoReader(path, threads=1, max_frame_pixels=max_frame_pixels, decode_timeout=decode_timeout) as reader:
             info = reader.info
-            if full:
-                decoded = reader.count_frames()
-                if decoded == 0:
-                    return "unreadable", "no frame could be decoded"
-            else:
-                reader.read([0.0, max(info.duration - 1.0 / info.fps, 0.0)], short_side=None)
+            last = max(info.duration - 1.0 / info.fps, 0.0)
+            reader.read([0.0, last], short_side=None)
+            reader.read([last], short_side=None)
+            if full and reader.count_frames() == 0:
+                return "unreadable", "no frame could be decoded"
     except VideoDecodeError as e:
-        return "unreadable", str(e)
-    except Exception as e:  # anything else a broken file can raise must not stop a scan
-        return "unreadable", f"{type(e).__name__}: {e}"
+        return "unreadable", e.reason
     if info.num_frames < min_frames:
         return "too_short", f"{info.num_frames} frames ({info.duration:.2f}s), a clip needs {min_frames}"
     return "ok", ""
 
 
 def _check_one(args):
-    path, min_frames, full = args
-    return path, *check_video(path, min_frames=min_frames, full=full)
+    path, kwargs = args
+    return path, *check_video(path, **kwargs)
 
 
 def check_dataset(
@@ -50,6 +56,8 @@ def check_dataset(
     sampling_rate: int = 8,
     label_map: str | os.PathLike | None = None,
     full: bool = False,
+    max_frame_pixels: int | None = MAX_FRAME_PIXELS,
+    decode_timeout: float | None = DECODE_TIMEOUT,
     num_workers: int = 0,
     progress: bool = True,
 ) -> dict:
@@ -62,17 +70,23 @@ def check_dataset(
             (fewer than ``(T - 1) * sampling_rate + 1`` frames; such videos still work, clamped).
         sampling_rate: clip stride tau.
         label_map: class-name file, as for ``VideoDataset``.
-        full: decode every frame instead of the first and last.
+        full: also decode every packet to the end of each stream (see ``check_video``).
+        max_frame_pixels: the dataset's cap on frame size.
+        decode_timeout: the dataset's cap on decoding time per read (seconds).
         num_workers: processes (0: in this process).
         progress: show a tqdm progress bar.
 
     Returns:
         A report: ``{"annotations", "root", "total", "ok", "missing": [paths],
         "unreadable": {path: reason}, "too_short": {path: reason}}``.
+
+    Raises:
+        DataError: the annotation file cannot be read or lists no video.
     """
     table = read_annotations(annotations, root, label_map=label_map)
     min_frames = (num_frames - 1) * sampling_rate + 1
-    jobs = [(r.path, min_frames, full) for r in table.records]
+    options = dict(min_frames=min_frames, full=full, max_frame_pixels=max_frame_pixels, decode_timeout=decode_timeout)
+    jobs = [(r.path, options) for r in table.records]
     report = {"annotations": str(annotations), "root": str(root), "min_frames": min_frames,
               "total": len(jobs) + len(table.missing), "ok": 0, "missing": list(table.missing),
               "unreadable": {}, "too_short": {}}

@@ -6,10 +6,13 @@ spaced clips times one of ``num_crops`` crops, tagged for score aggregation.
 
 Every random choice of an item comes from a generator seeded with (seed, epoch, index, attempt),
 so the result does not depend on the worker, the process or the order of access (DDP-safe).
+
+A video that cannot be decoded is a value, never an exception: every item carries ``failures``, the
+``(path, reason)`` of each video that failed while making it, so that the main process can report
+them whatever the number of DataLoader workers (``nlnet.engine.loader.collate``).
 """
 from __future__ import annotations
 
-import logging
 import os
 from typing import Sequence
 
@@ -17,14 +20,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from nlnet.utils.errors import DataError
+
 from .annotations import read_annotations
-from .decoding import VideoDecodeError, VideoReader
+from .decoding import DECODE_TIMEOUT, MAX_FRAME_PIXELS, VideoDecodeError, VideoReader
 from .sampling import clip_span, clip_times, test_clip_start, train_clip_start
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, TestTransform, TrainTransform
 
 __all__ = ["VideoDataset", "MODES"]
-
-logger = logging.getLogger(__name__)
 
 MODES = ("train", "test")
 
@@ -49,11 +52,15 @@ class VideoDataset(Dataset):
         std: per-channel std on the [0, 1] scale (ImageNet's).
         label_map: class-name file fixing class indices (see ``read_label_map``).
         seed: base seed of all random choices.
-        max_retries: in training, how many other videos to try when one cannot be decoded.
+        max_retries: in training, how many other videos to try when one cannot be decoded; when all
+            fail, the item has ``ok=False`` (a zero clip) and the training loader stops.
         decode_resize: let FFmpeg do the short-side resize while converting frames (faster);
             False decodes at native size and resizes with ``torchvision.transforms.v2``.
         decode_threads: FFmpeg threads per video (0: FFmpeg decides; 1 suits DataLoader workers,
             which are the parallelism).
+        max_frame_pixels: a video with larger frames (width x height) is a failure, not decoded
+            (None: no cap).
+        decode_timeout: a clip that takes longer to decode (seconds) is a failure (None: no limit).
     """
 
     def __init__(
@@ -78,6 +85,8 @@ class VideoDataset(Dataset):
         max_retries: int = 10,
         decode_resize: bool = True,
         decode_threads: int = 1,
+        max_frame_pixels: int | None = MAX_FRAME_PIXELS,
+        decode_timeout: float | None = DECODE_TIMEOUT,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}: valid choices are {MODES}")
@@ -96,13 +105,18 @@ class VideoDataset(Dataset):
         self.max_retries = max_retries
         self.decode_resize = decode_resize
         self.decode_threads = decode_threads
+        self.max_frame_pixels = max_frame_pixels
+        self.decode_timeout = decode_timeout
         self.epoch = 0
         table = read_annotations(annotations, root, label_map=label_map)
+        if not table.records:
+            raise DataError(f"none of the {len(table.missing)} videos listed in {annotations} is under {root} "
+                            f"(first: {table.missing[0]})")
         self.classes = table.classes
         self.video_paths = [r.path for r in table.records]
         self.labels = [r.label for r in table.records]
         self.num_missing = len(table.missing)
-        self.failures: dict[str, str] = {}  # path -> reason, in this process
+        self.failures: dict[str, str] = {}  # path -> reason, in this process (worker)
         self.train_transform = TrainTransform(crop_size=crop_size, scale=tuple(train_scale), flip_prob=flip_prob,
                                               mean=mean, std=std)
         self.test_transform = TestTransform(crop_size=test_crop_size or test_scale, short_side=test_scale,
@@ -140,6 +154,7 @@ class VideoDataset(Dataset):
 
     def _train_item(self, index: int) -> dict:
         video_index = index
+        failures = []
         for attempt in range(self.max_retries + 1):
             rng = self.rng(index, attempt)
             if attempt > 0:  # a bad video is replaced by another one, chosen by the same generator
@@ -149,18 +164,17 @@ class VideoDataset(Dataset):
             try:
                 frames = self.decode_train_clip(path, float(rng.random()), params.short_side)
             except VideoDecodeError as e:
-                self._record_failure(path, str(e))
+                failures.append(self._record_failure(path, e.reason))
                 continue
             video = self.train_transform(frames, params)
             return {"video": video, "label": self.labels[video_index], "video_index": video_index,
-                    "view_index": 0, "ok": True}
-        raise RuntimeError(
-            f"{self.max_retries + 1} videos in a row could not be decoded (last: {path}); "
-            f"check the dataset with tools/check_dataset.py"
-        )
+                    "view_index": 0, "ok": True, "failures": failures}
+        size = self.train_transform.crop_size
+        return {"video": torch.zeros(3, self.num_frames, size, size), "label": self.labels[video_index],
+                "video_index": video_index, "view_index": 0, "ok": False, "failures": failures}
 
     def decode_train_clip(self, path: str, u: float, short_side: int) -> torch.Tensor:
-        with VideoReader(path, threads=self.decode_threads) as reader:
+        with self._reader(path) as reader:
             info = reader.info
             start = train_clip_start(info.duration, clip_span(self.num_frames, self.sampling_rate, info.fps), u)
             times = clip_times(start, self.num_frames, self.sampling_rate, info.fps)
@@ -171,17 +185,18 @@ class VideoDataset(Dataset):
         video_index, view_index = divmod(index, self.num_views)
         clip_index, crop_index = divmod(view_index, self.num_crops)
         path = self.video_paths[video_index]
-        ok = True
-        try:
-            frames = self.decode_test_clip(video_index, clip_index)
-            video = self.test_transform(frames, crop_index)
-        except VideoDecodeError as e:
-            self._record_failure(path, str(e))
+        reason = self.failures.get(path)  # a video that failed once is not decoded again
+        if reason is None:
+            try:
+                frames = self.decode_test_clip(video_index, clip_index)
+                video = self.test_transform(frames, crop_index)
+            except VideoDecodeError as e:
+                reason = self._record_failure(path, e.reason)[1]
+        if reason is not None:
             size = self.test_transform.crop_size
             video = torch.zeros(3, self.num_frames, size, size)
-            ok = False
         return {"video": video, "label": self.labels[video_index], "video_index": video_index,
-                "view_index": view_index, "ok": ok}
+                "view_index": view_index, "ok": reason is None, "failures": [] if reason is None else [(path, reason)]}
 
     def decode_test_clip(self, video_index: int, clip_index: int) -> torch.Tensor:
         """uint8 (T, C, H, W) frames of test clip ``clip_index``; the last one is cached for the crops."""
@@ -190,7 +205,7 @@ class VideoDataset(Dataset):
             return self._cache_value
         path = self.video_paths[video_index]
         short_side = self.test_transform.short_side if self.decode_resize else None
-        with VideoReader(path, threads=self.decode_threads) as reader:
+        with self._reader(path) as reader:
             info = reader.info
             span = clip_span(self.num_frames, self.sampling_rate, info.fps)
             start = test_clip_start(info.duration, span, clip_index, self.num_clips)
@@ -200,8 +215,10 @@ class VideoDataset(Dataset):
         self._cache_key, self._cache_value = key, frames
         return frames
 
-    def _record_failure(self, path: str, reason: str) -> None:
-        if path not in self.failures:
-            self.failures[path] = reason
-            logger.warning("cannot decode %s (%s); %s", path, reason,
-                           "using another video" if self.mode == "train" else "marking its views failed")
+    def _reader(self, path: str) -> VideoReader:
+        return VideoReader(path, threads=self.decode_threads, max_frame_pixels=self.max_frame_pixels,
+                           decode_timeout=self.decode_timeout)
+
+    def _record_failure(self, path: str, reason: str) -> tuple[str, str]:
+        self.failures.setdefault(path, reason)
+        return path, reason

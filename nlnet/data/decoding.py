@@ -15,18 +15,25 @@ Correctness details (each has a test in ``tests/data/test_decoding.py``):
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
+import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-__all__ = ["VideoDecodeError", "VideoInfo", "VideoReader", "scaled_size"]
+__all__ = ["VideoDecodeError", "VideoInfo", "VideoReader", "scaled_size", "MAX_FRAME_PIXELS", "DECODE_TIMEOUT"]
+
+# Default caps of what one clip may cost (configurable per dataset): frames over 4096x4096 pixels
+# (4K UHD is 3840x2160) and more than a minute of decoding per clip are failures, not work.
+MAX_FRAME_PIXELS = 4096 * 4096
+DECODE_TIMEOUT = 60.0
 
 # A target time matches a frame shown up to this fraction of a frame period later (float slack).
 _SLACK = 0.01
@@ -46,7 +53,17 @@ def _reformatter() -> VideoReformatter:
 
 
 class VideoDecodeError(RuntimeError):
-    """A file that cannot be read as a video (corrupt, truncated, empty, audio-only, not a video)."""
+    """A file that cannot be read as a video (corrupt, truncated, empty, audio-only, not a video, over a cap).
+
+    Args:
+        reason: what is wrong, one line.
+        path: the file (named first in the message).
+    """
+
+    def __init__(self, reason: str, path: str | None = None) -> None:
+        super().__init__(f"{path}: {reason}" if path else reason)
+        self.reason = reason
+        self.path = path
 
 
 @dataclass(frozen=True)
@@ -84,37 +101,38 @@ class VideoReader:
     """An open video file: ``info`` for sampling, ``read(times, short_side)`` for a clip.
 
     Use as a context manager (``with VideoReader(path) as reader: ...``) so the file is closed.
+    Every error PyAV or FFmpeg raises on a damaged file becomes a ``VideoDecodeError`` naming the
+    file; a seek that fails or lands outside the clip (a damaged index) falls back to decoding from
+    the first packet.
 
     Args:
         path: the video file.
         threads: FFmpeg decoding threads (0: FFmpeg chooses); frame and slice threading are
             enabled (``thread_type = "AUTO"``).
         interpolation: FFmpeg (swscale) scaling filter, e.g. ``BILINEAR``, ``AREA``, ``BICUBIC``.
+        max_frame_pixels: refuse a video whose frames are larger (width x height, as declared by the
+            file and as decoded); None: no cap. A few KB can declare 8192x8192 frames.
+        decode_timeout: seconds one ``read`` may take before it fails (None: no limit).
 
     Raises:
-        VideoDecodeError: the file cannot be opened or has no video stream.
+        VideoDecodeError: the file cannot be opened, has no decodable video stream or is over the cap.
     """
 
-    def __init__(self, path: str | os.PathLike, *, threads: int = 0, interpolation: str = "BILINEAR") -> None:
+    def __init__(self, path: str | os.PathLike, *, threads: int = 0, interpolation: str = "BILINEAR",
+                 max_frame_pixels: int | None = MAX_FRAME_PIXELS, decode_timeout: float | None = None) -> None:
         self.path = str(path)
+        self.threads = threads
         self.interpolation = interpolation
+        self.max_frame_pixels = max_frame_pixels
+        self.decode_timeout = decode_timeout
+        with self._reported("cannot open"):
+            self._open()
         try:
-            self.container = av.open(self.path, metadata_errors="ignore")
-        except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as e:
-            raise VideoDecodeError(f"cannot open: {type(e).__name__}: {e}") from None
-        if not self.container.streams.video:
-            self.container.close()
-            raise VideoDecodeError("no video stream")
-        self.stream = self.container.streams.video[0]
-        self.stream.thread_type = "AUTO"
-        self.stream.thread_count = threads
-        self.time_base = self.stream.time_base or Fraction(1, 1000)
-        self.start_pts = self.stream.start_time
-        if self.start_pts is None:
-            self.start_pts = 0
-        try:
-            self.info = self._probe()
-        except Exception:
+            with self._reported("cannot read the stream header"):
+                self.time_base = self.stream.time_base or Fraction(1, 1000)
+                self.start_pts = self.stream.start_time or 0
+                self.info = self._probe()
+        except VideoDecodeError:
             self.container.close()
             raise
 
@@ -127,18 +145,54 @@ class VideoReader:
     def close(self) -> None:
         self.container.close()
 
+    @contextlib.contextmanager
+    def _reported(self, action: str) -> Iterator[None]:
+        """Any error inside becomes a ``VideoDecodeError`` naming the file (the data boundary)."""
+        try:
+            yield
+        except VideoDecodeError as e:
+            raise VideoDecodeError(e.reason, self.path) from None
+        except Exception as e:  # PyAV raises FFmpegError, OSError, ValueError, AttributeError, ... on damaged files
+            raise VideoDecodeError(f"{action}: {type(e).__name__}: {' '.join(str(e).split())}", self.path) from None
+
+    def _open(self) -> None:
+        self.container = av.open(self.path, metadata_errors="ignore")
+        if not self.container.streams.video:
+            self.container.close()
+            raise VideoDecodeError("no video stream")
+        self.stream = self.container.streams.video[0]
+        if self.stream.codec_context is None:
+            self.container.close()
+            raise VideoDecodeError("no decoder for the video stream (unknown or damaged codec id)")
+        self.stream.thread_type = "AUTO"
+        self.stream.thread_count = self.threads
+
+    def _rewind(self) -> None:
+        """Back to the first packet: seek to the start, or open the file again when seeking fails."""
+        try:
+            self.container.seek(self.start_pts, stream=self.stream, backward=True)
+        except av.FFmpegError:
+            self.container.close()
+            self._open()
+
+    def _check_size(self, width: int, height: int) -> None:
+        if self.max_frame_pixels is not None and width * height > self.max_frame_pixels:
+            raise VideoDecodeError(f"frames of {width}x{height} are over the cap of {self.max_frame_pixels} pixels "
+                                   "(max_frame_pixels)")
+
     def _probe(self) -> VideoInfo:
         stream = self.stream
         width = stream.codec_context.width
         height = stream.codec_context.height
         if not width or not height:
             raise VideoDecodeError("video stream has no frame size")
+        self._check_size(width, height)
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         duration = None
         if stream.duration and stream.duration > 0:
             duration = float(stream.duration * self.time_base)
         else:  # .mkv/.webm: no stream duration; read the last packets' timestamps (no decoding)
-            duration = self._duration_from_last_packets()
+            duration = self._duration_from_packets()
         if duration is None or duration <= 0:
             raise VideoDecodeError("video stream has no duration (empty or truncated)")
         num_frames = stream.frames
@@ -149,21 +203,23 @@ class VideoReader:
             num_frames = max(1, int(round(duration * fps)))
         return VideoInfo(duration=duration, fps=fps, num_frames=int(num_frames), width=width, height=height)
 
-    def _duration_from_last_packets(self) -> float | None:
+    def _duration_from_packets(self) -> float | None:
+        """The end of the last packet: from a seek near the end, else (no index) from every packet."""
         end = None
-        try:
-            self.container.seek(2**62, stream=self.stream, backward=True)
-            for packet in self.container.demux(self.stream):
-                if packet.pts is None:
-                    continue
-                stop = packet.pts + (packet.duration or 0)
-                end = stop if end is None else max(end, stop)
-            self.container.seek(self.start_pts, stream=self.stream, backward=True)
-        except av.FFmpegError:
-            return None
-        if end is None:
-            return None
-        return float((end - self.start_pts) * self.time_base)
+        for seek in (True, False):
+            try:
+                if seek:
+                    self.container.seek(2**62, stream=self.stream, backward=True)
+                for packet in self.container.demux(self.stream):
+                    if packet.pts is not None:
+                        stop = packet.pts + (packet.duration or 0)
+                        end = stop if end is None else max(end, stop)
+            except av.FFmpegError:
+                pass
+            self._rewind()
+            if end is not None:
+                return float((end - self.start_pts) * self.time_base)
+        return None
 
     def read(self, times: Sequence[float], *, short_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Frames shown at the given times.
@@ -178,28 +234,41 @@ class VideoReader:
             presentation time (seconds from the first frame) of the frame chosen for each target.
 
         Raises:
-            VideoDecodeError: nothing could be decoded.
+            VideoDecodeError: nothing could be decoded, corrupt or truncated data, over a cap.
         """
         targets = np.asarray(times, dtype=np.float64)
         if targets.ndim != 1 or len(targets) == 0:
             raise ValueError(f"times must be a non-empty 1-D sequence, got shape {targets.shape}")
         if np.any(np.diff(targets) < 0):
             raise ValueError("times must be in increasing order")
-        slack = _SLACK / self.info.fps
-        chosen = self._decode(targets, slack, seek=targets[0] > slack)
-        if chosen is None:
-            raise VideoDecodeError("no frame could be decoded")
-        try:
+        deadline = None if self.decode_timeout is None else time.monotonic() + self.decode_timeout
+        with self._reported("cannot decode"):
+            slack = _SLACK / self.info.fps
+            chosen = None
+            if targets[0] > slack and self._seek(targets[0]):
+                chosen = self._decode(targets, slack, seek=True, deadline=deadline)
+            if chosen is None:  # no seek, a failed one, or one that landed outside the clip: from the start
+                self._rewind()
+                chosen = self._decode(targets, slack, seek=False, deadline=deadline)
+            if chosen is None:
+                raise VideoDecodeError("no frame could be decoded")
             return self._convert(chosen, short_side)
-        except (av.FFmpegError, ValueError) as e:
-            raise VideoDecodeError(f"cannot convert frames: {e}") from None
+
+    def _seek(self, t: float) -> bool:
+        """Seek to the keyframe at or before ``t`` seconds; False when FFmpeg cannot."""
+        try:
+            self.container.seek(self.start_pts + int(math.floor(t / self.time_base)), stream=self.stream,
+                                backward=True, any_frame=False)
+        except av.FFmpegError:
+            return False
+        return True
 
     def frames_between(self, start: float, end: float):
         """Yield ``(time, frame)`` for every frame shown in ``[start, end)`` seconds (decoded, not converted)."""
-        slack = _SLACK / self.info.fps
-        seek_pts = self.start_pts + int(math.floor(max(start, 0.0) / self.time_base))
-        self.container.seek(seek_pts if start > slack else self.start_pts, stream=self.stream, backward=True)
-        try:
+        with self._reported("corrupt data"):
+            slack = _SLACK / self.info.fps
+            if not (start > slack and self._seek(start)):
+                self._rewind()
             for frame in self.container.decode(self.stream):
                 pts = frame.pts if frame.pts is not None else frame.dts
                 if pts is None:
@@ -209,30 +278,21 @@ class VideoReader:
                     break
                 if t >= start - slack:
                     yield t, frame
-        except av.FFmpegError as e:
-            raise VideoDecodeError(f"corrupt data: {e}") from None
 
     def count_frames(self) -> int:
         """Decode every frame (no conversion) and count them; raises on corrupt data."""
         count = 0
-        try:
-            self.container.seek(self.start_pts, stream=self.stream, backward=True)
-            for _ in self.container.decode(self.stream):
+        with self._reported("corrupt data"):
+            self._rewind()
+            for frame in self.container.decode(self.stream):
+                self._check_size(frame.width, frame.height)
                 count += 1
-        except av.FFmpegError as e:
-            raise VideoDecodeError(f"corrupt data after {count} frames: {e}") from None
         return count
 
-    def _decode(self, targets: np.ndarray, slack: float, *, seek: bool):
-        """For each target, the last frame shown at or before it: list of (time, frame)."""
+    def _decode(self, targets: np.ndarray, slack: float, *, seek: bool, deadline: float | None):
+        """For each target, the last frame shown at or before it: list of (time, frame); None when
+        nothing was decoded or (after a seek) the first frame is already past the first target."""
         tb = self.time_base
-        if seek:
-            seek_pts = self.start_pts + int(math.floor(targets[0] / tb))
-            try:
-                self.container.seek(seek_pts, stream=self.stream, backward=True, any_frame=False)
-            except av.FFmpegError:
-                seek = False
-                self.container.seek(self.start_pts, stream=self.stream, backward=True)
         # Frames more than _SKIP_MARGIN before the window are only decoded if other frames refer to
         # them: FFmpeg drops non-reference frames (skip_frame=NONREF), which changes no other frame.
         skip_until = self.start_pts + int(math.floor((targets[0] - _SKIP_MARGIN) / tb))
@@ -247,10 +307,11 @@ class VideoReader:
                     continue
                 t = float((pts - self.start_pts) * tb)
                 if prev is None and seek and t > targets[0] + slack:
-                    # the seek landed after the window (bad index): decode from the start instead
-                    frames.close()
-                    self.container.seek(self.start_pts, stream=self.stream, backward=True)
-                    return self._decode(targets, slack, seek=False)
+                    return None  # the seek landed after the window (bad index)
+                self._check_size(frame.width, frame.height)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise VideoDecodeError(f"decoding took more than {self.decode_timeout:g}s (decode_timeout), "
+                                           f"at {t:.2f}s of the video")
                 # targets before this frame's time are shown by the previous frame (or by this one
                 # when it is the first frame: clamp)
                 while k < len(targets) and targets[k] + slack < t:
@@ -259,9 +320,10 @@ class VideoReader:
                 prev = (t, frame)
                 if k == len(targets):
                     break
-            frames.close()
         except av.FFmpegError as e:
             raise VideoDecodeError(f"corrupt data at {prev[0] if prev else 0:.2f}s: {e}") from None
+        finally:
+            frames.close()
         if prev is None:
             return None
         if k < len(targets) and prev[0] + 1.0 / self.info.fps < self.info.duration - max(1.0, 0.1 * self.info.duration):

@@ -5,12 +5,13 @@ Input: the official CSVs and a folder of raw downloads named by YouTube id
 is found too). Output: ``<out>/<split>/<label>/<youtube_id>_<start:06d>_<end:06d>.mp4`` with the
 short side rescaled (256 in the paper, §4.1), timestamps kept (variable frame rate stays correct),
 audio dropped, the display rotation kept as metadata, plus ``<out>/<csv name>`` listing the
-segments that were produced. Each output is written to a temporary name and renamed, so an
-interrupted run is resumed by running it again (finished outputs are skipped).
+segments that were produced; Kinetics' ``validate.csv`` is written as ``val.csv``, the name the data
+configs read (``data.val.annotations``), so ``data.root=<out>`` is all a training run needs. Each
+output is written to a temporary name and renamed, so an interrupted run is resumed by running it
+again (finished outputs are skipped).
 """
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -19,13 +20,24 @@ from pathlib import Path
 
 import av
 
-from .annotations import VIDEO_EXTENSIONS, kinetics_filename, write_kinetics_csv
+from nlnet.utils.errors import DataError
+from nlnet.utils.io import atomic_path
+
+from .annotations import VIDEO_EXTENSIONS, read_kinetics_rows, write_kinetics_csv
 from .decoding import VideoDecodeError, VideoReader, scaled_size
 
-__all__ = ["PrepareJob", "find_raw_video", "cut_and_rescale", "prepare_kinetics"]
+__all__ = ["PrepareJob", "find_raw_video", "cut_and_rescale", "prepare_kinetics", "output_csv_name"]
 
 _RAW_EXTENSIONS = VIDEO_EXTENSIONS + (".mov", ".avi", ".flv", ".3gp")
 _OUT_TIME_BASE = Fraction(1, 1000)
+# Kinetics ships train.csv, validate.csv and test.csv; the data configs read <root>/train.csv and <root>/val.csv.
+_OUTPUT_CSV_NAMES = {"validate.csv": "val.csv"}
+
+
+def output_csv_name(csv_file: str | os.PathLike) -> str:
+    """The name of the annotation file written for an official CSV (``validate.csv`` -> ``val.csv``)."""
+    name = Path(csv_file).name
+    return _OUTPUT_CSV_NAMES.get(name, name)
 
 
 @dataclass(frozen=True)
@@ -68,7 +80,8 @@ def cut_and_rescale(
 
     Args:
         src: raw video.
-        dst: output path; written to a temporary name in the same folder, then renamed.
+        dst: output path; written to a temporary name in the same folder, then renamed (parent
+            folders are created).
         start: segment start in seconds.
         end: segment end in seconds.
         short_side: rescale so the shorter side is this long (None: keep the size).
@@ -83,42 +96,35 @@ def cut_and_rescale(
     Raises:
         VideoDecodeError: the source cannot be read or has no frame in the segment.
     """
-    dst_path = Path(dst)
-    dst_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst_path.with_name(f".{dst_path.stem}.tmp{os.getpid()}.mp4")
     written = 0
-    try:
-        with VideoReader(src) as reader:
-            info = reader.info
-            width, height = (_even(v) for v in scaled_size(info.width, info.height, short_side))
-            out = av.open(str(tmp), "w", format="mp4")
-            try:
-                stream = out.add_stream("libx264", rate=Fraction(info.fps).limit_denominator(1001))
-                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-                stream.time_base = _OUT_TIME_BASE
-                stream.codec_context.time_base = _OUT_TIME_BASE
-                stream.options = {"crf": str(crf), "preset": preset}
-                if keyframe_interval:
-                    stream.codec_context.gop_size = max(1, int(round(keyframe_interval * info.fps)))
-                last_pts = -1
-                for t, frame in reader.frames_between(start, end):
-                    if written == 0 and frame.rotation:
-                        stream.set_display_rotation(int(frame.rotation))
-                    image = frame.reformat(width, height, "yuv420p", interpolation="AREA")
-                    pts = max(int(round((t - start) / _OUT_TIME_BASE)), last_pts + 1)
-                    image.pts, image.time_base = pts, _OUT_TIME_BASE
-                    last_pts = pts
-                    out.mux(stream.encode(image))
-                    written += 1
-                if written:
-                    out.mux(stream.encode())
-            finally:
-                out.close()
+    with atomic_path(dst) as tmp, VideoReader(src) as reader:
+        info = reader.info
+        width, height = (_even(v) for v in scaled_size(info.width, info.height, short_side))
+        out = av.open(tmp, "w", format="mp4")
+        try:
+            stream = out.add_stream("libx264", rate=Fraction(info.fps).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.time_base = _OUT_TIME_BASE
+            stream.codec_context.time_base = _OUT_TIME_BASE
+            stream.options = {"crf": str(crf), "preset": preset}
+            if keyframe_interval:
+                stream.codec_context.gop_size = max(1, int(round(keyframe_interval * info.fps)))
+            last_pts = -1
+            for t, frame in reader.frames_between(start, end):
+                if written == 0 and frame.rotation:
+                    stream.set_display_rotation(int(frame.rotation))
+                image = frame.reformat(width, height, "yuv420p", interpolation="AREA")
+                pts = max(int(round((t - start) / _OUT_TIME_BASE)), last_pts + 1)
+                image.pts, image.time_base = pts, _OUT_TIME_BASE
+                last_pts = pts
+                out.mux(stream.encode(image))
+                written += 1
+            if written:
+                out.mux(stream.encode())
+        finally:
+            out.close()
         if written == 0:
-            raise VideoDecodeError(f"no frame between {start:.2f}s and {end:.2f}s (video is {info.duration:.2f}s)")
-        os.replace(tmp, dst_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+            raise VideoDecodeError(f"no frame between {start:.2f}s and {end:.2f}s (video is {info.duration:.2f}s)", src)
     return written
 
 
@@ -161,20 +167,34 @@ def prepare_kinetics(
 
     Returns:
         ``{"done", "skipped", "no_download": [ids], "failed": {dst: reason}, "csv": [paths]}``;
-        every output CSV lists the segments that exist in ``out_dir`` after the run.
+        every output CSV (:func:`output_csv_name`) lists the segments that exist in ``out_dir`` after
+        the run.
+
+    Raises:
+        FileNotFoundError: a CSV file or ``raw_dir`` does not exist.
+        DataError: a CSV is not an official Kinetics CSV or lists nothing; two CSVs map to one output.
     """
     from tqdm import tqdm
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not Path(raw_dir).is_dir():
+        raise FileNotFoundError(f"folder of raw downloads not found: {raw_dir}")
+    names = [output_csv_name(c) for c in csv_files]
+    if len(set(names)) < len(names):
+        raise DataError(f"the CSV files {[str(c) for c in csv_files]} would write the same annotation file "
+                        f"({names}); give CSVs with different names")
     tables, jobs, no_download, skipped = [], [], [], 0
     for csv_file in csv_files:
-        with open(csv_file, newline="") as f:
-            rows = list(csv.DictReader(f))
+        if not Path(csv_file).is_file():
+            raise FileNotFoundError(f"CSV file not found: {csv_file}")
+        rows = read_kinetics_rows(csv_file)
+        if not rows:
+            raise DataError(f"{csv_file} lists no videos")
         tables.append((Path(csv_file), rows))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for _, rows in tables:
         for row in rows:
-            stem = kinetics_filename(row["youtube_id"], float(row["time_start"]), float(row["time_end"]))
-            dst = out_dir / row.get("split", "").strip() / row["label"] / f"{stem}.mp4"
+            dst = out_dir / row["split"] / row["label"] / f"{row['stem']}.mp4"
             row["_dst"] = str(dst)
             if dst.is_file():
                 skipped += 1
@@ -204,9 +224,9 @@ def prepare_kinetics(
     bar.close()
     written_csv = []
     for csv_file, rows in tables:
-        target = out_dir / csv_file.name
+        target = out_dir / output_csv_name(csv_file)
         write_kinetics_csv(target, ((row["label"], row["youtube_id"], row["time_start"], row["time_end"],
-                                     row.get("split", "")) for row in rows if Path(row["_dst"]).is_file()))
+                                     row["split"]) for row in rows if Path(row["_dst"]).is_file()))
         written_csv.append(str(target))
     return {"done": len(jobs) - len(failed), "skipped": skipped, "no_download": no_download,
             "failed": failed, "csv": written_csv}

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from nlnet.utils.errors import ConfigError
+
 
 def init_distributed(device: str = "auto") -> torch.device:
     """Join the process group torchrun describes (NCCL on GPU, gloo on CPU) and pick this rank's device.
@@ -24,10 +26,13 @@ def init_distributed(device: str = "auto") -> torch.device:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
-        raise ValueError(f"trainer.device={device!r}: valid choices are auto, cpu, cuda")
+        raise ConfigError(f"trainer.device={device!r}: valid choices are auto, cpu, cuda")
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if device == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"trainer.device=cuda but this machine has {torch.cuda.device_count()} CUDA devices "
+                              f"(process {local_rank} needs one): use trainer.device=cpu or auto")
         torch.cuda.set_device(local_rank)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device == "cuda" else "gloo"

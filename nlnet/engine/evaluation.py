@@ -3,6 +3,10 @@
 Each rank predicts its share of the views; the views are gathered once, de-duplicated by
 (video_index, view_index) and averaged per video, so no video is counted twice whatever the number
 of ranks. Metrics: top-1, top-5, mean class accuracy, per-class accuracy and the confusion matrix.
+
+A video with a view that failed to decode is a failed video as a whole (left out of the metrics and
+listed with its reason): the dataset stops decoding a video after its first failure, so which of its
+other views were decoded depends on the workers; the result must not.
 """
 from __future__ import annotations
 
@@ -10,8 +14,8 @@ import contextlib
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -46,6 +50,7 @@ class VideoPredictions:
     labels: torch.Tensor  # (num_videos,) int64, -1 for a video with no view seen
     num_views: torch.Tensor  # (num_videos,) decodable views averaged
     failed: torch.Tensor  # (num_videos,) bool: every view failed to decode
+    failures: dict[str, str] = field(default_factory=dict)  # path -> reason of the videos that failed
 
     @property
     def evaluated(self) -> torch.Tensor:
@@ -112,6 +117,13 @@ def gather_views(local: ViewPredictions) -> ViewPredictions:
                              ("video_index", "view_index", "scores", "labels", "ok")))
 
 
+def fail_whole_videos(views: ViewPredictions) -> ViewPredictions:
+    """The views with every view of a video marked failed (``ok`` False) when one of them failed."""
+    failed_videos = views.video_index[~views.ok].unique()
+    ok = views.ok & ~torch.isin(views.video_index, failed_videos)
+    return ViewPredictions(views.video_index, views.view_index, views.scores, views.labels, ok)
+
+
 def aggregate_views(views: ViewPredictions, *, num_videos: int, num_classes: int) -> VideoPredictions:
     """Average the softmax scores of each video's decodable views (the paper's multi-view test).
 
@@ -174,13 +186,28 @@ def evaluate(model: nn.Module, batches: Iterable[dict[str, Any]], *, num_videos:
              precision: str = "fp32", channels_last: bool = False) -> tuple[dict[str, Any], VideoPredictions]:
     """Predict this rank's views, gather them from every rank, aggregate per video and score.
 
-    Every rank gets the same (metrics, per-video predictions).
+    Every rank gets the same (metrics, per-video predictions). A video with a failed view is failed
+    (:func:`fail_whole_videos`); ``videos.failures`` names each failed video's path and reason (from
+    the batches' ``failures``, whichever worker or rank decoded it).
     """
-    local = predict_views(model, batches, device=device, precision=precision, channels_last=channels_last)
+    failures: dict[str, str] = {}
+    local = predict_views(model, _recording_failures(batches, failures), device=device, precision=precision,
+                          channels_last=channels_last)
     if local.scores.numel() == 0:
         local.scores = torch.zeros(0, num_classes)
-    videos = aggregate_views(gather_views(local), num_videos=num_videos, num_classes=num_classes)
+    views = fail_whole_videos(gather_views(local))
+    videos = aggregate_views(views, num_videos=num_videos, num_classes=num_classes)
+    for part in du.all_gather_object(failures):
+        for path, reason in part.items():
+            videos.failures.setdefault(path, reason)
     return compute_metrics(videos, class_names=class_names, views_per_video=views_per_video), videos
+
+
+def _recording_failures(batches: Iterable[dict[str, Any]], failures: dict[str, str]) -> Iterator[dict[str, Any]]:
+    for batch in batches:
+        for path, reason in batch.get("failures", ()):
+            failures.setdefault(path, reason)
+        yield batch
 
 
 def write_results(directory: str, metrics: dict[str, Any], videos: VideoPredictions, *,
@@ -188,22 +215,27 @@ def write_results(directory: str, metrics: dict[str, Any], videos: VideoPredicti
                   extra: dict[str, Any] | None = None) -> str:
     """Write ``results.json`` (metrics) and ``per_video_scores.json`` beside it, atomically.
 
-    ``per_video_scores.json`` holds, per video: path, label, prediction, number of views averaged,
-    failed flag and the averaged softmax scores. Returns the path of ``results.json``.
+    ``results.json`` lists the failed videos (``failed_video_paths``, ``failure_reasons``: path ->
+    reason). ``per_video_scores.json`` holds, per video: path, label, prediction, number of views
+    averaged, failed flag (and reason) and the averaged softmax scores. Returns the path of ``results.json``.
     """
     os.makedirs(directory, exist_ok=True)
     results = dict(metrics)
     results["class_names"] = list(class_names)
+    results["failed_video_paths"] = sorted(videos.failures)
+    results["failure_reasons"] = dict(sorted(videos.failures.items()))
     results.update(extra or {})
     per_video = []
     for i in range(len(videos.labels)):
+        path = video_paths[i] if video_paths is not None and i < len(video_paths) else None
         per_video.append({
             "video_index": i,
-            "path": video_paths[i] if video_paths is not None and i < len(video_paths) else None,
+            "path": path,
             "label": int(videos.labels[i]),
             "prediction": int(videos.scores[i].argmax()) if videos.num_views[i] > 0 else None,
             "num_views": int(videos.num_views[i]),
             "failed": bool(videos.failed[i]),
+            **({"reason": videos.failures.get(path)} if videos.failed[i] else {}),
             "scores": [round(float(s), 6) for s in videos.scores[i]],
         })
     results_path = os.path.join(directory, "results.json")

@@ -1,13 +1,15 @@
 """The composition roots: ``train(cfg)`` and ``test(cfg)``, called by ``tools/train.py`` and
-``tools/test.py``. They turn the config into objects (``nlnet.config.instantiate``), validate what a
-user can get wrong before any heavy work, and assemble the trainer and its hooks. No other engine
+``tools/test.py``. They validate the config before any heavy work (``nlnet.config.validate``), turn it
+into objects (``nlnet.config.instantiate``) and assemble the trainer and its hooks. No other engine
 module sees a config.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -17,55 +19,21 @@ from nlnet import config as C
 from nlnet.engine import distributed as du
 from nlnet.engine import hooks as H
 from nlnet.engine.attention_hook import clip_of_dataset
-from nlnet.engine.checkpoint import CheckpointManager, checkpoint_run_dir, load_checkpoint
+from nlnet.engine.checkpoint import CheckpointManager, checkpoint_run_dir, load_checkpoint, load_model_state
 from nlnet.engine.evaluation import evaluate, write_results
 from nlnet.engine.loader import EndlessLoader, build_eval_loader
 from nlnet.engine.schedule import build_scheduler
 from nlnet.engine.trainer import Trainer
 from nlnet.engine.weights import load_pretrained, stored_model_config
-from nlnet.utils.errors import ConfigError, one_line, root_cause
+from nlnet.utils.errors import CheckpointError, ConfigError, one_line
+from nlnet.utils.io import exclusive_lock, remove_stale_temporaries
 from nlnet.utils.logger import get_logger, setup_logging
 from nlnet.utils.seeding import seed_everything, set_rng_state
 
 
-# ---- validation (cheap, before any heavy work) -----------------------------------------------------
-def _get(node: Any, key: str, where: str) -> Any:
-    try:
-        return node.get(key) if hasattr(node, "get") else None
-    except Exception as exc:  # omegaconf's MissingMandatoryValue for "???"
-        if "Missing" in type(exc).__name__:
-            raise ConfigError(f"{where}.{key} is not set: pass {where}.{key}=PATH on the command line") from None
-        raise
-
-
-def validate_data_paths(data: Any, splits: tuple[str, ...]) -> None:
-    """Check that ``data.root`` and each split's annotation file exist; name the key and path if not."""
-    root = _get(data, "root", "data")
-    if root is not None and not os.path.isdir(str(root)):
-        hint = (" (create the demo dataset with: python tools/make_synthetic_dataset.py --root "
-                f"{root})" if "synthetic" in str(root) else "")
-        raise ConfigError(f"data.root: directory not found: {root}{hint}")
-    for split in splits:
-        node = _get(data, split, "data")
-        if node is None:
-            raise ConfigError(f"data.{split} is not configured")
-        annotations = _get(node, "annotations", f"data.{split}")
-        if annotations is not None and not os.path.isfile(str(annotations)):
-            raise ConfigError(f"data.{split}.annotations: file not found: {annotations}")
-
-
 def build_model(model_cfg: Any) -> nn.Module:
-    """``instantiate(cfg.model.net)``, with construction errors turned into one line naming the node."""
-    try:
-        return C.instantiate(model_cfg.net)
-    except Exception as exc:
-        message = one_line(root_cause(exc))
-        for group in ("nonlocal", "net"):  # name the config key the message is about, if any
-            node = model_cfg.get(group) or {}
-            for key in node:
-                if f"{key}=" in message:
-                    raise ConfigError(f"model.{group}.{key}: {message}") from exc
-        raise ConfigError(f"cannot build model.net ({model_cfg.net.get('_target_')}): {message}") from exc
+    """The network of a ``model`` config (``instantiate(model_cfg.net)``; errors name the config key)."""
+    return C.instantiate(model_cfg.net)
 
 
 def check_num_classes(model: nn.Module, classes: list[str], annotations: Any) -> None:
@@ -77,33 +45,50 @@ def check_num_classes(model: nn.Module, classes: list[str], annotations: Any) ->
         )
 
 
-def _build_dataset(node: Any, **overrides: Any) -> Any:
-    try:
-        return C.instantiate(node, **overrides)
-    except (FileNotFoundError, NotADirectoryError) as exc:
-        raise ConfigError(one_line(exc)) from exc
-
-
 def _log_header(cfg: Any, run_dir: str, device: torch.device) -> None:
     log = get_logger()
     log.info(f"run directory: {run_dir}")
     log.info(f"device: {device}, processes: {du.get_world_size()}, torch {torch.__version__}")
 
 
+@contextlib.contextmanager
+def _own_run_directory(run_dir: str) -> Iterator[None]:
+    """Rank 0 locks the run directory against a second writer and removes what interrupted writes left;
+    every rank sets up logging."""
+    holder: contextlib.AbstractContextManager = exclusive_lock(run_dir) if du.is_main_process() else \
+        contextlib.nullcontext()
+    with holder as previous:
+        setup_logging(run_dir, rank=du.get_rank())
+        if previous:
+            get_logger().warning(f"took over the lock of {run_dir} left by {previous}, which is no longer running")
+        if du.is_main_process():
+            for path in remove_stale_temporaries(run_dir) + remove_stale_temporaries(os.path.join(run_dir, "checkpoints")):
+                get_logger().info(f"removed {path}, left by an interrupted write")
+        yield
+
+
 # ---- training ---------------------------------------------------------------------------------------
 def train(cfg: Any) -> dict[str, Any]:
     """Train (and optionally test) the run ``cfg`` describes; resumes from ``cfg.resume`` or from the
-    newest checkpoint in the run directory.
+    newest intact checkpoint in the run directory.
 
     Returns:
         A summary: run_dir, iteration, stopped (reason or None), exit_code, metrics, results_path.
     """
     t_cfg = cfg.trainer
+    C.validate(cfg, splits=("train", "val") if (t_cfg.eval_period or t_cfg.test_at_end) else ("train",))
     run_dir = os.path.abspath(str(cfg.run_dir))
-    validate_data_paths(cfg.data, ("train", "val") if (t_cfg.eval_period or t_cfg.test_at_end) else ("train",))
     device = du.init_distributed(str(t_cfg.device))
+    try:
+        with _own_run_directory(run_dir):
+            return _train(cfg, run_dir, device)
+    finally:
+        du.cleanup()
+
+
+def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
+    t_cfg = cfg.trainer
     rank, world = du.get_rank(), du.get_world_size()
-    setup_logging(run_dir, rank=rank)
     log = get_logger()
     _log_header(cfg, run_dir, device)
     if t_cfg.sync_bn and world > 1 and device.type != "cuda":
@@ -114,10 +99,10 @@ def train(cfg: Any) -> dict[str, Any]:
 
     model = build_model(cfg.model)
     manager = CheckpointManager(directory=os.path.join(run_dir, "checkpoints"), keep_last=int(t_cfg.keep_last))
-    resume_path = cfg.get("resume") or (manager.latest() if t_cfg.auto_resume else None)
-    if not resume_path and cfg.model.get("pretrained"):  # a fresh start: ImageNet inflation
+    resume_path, state = _checkpoint_to_resume(cfg, manager)
+    if state is None and cfg.model.get("pretrained"):  # a fresh start: ImageNet inflation
         load_pretrained(model, str(cfg.model.pretrained))
-    train_set = _build_dataset(cfg.data.train)
+    train_set = C.instantiate(cfg.data.train)
     classes = list(train_set.classes)
     check_num_classes(model, classes, cfg.data.train.get("annotations"))
     log.info(f"model: {type(model).__name__} with {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
@@ -139,15 +124,16 @@ def train(cfg: Any) -> dict[str, Any]:
         train_module = torch.compile(train_module)
 
     num_workers = int(cfg.data.num_workers)
-    data = EndlessLoader(dataset=train_set, batch_size=batch_size, num_workers=num_workers, num_replicas=world,
-                         rank=rank, seed=int(t_cfg.seed), pin_memory=device.type == "cuda")
+    loader_kw = dict(batch_size=batch_size, num_workers=num_workers, num_replicas=world, rank=rank,
+                     worker_threads=int(cfg.data.get("worker_threads") or 1), failures={})  # one log line per bad file
+    data = EndlessLoader(dataset=train_set, seed=int(t_cfg.seed), pin_memory=device.type == "cuda", **loader_kw)
     trainer = Trainer(model=model, optimizer=optimizer, scheduler=scheduler, data=data,
                       max_iter=int(t_cfg.max_iter), device=device, train_module=train_module,
                       precision=str(t_cfg.precision), grad_clip_norm=t_cfg.grad_clip_norm,
                       channels_last=bool(t_cfg.channels_last))
 
-    if resume_path:
-        _resume(trainer, str(resume_path), seed=int(t_cfg.seed))
+    if state is not None:
+        _resume(trainer, resume_path, state, seed=int(t_cfg.seed))
 
     resolved = C.to_container(cfg)
     config_text = C.to_yaml(cfg)
@@ -156,24 +142,25 @@ def train(cfg: Any) -> dict[str, Any]:
             f.write(config_text)
     eval_kw = dict(device=device, precision=str(t_cfg.precision), channels_last=bool(t_cfg.channels_last),
                    batch_size=int(t_cfg.eval_batch_size or batch_size), num_workers=num_workers,
-                   class_names=classes)
+                   worker_threads=loader_kw["worker_threads"], class_names=classes)
     hooks: list[H.HookBase] = [H.SignalHandler()]
     if t_cfg.precise_bn_iters > 0:
-        def precise_bn_batches(iteration: int) -> EndlessLoader:
-            return EndlessLoader(dataset=train_set, batch_size=batch_size, num_workers=num_workers,
-                                 num_replicas=world, rank=rank, seed=int(t_cfg.seed) + 1 + iteration)
+        def precise_bn_batches(iteration: int) -> Iterator[Any]:
+            with contextlib.closing(EndlessLoader(dataset=train_set, seed=int(t_cfg.seed) + 1 + iteration,
+                                                  **loader_kw)) as batches:
+                yield from batches
         hooks.append(H.PreciseBN(batches=precise_bn_batches, num_iters=int(t_cfg.precise_bn_iters),
                                  periods=(int(t_cfg.checkpoint_period), int(t_cfg.eval_period))))
     hooks.append(H.Checkpointer(manager=manager, period=int(t_cfg.checkpoint_period),
                                 extra={"config": resolved, "class_names": classes}))
     if t_cfg.eval_period > 0:
         val_overrides = {} if t_cfg.eval_multi_view else {"num_clips": 1, "num_crops": 1}
-        val_set = _build_dataset(cfg.data.val, **val_overrides)
+        val_set = C.instantiate(cfg.data.val, **val_overrides)
         hooks.append(H.EvalHook(period=int(t_cfg.eval_period), at_end=not t_cfg.test_at_end,
                                 evaluate=lambda: {**_evaluate_dataset(model, val_set, **eval_kw), "tag": "val"}))
     results: dict[str, Any] = {}
     if t_cfg.test_at_end:
-        test_set = _build_dataset(cfg.data.val)
+        test_set = C.instantiate(cfg.data.val)
 
         def final_test() -> dict[str, Any]:
             metrics, path = _test_and_write(model, test_set, output_dir=run_dir, checkpoint=manager.path(trainer.iter),
@@ -199,8 +186,8 @@ def train(cfg: Any) -> dict[str, Any]:
     trainer.register_hooks(hooks)
 
     start = time.perf_counter()
-    trainer.train()
-    data.close()
+    with contextlib.closing(data):  # the workers end here, also on an error
+        trainer.train()
     if trainer.start_iter >= trainer.max_iter:
         log.info(f"{run_dir} is already trained to iteration {trainer.iter}; to train again, delete it "
                  "or change an override")
@@ -220,13 +207,29 @@ def train(cfg: Any) -> dict[str, Any]:
                      f"({m['num_videos']} videos x {m['views_per_video']} views, {m['failed_videos']} failed)")
             log.info(f"results: {results['results_path']}")
         log.info(f"TensorBoard: tensorboard --logdir {run_dir}")
-    du.cleanup()
     return summary
 
 
-def _resume(trainer: Trainer, path: str, *, seed: int) -> None:
-    state = load_checkpoint(path, map_location="cpu")
-    trainer.load_state_dict(state)
+def _checkpoint_to_resume(cfg: Any, manager: CheckpointManager) -> tuple[str | None, dict | None]:
+    """``resume=PATH`` (refused when damaged), else with ``trainer.auto_resume`` the newest intact
+    checkpoint of the run directory (damaged newer ones are skipped with a warning)."""
+    if cfg.get("resume"):
+        return str(cfg.resume), load_checkpoint(str(cfg.resume), map_location="cpu")
+    if not cfg.trainer.auto_resume:
+        return None, None
+    path, state, skipped = manager.load_latest(map_location="cpu")
+    for message in skipped:
+        get_logger().warning(f"{message}: skipped; " + (f"resuming from {path}" if path else "starting afresh"))
+    return path, state
+
+
+def _resume(trainer: Trainer, path: str, state: dict[str, Any], *, seed: int) -> None:
+    load_model_state(trainer.model, state, path)
+    try:
+        trainer.load_state_dict(state)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint {path} does not fit this run ({one_line(e)}); resume from a checkpoint "
+                              "of the same configuration, or use another run directory") from e
     rank, world = du.get_rank(), du.get_world_size()
     rng_states = state.get("rng_states") or []
     if state.get("world_size") == world and len(rng_states) == world:
@@ -239,19 +242,16 @@ def _resume(trainer: Trainer, path: str, *, seed: int) -> None:
 
 
 # ---- evaluation -------------------------------------------------------------------------------------
-def _evaluate_dataset(model: nn.Module, dataset: Any, *, device: torch.device, precision: str, channels_last: bool,
-                      batch_size: int, num_workers: int, class_names: list[str]) -> dict[str, Any]:
-    metrics, _ = _evaluate_with_videos(model, dataset, device=device, precision=precision,
-                                       channels_last=channels_last, batch_size=batch_size, num_workers=num_workers,
-                                       class_names=class_names)
-    return metrics
+def _evaluate_dataset(model: nn.Module, dataset: Any, **kw: Any) -> dict[str, Any]:
+    return _evaluate_with_videos(model, dataset, **kw)[0]
 
 
 def _evaluate_with_videos(model: nn.Module, dataset: Any, *, device: torch.device, precision: str,
-                          channels_last: bool, batch_size: int, num_workers: int, class_names: list[str]) -> tuple:
+                          channels_last: bool, batch_size: int, num_workers: int, worker_threads: int,
+                          class_names: list[str]) -> tuple:
     loader = build_eval_loader(dataset=dataset, batch_size=batch_size, num_workers=num_workers,
                                num_replicas=du.get_world_size(), rank=du.get_rank(),
-                               pin_memory=device.type == "cuda")
+                               pin_memory=device.type == "cuda", worker_threads=worker_threads)
     return evaluate(model, loader, num_videos=int(dataset.num_videos), num_classes=len(class_names), device=device,
                     class_names=class_names, views_per_video=int(dataset.num_views), precision=precision,
                     channels_last=channels_last)
@@ -262,9 +262,11 @@ def _test_and_write(model: nn.Module, dataset: Any, *, output_dir: str, checkpoi
     metrics, videos = _evaluate_with_videos(model, dataset, **kw)
     path = os.path.join(output_dir, "results.json")
     if du.is_main_process():
-        extra = {"checkpoint": checkpoint, "failed_video_paths": sorted(getattr(dataset, "failures", {}) or {})}
         path = write_results(output_dir, metrics, videos, class_names=kw["class_names"],
-                             video_paths=list(getattr(dataset, "video_paths", []) or []), extra=extra)
+                             video_paths=list(getattr(dataset, "video_paths", []) or []),
+                             extra={"checkpoint": checkpoint})
+        for failed, reason in sorted(videos.failures.items()):
+            get_logger().warning(f"cannot decode {failed} ({reason}); left out of the results")
     du.barrier()
     return metrics, path
 
@@ -274,7 +276,7 @@ def test(cfg: Any) -> dict[str, Any]:
     ``cfg.output_dir`` (default: the checkpoint's run directory).
 
     ``cfg`` is the checkpoint's stored config with the command line's overrides applied
-    (``tools/test.py`` does the merge).
+    (``nlnet.config.apply_overrides``).
 
     Returns:
         The metrics (top1, top5, mean_class_accuracy, ...) plus results_path.
@@ -283,31 +285,39 @@ def test(cfg: Any) -> dict[str, Any]:
     if not os.path.isfile(checkpoint):
         raise ConfigError(f"checkpoint: file not found: {checkpoint}")
     output_dir = os.path.abspath(str(cfg.get("output_dir") or checkpoint_run_dir(checkpoint)))
-    validate_data_paths(cfg.data, ("val",))
+    C.validate(cfg, splits=("val",))
     device = du.init_distributed(str(cfg.trainer.device))
+    try:
+        return _test(cfg, checkpoint, output_dir, device)
+    finally:
+        du.cleanup()
+
+
+def _test(cfg: Any, checkpoint: str, output_dir: str, device: torch.device) -> dict[str, Any]:
     if cfg.trainer.get("num_threads"):
         torch.set_num_threads(int(cfg.trainer.num_threads))
     setup_logging(output_dir, rank=du.get_rank(), filename="test_log.txt")
     log = get_logger()
     state = load_checkpoint(checkpoint, map_location="cpu")
     model = build_model(stored_model_config(cfg.model))  # never inflates: the weights are the checkpoint's
-    model.load_state_dict(state["model"])
+    load_model_state(model, state, checkpoint)
     model.to(device)
     if cfg.trainer.channels_last:
         model.to(memory_format=torch.channels_last_3d)
-    dataset = _build_dataset(cfg.data.val)
+    dataset = C.instantiate(cfg.data.val)
     class_names = list(state.get("class_names") or dataset.classes)
     if list(dataset.classes) != class_names:
         raise ConfigError(f"data.val.annotations: its {len(dataset.classes)} classes differ from the "
                           f"{len(class_names)} the checkpoint was trained on")
     log.info(f"testing {checkpoint} (iteration {state.get('iteration')}) on {dataset.num_videos} videos x "
-             f"{dataset.num_views} views")
+             f"{dataset.num_views} views of {dataset.num_frames} frames at stride {dataset.sampling_rate}")
     start = time.perf_counter()
     batch_size = int(cfg.trainer.get("eval_batch_size") or cfg.data.batch_size)
     metrics, path = _test_and_write(model, dataset, output_dir=output_dir, checkpoint=os.path.abspath(checkpoint),
                                     device=device, precision=str(cfg.trainer.precision),
                                     channels_last=bool(cfg.trainer.channels_last), batch_size=batch_size,
-                                    num_workers=int(cfg.data.num_workers), class_names=class_names)
+                                    num_workers=int(cfg.data.num_workers),
+                                    worker_threads=int(cfg.data.get("worker_threads") or 1), class_names=class_names)
     if du.is_main_process() and cfg.get("logger") and "_target_" in cfg.logger:
         from torch.utils.tensorboard import SummaryWriter
 
@@ -324,5 +334,4 @@ def test(cfg: Any) -> dict[str, Any]:
              f"{metrics['mean_class_accuracy']:.2f}% ({metrics['num_videos']} videos x {metrics['views_per_video']} "
              f"views, {metrics['failed_videos']} failed) in {time.perf_counter() - start:.0f}s")
     log.info(f"results: {path}")
-    du.cleanup()
     return {**metrics, "results_path": path}

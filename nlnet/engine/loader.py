@@ -3,15 +3,25 @@
 The training position (epoch, batches consumed in it) is part of every checkpoint, so a resumed run
 sees exactly the clips the uninterrupted run would have seen (the dataset's randomness is a pure
 function of seed, epoch and index).
+
+Videos that fail to decode travel with the batches (``collate``), so the main process reports each
+bad file once, whatever the number of workers. DataLoader workers ignore SIGINT/SIGTERM (the main
+process finishes its iteration and writes a checkpoint), so the main process ends them itself: its
+loaders shut their workers down on ``close()``, and at exit any worker still alive is killed.
 """
 from __future__ import annotations
 
+import atexit
+import multiprocessing
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+
+from nlnet.utils.errors import ConfigError, DataError
+from nlnet.utils.logger import get_logger
 
 
 class ResumableDistributedSampler(Sampler[int]):
@@ -35,7 +45,7 @@ class ResumableDistributedSampler(Sampler[int]):
     def __init__(self, *, size: int, batch_size: int, num_replicas: int = 1, rank: int = 0,
                  shuffle: bool = True, seed: int = 0) -> None:
         if size < num_replicas * batch_size:
-            raise ValueError(
+            raise ConfigError(
                 f"the training set has {size} clips, fewer than one batch on every rank "
                 f"(data.batch_size={batch_size} x {num_replicas} processes)"
             )
@@ -91,19 +101,57 @@ class ShardSampler(Sampler[int]):
 
 def _ignore_interrupts() -> None:
     # DataLoader workers leave SIGINT/SIGTERM to the main process, which finishes the iteration,
-    # writes a checkpoint and then shuts the workers down (Ctrl-C reaches the whole process group).
+    # writes a checkpoint and then shuts the workers down (Ctrl-C reaches the whole process group;
+    # a worker that died of it would make the main process raise at once).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def _worker_init(worker_id: int) -> None:
-    _ignore_interrupts()
+class _WorkerInit:
+    """``worker_init_fn``: ignore interrupts and use ``threads`` torch threads (workers are the
+    parallelism: several threads in each of several workers oversubscribe the cores)."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+
+    def __call__(self, worker_id: int) -> None:
+        _ignore_interrupts()
+        torch.set_num_threads(self.threads)
+
+
+@atexit.register  # runs before multiprocessing's own exit handler (atexit is last in, first out)
+def _kill_workers_at_exit() -> None:
+    # At exit, multiprocessing ends daemonic children (DataLoader workers) with SIGTERM and then joins
+    # them without a timeout; workers ignore SIGTERM, so a process that ends on an error while a
+    # loader is open would wait forever. Kill them instead (torch's SIGCHLD handler would report that
+    # as a worker failure: it is reset first).
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+            child.join(timeout=5)
+
+
+def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``default_collate`` of dataset items, their ``failures`` lists ((path, reason) of each video that
+    failed to decode) joined into the batch's ``failures`` (they differ in length from item to item)."""
+    failures = [tuple(f) for item in items for f in item.get("failures", ())]
+    batch = default_collate([{k: v for k, v in item.items() if k != "failures"} for item in items])
+    batch["failures"] = failures
+    return batch
 
 
 def _worker_generator(seed: int) -> torch.Generator:
     # DataLoader draws its workers' base seed from this generator, never from the global one, so
     # creating a loader does not change the model's random stream (dropout) and resuming stays exact.
     return torch.Generator().manual_seed(seed)
+
+
+def shutdown(iterator: Any) -> None:
+    """End a DataLoader iterator's workers now (not when the iterator happens to be garbage collected:
+    a traceback can keep it alive until exit)."""
+    if hasattr(iterator, "_shutdown_workers"):  # torch's multi-process iterator
+        iterator._shutdown_workers()
 
 
 class EndlessLoader:
@@ -116,21 +164,26 @@ class EndlessLoader:
         num_replicas: number of ranks.
         rank: this rank.
         seed: shuffling seed (the same on every rank).
-        collate_fn: optional DataLoader collate function.
+        collate_fn: DataLoader collate function (default: :func:`collate`).
         pin_memory: pin host memory (for CUDA).
+        worker_threads: torch threads per worker.
+        failures: videos that failed to decode (path -> reason), shared by the loaders of one run:
+            each new one is logged once. A batch with a failed item (the dataset ran out of other
+            videos to try) stops training with a ``DataError``.
     """
 
     def __init__(self, *, dataset: Dataset, batch_size: int, num_workers: int = 0, num_replicas: int = 1,
-                 rank: int = 0, seed: int = 0, collate_fn: Callable | None = None,
-                 pin_memory: bool = False) -> None:
+                 rank: int = 0, seed: int = 0, collate_fn: Callable | None = collate,
+                 pin_memory: bool = False, worker_threads: int = 1, failures: dict[str, str] | None = None) -> None:
         self.dataset = dataset
         self.seed = seed
+        self.failures = failures if failures is not None else {}
         self.sampler = ResumableDistributedSampler(size=len(dataset), batch_size=batch_size,
                                                    num_replicas=num_replicas, rank=rank, seed=seed)
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
                                  collate_fn=collate_fn, pin_memory=pin_memory, drop_last=True,
                                  persistent_workers=False, generator=_worker_generator(seed),
-                                 worker_init_fn=_worker_init if num_workers > 0 else None)
+                                 worker_init_fn=_WorkerInit(worker_threads) if num_workers > 0 else None)
         self.epoch = 0
         self.batch_in_epoch = 0
         self._iterator: Iterator[Any] | None = None
@@ -141,7 +194,7 @@ class EndlessLoader:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch = int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
-        self._iterator = None
+        self.close()
 
     def _start_epoch(self) -> None:
         self.sampler.set_epoch(self.epoch, start_batch=self.batch_in_epoch)
@@ -164,19 +217,37 @@ class EndlessLoader:
                 self.batch_in_epoch = 0
                 continue
             self.batch_in_epoch += 1
+            self._report(batch)
             return batch
+
+    def _report(self, batch: Any) -> None:
+        if not isinstance(batch, dict):
+            return
+        for path, reason in batch.get("failures", ()):
+            if path not in self.failures:
+                self.failures[path] = reason
+                get_logger().warning(f"cannot decode {path} ({reason}); using another video "
+                                     "(tools/check_dataset.py lists every such file)")
+        ok = batch.get("ok")
+        if ok is not None and not bool(torch.as_tensor(ok).all()):
+            last = " (last: {}: {})".format(*batch["failures"][-1]) if batch.get("failures") else ""
+            raise DataError(f"every video tried for a training clip failed to decode{last}; check the dataset "
+                            "with tools/check_dataset.py")
 
     def __iter__(self) -> EndlessLoader:
         return self
 
     def close(self) -> None:
-        self._iterator = None
+        """Shut the workers of the current epoch down (the position is kept: iterating again resumes)."""
+        iterator, self._iterator = self._iterator, None
+        shutdown(iterator)
 
 
 def build_eval_loader(*, dataset: Dataset, batch_size: int, num_workers: int = 0, num_replicas: int = 1,
-                      rank: int = 0, pin_memory: bool = False) -> DataLoader:
-    """A loader over this rank's share of ``dataset`` (no sample on two ranks, no padding)."""
+                      rank: int = 0, pin_memory: bool = False, worker_threads: int = 1) -> DataLoader:
+    """A loader over this rank's share of ``dataset`` (no sample on two ranks, no padding); batches
+    carry their items' ``failures`` (:func:`collate`)."""
     sampler = ShardSampler(size=len(dataset), num_replicas=num_replicas, rank=rank)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
                       pin_memory=pin_memory, drop_last=False, generator=_worker_generator(0),
-                      worker_init_fn=_worker_init if num_workers > 0 else None)
+                      worker_init_fn=_WorkerInit(worker_threads) if num_workers > 0 else None)

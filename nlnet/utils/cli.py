@@ -1,59 +1,123 @@
-"""What the thin tools share: user errors end the process with one line, not a traceback."""
+"""The one place where exceptions become what a user sees. Every tool runs its main function through
+:func:`run_main`: an error the user can fix prints one line ``error: ...`` on stderr and exits with
+status 2; any other error (a bug) keeps its traceback and exits with status 1."""
 from __future__ import annotations
 
+import argparse
 import contextlib
+import errno
 import os
+import re
 import sys
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn
 
-from nlnet.utils.errors import ConfigError, one_line, root_cause
+from nlnet.utils.errors import UserError, one_line
 
-
-def describe_config_error(exc: BaseException) -> str:
-    """One line for an error raised while composing the config (Hydra/OmegaConf)."""
-    cause = root_cause(exc)
-    full_key = getattr(cause, "full_key", None)
-    if str(exc).startswith("Could not override") and full_key and "not in struct" in str(cause):
-        return f"unknown config key '{full_key}' (check its spelling; to add a new key write +{full_key}=VALUE)"
-    return one_line(exc)
+# OSErrors about the machine, not nlnet: a full disk, a read-only or forbidden folder.
+_ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+_USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                FloatingPointError)  # a non-finite loss (nlnet.engine.trainer.NonFiniteLossError)
 
 
-USER_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError, FloatingPointError)
+def user_message(exc: BaseException) -> str | None:
+    """The one line shown for an error the user can fix; None for any other error."""
+    if isinstance(exc, _USER_ERRORS):
+        return one_line(exc)
+    if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
+        return one_line(exc)
+    from nlnet.config import describe_error  # Hydra's and OmegaConf's errors; imported only on an error
+
+    return describe_error(exc)
 
 
-def _exit(message: str) -> None:
+def fail(message: str) -> NoReturn:
+    """Print ``error: <message>`` on stderr and exit with status 2."""
     sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
     sys.exit(2)
 
 
+def quote_path_overrides(args: Sequence[str], keys: Sequence[str]) -> list[str]:
+    """Command-line overrides with the values of path keys quoted for Hydra's grammar, so that a path
+    with ``=`` or ``,`` (a run folder named after its overrides) needs no quoting by the user."""
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+~") in keys and value and value[0] not in "'\"" and re.search(r"[^\w./-]", value):
+            value = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)  # escape quotes
+            value = "'" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, value) + "'"
+        out.append(key + sep + value)
+    return out
+
+
 @contextlib.contextmanager
-def exit_on_user_error() -> Iterator[None]:
-    """Inside a tool's main function: a config error, a missing file or a non-finite loss prints one
-    line (``error: ...``) on stderr and exits with status 2 (other errors keep their traceback)."""
+def one_line_errors() -> Iterator[None]:
+    """Inside (or, as ``@one_line_errors()``, around a function): an error the user can fix ends the
+    process with one line ``error: ...`` on stderr and exit status 2; other errors propagate.
+
+    A ``@hydra.main`` function needs it around its body (Hydra reports a job's exceptions itself);
+    :func:`run_main` applies it around everything else. ``NLNET_FULL_ERROR=1`` (or
+    ``HYDRA_FULL_ERROR=1``) keeps every traceback.
+    """
     if os.environ.get("NLNET_FULL_ERROR") == "1":
         yield
         return
     try:
         yield
-    except USER_ERRORS as exc:
-        _exit(one_line(exc))
+    except Exception as exc:
+        message = user_message(exc)
+        if message is None:
+            raise
+        fail(message)
 
 
-def run_main(main: Callable[[], Any]) -> None:
-    """Call a ``@hydra.main`` function; an error while composing the config (unknown key, unknown
-    group option) prints one line on stderr and exits with status 2. ``HYDRA_FULL_ERROR=1`` keeps
-    Hydra's full report."""
+def run_main(main: Callable[[], Any], *, path_keys: Sequence[str] = ()) -> None:
+    """Run a tool's main function (``@hydra.main`` or plain) inside :func:`one_line_errors`; errors
+    Hydra raises while composing the config (unknown key or option, unset ``???`` value) are one
+    line too.
+
+    Args:
+        main: the tool's main function.
+        path_keys: config keys that hold paths; their command-line values are quoted for Hydra
+            (see :func:`quote_path_overrides`).
+    """
+    sys.argv[1:] = quote_path_overrides(sys.argv[1:], path_keys)
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         os.environ["NLNET_FULL_ERROR"] = "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own multi-line report
+    with one_line_errors():
         main()
-        return
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line report
-    try:
-        main()
-    except USER_ERRORS as exc:
-        _exit(one_line(exc))
-    except Exception as exc:
-        if type(exc).__module__.split(".")[0] in ("hydra", "omegaconf"):
-            _exit(describe_config_error(exc))
-        raise
+
+
+def pin_threads(threads: int = 0) -> int:
+    """Use ``threads`` torch intra-op threads in this process and its future children (OpenMP/MKL
+    environment); 0: one per CPU core this process may run on. Returns the count.
+
+    Benchmarks pin threads explicitly: torch's default in every process (several workers, or other
+    jobs on a shared machine) oversubscribes the cores, and then timings measure contention.
+    """
+    import torch
+
+    count = threads or len(os.sched_getaffinity(0))
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(count)
+    torch.set_num_threads(count)
+    return count
+
+
+def threads_line(threads: int, processes: int) -> str:
+    """The line a benchmark prints about what ran: threads per process, processes, cores, load."""
+    return (f"threads: {threads} torch thread(s) per process x {processes} process(es) on "
+            f"{len(os.sched_getaffinity(0))} CPU core(s); load average {os.getloadavg()[0]:.1f} at the end")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` whose errors are one line through :func:`run_main` (not usage text plus a message)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (usage: {self.prog} --help)")
+
+    def require(self, name: str, value: float, low: float, high: float | None = None) -> None:
+        """Fail with one line naming the option unless ``low <= value <= high``."""
+        if value < low or (high is not None and value > high):
+            self.error(f"{name} {value}: must be at least {low}" + (f" and at most {high}" if high is not None else ""))

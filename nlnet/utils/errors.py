@@ -1,9 +1,23 @@
-"""User-facing errors: one line that names the config key or path and the valid choices."""
+"""Errors a user can fix. Each message is one line that names the config key, file or value at fault
+and what would be valid; ``nlnet.utils.cli`` prints it as ``error: ...`` (the one place where
+exceptions become what a user sees)."""
 from __future__ import annotations
 
 
-class ConfigError(ValueError):
-    """A config value or path the run cannot use; the message is one line naming the key."""
+class UserError(Exception):
+    """A problem in the user's input or environment, not in nlnet; its message is one line."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value or path the run cannot use; the message names the key."""
+
+
+class DataError(UserError, ValueError):
+    """An annotation file or dataset the run cannot use; the message names the file."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that cannot be used (missing, damaged, truncated, another model's); the message names it."""
 
 
 def one_line(exc: BaseException) -> str:

@@ -1,10 +1,15 @@
-"""Atomic file writes: nothing a crash interrupts is ever left half-written under its final name."""
+"""Atomic file writes (nothing a crash interrupts is ever left half-written under its final name), the
+clean-up of what interrupted writes leave behind, and a folder lock for one writer."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import socket
 import tempfile
 from typing import Iterator
+
+from nlnet.utils.errors import UserError
 
 
 @contextlib.contextmanager
@@ -22,7 +27,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMPORARY_PREFIX, suffix=os.path.splitext(path)[1])
     os.close(fd)
     try:
         yield tmp
@@ -31,3 +36,55 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+TEMPORARY_PREFIX = ".tmp-"
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[str]:
+    """Delete the temporary files ``atomic_path`` left in ``directory`` when a write was interrupted
+    (a killed process). Call it only while no other process writes there (see ``exclusive_lock``)."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.startswith(TEMPORARY_PREFIX) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(entry.path)
+                    removed.append(entry.path)
+    return sorted(removed)
+
+
+@contextlib.contextmanager
+def exclusive_lock(directory: str | os.PathLike) -> Iterator[str | None]:
+    """Hold ``<directory>/.lock`` so that a second process cannot write into the same folder.
+
+    The lock is a kernel lock (``flock``) on the file, released however the holder ends (even by
+    SIGKILL); the file names the holder (pid and host) for the message a second process gets. A
+    lock file left by a holder that is gone is taken over: the context yields its text (else None).
+
+    Raises:
+        UserError: another live process holds the folder (the message names it and the folder).
+    """
+    path = os.path.join(os.fspath(directory), ".lock")
+    os.makedirs(os.fspath(directory), exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(f"{directory} is in use by {holder} (lock file {path}); wait for it to finish, stop "
+                            "it, or write somewhere else") from None
+        if os.path.exists(path) and os.path.samestat(os.fstat(fd), os.stat(path)):
+            break  # else the holder removed the file while we waited for it: lock the new one
+        os.close(fd)
+    previous = os.read(fd, 200).decode(errors="replace").strip() or None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    try:
+        yield previous
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        os.close(fd)

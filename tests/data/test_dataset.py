@@ -1,6 +1,4 @@
 """VideoDataset: train determinism, test views, bad files, DataLoader workers."""
-import logging
-
 import numpy as np
 import pytest
 import torch
@@ -91,17 +89,20 @@ def test_test_views_tags_and_end_of_video(root):
     assert frames.shape == (4, 3, 32, 48) and frames.dtype == torch.uint8
 
 
-def test_bad_videos_in_training_are_replaced(root, caplog):
+def test_bad_videos_in_training_are_replaced_and_reported_with_the_item(root):
     ds = dataset(root, csv="bad.csv")
-    with caplog.at_level(logging.WARNING):
-        items = [ds[i] for i in range(4)] + [ds[i] for i in range(4)]
+    items = [ds[i] for i in range(4)] + [ds[i] for i in range(4)]
     assert all(it["ok"] and it["video_index"] == 0 for it in items)  # only video 0 decodes
-    assert sorted(p.split("/")[-1] for p in ds.failures) == [
-        "bad1_000000_000010.mp4", "bad2_000000_000010.mp4", "bad3_000000_000010.mp4"]
-    logged = [r.getMessage() for r in caplog.records if "cannot decode" in r.getMessage()]
-    assert len(logged) == 3  # each bad path once
-    with pytest.raises(RuntimeError, match="could not be decoded"):
-        dataset(root, csv="allbad.csv", max_retries=3)[0]
+    bad = ["bad1_000000_000010.mp4", "bad2_000000_000010.mp4", "bad3_000000_000010.mp4"]
+    assert sorted(p.split("/")[-1] for p in ds.failures) == bad
+    # each item names the videos that failed while making it, with the reason: the main process reports
+    # them (a DataLoader worker's own records are lost with the worker)
+    assert items[0]["failures"] == [] and items[1]["failures"][0][0].endswith(bad[0])
+    assert sorted({p.split("/")[-1] for it in items for p, _ in it["failures"]}) == bad
+    assert all(reason for it in items for _, reason in it["failures"])
+    # every video tried fails: a failed item (the training loader stops on it), not an exception in a worker
+    item = dataset(root, csv="allbad.csv", max_retries=3)[0]
+    assert not item["ok"] and len(item["failures"]) == 4 and item["video"].shape == (3, 4, 24, 24)
 
 
 def test_bad_videos_in_testing_are_marked_failed(root):
@@ -110,6 +111,61 @@ def test_bad_videos_in_testing_are_marked_failed(root):
     assert [it["ok"] for it in items] == [True, True] + [False] * 6
     assert all(it["video"].shape == (3, 4, 32, 32) for it in items)
     assert float(items[-1]["video"].abs().sum()) == 0.0 and len(ds.failures) == 3
+    assert [len(it["failures"]) for it in items] == [0, 0] + [1] * 6
+    assert items[2]["failures"][0][0] == ds.video_paths[1]
+
+
+def test_a_failed_test_video_is_decoded_once_not_once_per_view(root, monkeypatch):
+    import nlnet.data.dataset as module
+
+    opened = []
+
+    class CountingReader(module.VideoReader):
+        def __init__(self, path, **kwargs):
+            opened.append(str(path))
+            super().__init__(path, **kwargs)
+
+    monkeypatch.setattr(module, "VideoReader", CountingReader)
+    ds = dataset(root, csv="bad.csv", mode="test", num_clips=3, num_crops=3)  # 9 views per video
+    items = [ds[i] for i in range(len(ds))]
+    assert sum(not it["ok"] for it in items) == 27
+    assert sorted(opened.count(p) for p in set(opened)) == [1, 1, 1, 3]  # good video: one decode per clip
+
+
+def test_damaged_files_are_failures_in_both_modes_and_the_check_finds_them(tmp_path):
+    from damaged_videos import write_damaged_videos
+    from nlnet.data.check import check_dataset
+
+    paths = write_damaged_videos(tmp_path / "videos")
+    (tmp_path / "list.txt").write_text("".join(f"videos/{p.name} 0\n" for p in paths.values()))
+    failed = {}
+    for mode in ("train", "test"):
+        ds = VideoDataset(root=tmp_path, annotations=tmp_path / "list.txt", mode=mode, num_frames=4, sampling_rate=3,
+                          crop_size=24, train_scale=(28, 32), test_scale=32, num_clips=3, num_crops=1,
+                          max_retries=len(paths), seed=1)
+        for epoch in range(2):
+            ds.set_epoch(epoch)
+            items = [ds[i] for i in range(len(ds))]  # never raises
+            assert all(reason for it in items for _, reason in it["failures"])
+        failed.update(ds.failures)
+    assert str(paths["good"]) not in failed and len(failed) >= len(paths) - 2
+    assert all(reason and "\n" not in reason for reason in failed.values())
+    for full in (False, True):  # the check finds every file the dataset failed on, in either mode
+        report = check_dataset(tmp_path / "list.txt", tmp_path, num_frames=4, sampling_rate=3, full=full,
+                               progress=False)
+        assert set(failed) <= set(report["unreadable"]), set(failed) - set(report["unreadable"])
+        assert str(paths["good"]) not in report["unreadable"]
+
+
+def test_an_empty_annotation_file_or_no_video_present_is_one_clear_error(root, tmp_path):
+    from nlnet.utils.errors import DataError
+
+    (tmp_path / "empty.csv").write_text(HEADER)
+    with pytest.raises(DataError, match="empty.csv lists no videos"):
+        dataset(tmp_path, csv="empty.csv")
+    (tmp_path / "gone.csv").write_text(HEADER + "run,nothere,0,10,train\n")
+    with pytest.raises(DataError, match="none of the 1 videos listed in .*gone.csv"):
+        dataset(tmp_path, csv="gone.csv")
 
 
 def test_errors_name_the_choices(root):

@@ -123,3 +123,56 @@ def test_bad_files_raise_decode_error(tmp_path, cfr_video):
         with pytest.raises(VideoDecodeError):
             with VideoReader(path) as reader:
                 reader.read([0.0, 1.0])
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory):
+    from damaged_videos import write_damaged_videos
+
+    return write_damaged_videos(tmp_path_factory.mktemp("damaged"))
+
+
+def test_damaged_files_raise_only_decode_errors_naming_the_file(damaged):
+    # every clip position a dataset reads: from the start, mid-file (a seek), the end
+    for kind, path in damaged.items():
+        for times in ([0.0, 0.5], [2.0, 2.5], [3.5, 3.9]):
+            try:
+                with VideoReader(path) as reader:
+                    reader.read(times, short_side=16)
+            except VideoDecodeError as e:
+                assert str(path) in str(e) and e.reason and "\n" not in str(e), kind
+            # any other exception fails the test: an escape
+    with VideoReader(damaged["good"]) as reader:
+        assert frame_indices(reader.read([2.0, 2.5])[0]).tolist() == [20, 25]
+
+
+def test_a_failed_seek_falls_back_to_decoding_from_the_start(damaged):
+    # the zeroed sample table makes FFmpeg's seek fail; the frames are still there in order
+    with VideoReader(damaged["sample_table_zeroed"]) as reader:
+        try:
+            reader.read([2.0])
+        except VideoDecodeError as e:
+            assert "PermissionError" not in e.reason and "Operation not permitted" not in e.reason
+
+
+def test_stream_without_decoder_is_named(damaged):
+    with pytest.raises(VideoDecodeError, match="no decoder for the video stream") as info:
+        VideoReader(damaged["no_decoder"])
+    assert str(damaged["no_decoder"]) in str(info.value)
+
+
+def test_declared_frame_size_is_capped_before_decoding(damaged):
+    path = damaged["huge_declared_size"]
+    assert path.stat().st_size < 100_000
+    with pytest.raises(VideoDecodeError, match=r"8192x8192 are over the cap of 16777216 pixels \(max_frame_pixels\)"):
+        VideoReader(path)  # 4096 x 4096 by default: refused from the header, nothing decoded
+    with pytest.raises(VideoDecodeError, match="max_frame_pixels"):
+        VideoReader(damaged["good"], max_frame_pixels=48 * 32 - 1)
+    with VideoReader(damaged["good"], max_frame_pixels=None) as reader:
+        assert reader.read([0.0])[0].shape == (1, 32, 48, 3)
+
+
+def test_decode_time_is_capped(damaged):
+    with VideoReader(damaged["good"], decode_timeout=1e-9) as reader:
+        with pytest.raises(VideoDecodeError, match="decode_timeout"):
+            reader.read([1.0, 2.0])

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from nlnet.engine import distributed as du
-from nlnet.engine.evaluation import (ViewPredictions, aggregate_views, compute_metrics, gather_views,
-                                     predict_views, write_results)
+from nlnet.engine.evaluation import (ViewPredictions, aggregate_views, compute_metrics, evaluate, fail_whole_videos,
+                                     gather_views, predict_views, write_results)
 from nlnet.engine.loader import ShardSampler
 
 # 4 videos x 2 views, 3 classes. Softmax scores chosen so that single views disagree with the average:
@@ -95,3 +95,27 @@ def test_results_files(tmp_path):
     v1 = per_video["videos"][1]
     assert (v1["path"], v1["label"], v1["prediction"], v1["num_views"]) == ("v1.mp4", 1, 2, 2)
     assert math.isclose(sum(v1["scores"]), 1.0, abs_tol=1e-5)
+
+
+def test_a_video_with_a_failed_view_fails_as_a_whole_and_is_listed_with_its_reason(tmp_path):
+    # video 3 has one failed view: whether its other view was decoded first depends on the workers, so
+    # the video is left out (and named) rather than averaged over the views that happened to decode
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2, 3))
+    keys = sorted(SCORES)
+    batches = [{"video": torch.randn(2, 2, 1, 1, 1), "label": torch.tensor([LABELS[v] for v, _ in pair]),
+                "video_index": torch.tensor([v for v, _ in pair]), "view_index": torch.tensor([w for _, w in pair]),
+                "ok": torch.tensor([k != (3, 1) for k in pair]),
+                "failures": [("v3.mp4", "corrupt data at 2.00s")] if (3, 1) in pair else []}
+               for pair in (keys[0:2], keys[2:4], keys[4:6], keys[6:8])]
+    metrics, videos = evaluate(model, batches, num_videos=4, num_classes=3, device=torch.device("cpu"))
+    assert videos.failed.tolist() == [False, False, False, True] and videos.num_views.tolist() == [2, 2, 2, 0]
+    assert (metrics["num_videos"], metrics["failed_videos"]) == (3, 1)
+    assert videos.failures == {"v3.mp4": "corrupt data at 2.00s"}
+    path = write_results(str(tmp_path), metrics, videos, class_names=["a", "b", "c"],
+                         video_paths=[f"v{i}.mp4" for i in range(4)])
+    results = json.loads(open(path).read())
+    assert results["failed_video_paths"] == ["v3.mp4"]
+    assert results["failure_reasons"] == {"v3.mp4": "corrupt data at 2.00s"}
+    per_video = json.loads((tmp_path / "per_video_scores.json").read_text())["videos"]
+    assert per_video[3]["failed"] and per_video[3]["reason"] == "corrupt data at 2.00s"
+    assert fail_whole_videos(views_for(keys)).ok.tolist() == [True] * 6 + [False, False]

@@ -1,8 +1,15 @@
-"""The resumable distributed sampler and the endless loader."""
+"""The resumable distributed sampler and the endless loader: positions, failures carried from workers,
+worker threads and shutdown."""
+import logging
+import multiprocessing
+import os
+
 import pytest
 from torch.utils.data import Dataset
 
-from nlnet.engine.loader import EndlessLoader, ResumableDistributedSampler, ShardSampler
+from nlnet.engine.loader import EndlessLoader, ResumableDistributedSampler, ShardSampler, collate
+from nlnet.utils.errors import ConfigError, DataError
+from nlnet.utils.logger import get_logger
 
 
 class Items(Dataset):
@@ -62,3 +69,75 @@ def test_shard_sampler_covers_each_index_once():
     parts = [list(ShardSampler(size=7, num_replicas=3, rank=r)) for r in range(3)]
     assert sorted(sum(parts, [])) == list(range(7))
     assert [len(p) for p in parts] == [3, 2, 2]
+
+
+class Flaky(Dataset):
+    """Items in the dataset contract; item i names ``bad<i % 3>.mp4`` as a failed video when i % 3 != 0,
+    and reports the process and torch threads that made it."""
+
+    def __init__(self, n, all_fail=False):
+        self.n = n
+        self.all_fail = all_fail
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        import os
+
+        import torch
+
+        failures = [(f"bad{i % 3}.mp4", "corrupt data")] if i % 3 or self.all_fail else []
+        return {"video": torch.zeros(1), "label": 0, "ok": not self.all_fail, "failures": failures,
+                "pid": os.getpid(), "threads": torch.get_num_threads()}
+
+
+class Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_failures_travel_with_batches_and_each_is_logged_once_whatever_the_workers():
+    handler = Lines()
+    get_logger().addHandler(handler)
+    try:
+        failures = {}
+        loader = EndlessLoader(dataset=Flaky(12), batch_size=3, num_workers=2, seed=0, failures=failures)
+        batches = [next(loader) for _ in range(12)]  # 3 epochs, new workers each epoch
+        loader.close()
+    finally:
+        get_logger().removeHandler(handler)
+    assert sum(len(b["failures"]) for b in batches) == 24 and all(len(b["video"]) == 3 for b in batches)
+    assert failures == {"bad1.mp4": "corrupt data", "bad2.mp4": "corrupt data"}
+    assert sorted(line.split()[2] for line in handler.lines if "cannot decode" in line) == ["bad1.mp4", "bad2.mp4"]
+
+
+def test_a_batch_whose_items_found_no_decodable_video_stops_training():
+    loader = EndlessLoader(dataset=Flaky(6, all_fail=True), batch_size=2, seed=0)
+    with pytest.raises(DataError, match=r"every video tried for a training clip failed to decode \(last: bad\d.mp4: corrupt data\)"):
+        next(loader)
+
+
+def test_workers_use_the_given_threads_and_close_ends_them():
+    loader = EndlessLoader(dataset=Flaky(8), batch_size=2, num_workers=2, seed=0, worker_threads=2)
+    batch = next(loader)
+    assert batch["threads"].tolist() == [2, 2]
+    pids = set(next(loader)["pid"].tolist()) | set(batch["pid"].tolist())
+    assert os.getpid() not in pids and len(pids) == 2
+    loader.close()  # e.g. on an error: the workers end now, not at garbage collection
+    assert not {p.pid for p in multiprocessing.active_children()} & pids
+    assert next(loader)["pid"].tolist() != batch["pid"].tolist()  # the position is kept, new workers
+
+
+def test_too_few_clips_for_one_batch_names_the_key():
+    with pytest.raises(ConfigError, match=r"3 clips, fewer than one batch .*data.batch_size=2 x 2 processes"):
+        ResumableDistributedSampler(size=3, batch_size=2, num_replicas=2)
+
+
+def test_collate_joins_items_failures():
+    batch = collate([{"x": 1, "failures": [("a", "r")]}, {"x": 2, "failures": []}, {"x": 3}])
+    assert batch["x"].tolist() == [1, 2, 3] and batch["failures"] == [("a", "r")]

@@ -1,0 +1,126 @@
+"""The GPU check's conductor and its CPU rehearsal (scripts/gpu_check.sh --cpu-rehearsal)."""
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import PYTHON, ROOT, tool_env
+from nlnet.bench import settings as S
+from nlnet.bench.check import Part, main, run_check
+from nlnet.bench.report import render
+
+
+def tiny_settings(**budgets):
+    settings = S.preset(cpu_rehearsal=True)
+    settings["budgets"].update({name: 30 for name in S.PART_NAMES}, **budgets)
+    return settings
+
+
+def fake(name, function, **kwargs):
+    return Part(name=name, target=f"tests.bench._fake_parts:{function}", title=f"fake {function}", **kwargs)
+
+
+def test_parts_pass_results_on_and_failures_and_timeouts_are_recorded(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    parts = (fake("env", "measures"), fake("tests", "fails"), fake("train", "hangs"),
+             fake("loader", "measures", needs=("tests",)), fake("torchrun", "measures"))
+    start = time.time()
+    report = run_check(tmp_path / "out", tiny_settings(train=2), parts=parts, work=tmp_path / "work", grace=2)
+    entries = report["parts"]
+    assert time.time() - start < 40  # the hanging part was stopped at its budget (+ grace)
+    assert entries["env"]["status"] == "ok" and entries["env"]["result"]["value"] == 42
+    assert entries["tests"]["status"] == "failed"
+    assert entries["tests"]["reason"] == "CheckFailed: the thing did not hold"
+    assert entries["tests"]["result"] == {"partial": 1}
+    assert entries["train"]["status"] == "timeout" and entries["train"]["result"] == {"rows": [{"row": 1}]}
+    assert entries["loader"]["status"] == "skipped" and "needs part 'tests'" in entries["loader"]["reason"]
+    assert entries["torchrun"]["status"] == "ok"
+    assert report["status"] == "incomplete"
+    on_disk = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert on_disk["parts"].keys() == entries.keys()
+    markdown = (tmp_path / "out" / "gpu_check.md").read_text()
+    assert "| tests | failed |" in markdown and "| train | timeout |" in markdown
+    log = (tmp_path / "out" / "gpu_check.log").read_text()
+    assert "===== tests: fake fails" in log and "CheckFailed" in log
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_check.md"]
+
+
+def test_results_reach_the_parts_that_use_them_and_the_total_budget_is_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    parts = (fake("env", "measures"), fake("tests", "measures", uses=("env",)), fake("train", "hangs"),
+             fake("loader", "measures"))
+    settings = tiny_settings(train=60)
+    settings["total_budget"] = 8
+    report = run_check(tmp_path / "out", settings, parts=parts, work=tmp_path / "work", grace=2)
+    assert report["parts"]["tests"]["result"]["got"] == 42  # env's result was handed on
+    assert report["parts"]["train"]["status"] == "timeout"  # cut to what the total budget left
+    assert report["parts"]["loader"] == {"title": "fake measures", "status": "skipped", "result": {},
+                                         "reason": "total budget (8 s) spent"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["out", "--budget", "trian=20"], "--budget 'trian=20': expected PART=SECONDS with PART one of env,"),
+    (["out", "--budget", "train=soon"], "'soon' is not a number of seconds"),
+    (["out", "--parts", "env,gpu"], "unknown ['gpu']"),
+    ([], "needs an output folder"),
+])
+def test_bad_arguments_are_one_line_errors(argv, message, capsys):
+    assert main(argv, compose=lambda overrides: {}) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, err
+
+
+def test_report_renders_failed_rows_and_half_written_results():
+    failed = {"model": "NL I3D R50", "clip": "32x2", "mode": "bf16+compile", "status": "failed",
+              "reason": "BackendCompilerFailed: boom"}
+    report = {"mode": "gpu", "started": "now", "total_budget_s": 460, "seconds": 12.0, "status": "incomplete",
+              "parts": {"train": {"title": "train steps", "status": "failed", "reason": "1 of 1 rows failed",
+                                  "seconds": 150.0, "budget_s": 150, "result": {"rows": [failed]}},
+                        "pytorchvideo": {"title": "pv", "status": "timeout", "reason": "ran out", "seconds": 40.0,
+                                         "budget_s": 40, "result": {"rows": [{"status": "ok", "odd": True}]}},
+                        "loader": {"title": "loader", "status": "skipped", "reason": "total budget", "result": {}}}}
+    text = render(report)
+    assert "| train | failed | 150.0 | 150 | 1 of 1 rows failed |" in text
+    assert "| NL I3D R50 | 32x2 | bf16+compile | failed: BackendCompilerFailed: boom | - |" in text
+    assert "could not render: KeyError" in text and '"odd": true' in text  # the raw result instead
+    assert "skipped: total budget" in text
+
+
+@pytest.mark.slow
+def test_cpu_rehearsal_runs_every_part(tmp_path):
+    out = tmp_path / "out"
+    env = dict(tool_env(), PYTHON=PYTHON)
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--cpu-rehearsal", str(out), "--work",
+                           str(tmp_path / "work")], env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    report = json.loads((out / "gpu_check.json").read_text())
+    statuses = {name: (entry["status"], entry.get("reason")) for name, entry in report["parts"].items()}
+    assert proc.returncode == 0, (statuses, proc.stdout[-3000:], proc.stderr[-3000:])
+    assert list(report["parts"]) == ["env", "tests", "nonlocal", "videos", "train", "pytorchvideo", "loader",
+                                     "torchrun"]
+    assert all(status == "ok" for status, _ in statuses.values()), statuses
+    parts = {name: entry["result"] for name, entry in report["parts"].items()}
+    # the CUDA-marked tests were collected and skipped (no GPU here)
+    assert parts["tests"]["counts"]["skipped"] == len(parts["tests"]["cases"]) >= 10
+    # non-local block: every pairwise function at both shapes and precisions; fp32 impls agree
+    rows = parts["nonlocal"]["rows"]
+    assert len(rows) == 2 * 4 * 2 and all(r["status"] == "ok" for r in rows)
+    limits = {"fp32": 1e-4, "bf16": 2e-2}
+    assert all(r["rel_err_auto_vs_reference"] < limits[r["precision"]] for r in rows)
+    assert all(r[impl]["rel_err_vs_fp64"] < limits[r["precision"]] for r in rows for impl in ("auto", "reference"))
+    # train steps: every mode measured, MFU against the given peak
+    train = parts["train"]["rows"]
+    assert {r["mode"] for r in train} == set(S.TRAIN_MODES) and all(r["status"] == "ok" for r in train)
+    assert all(r["clips_per_s"] > 0 and r["fwd_gmacs_per_clip"] > 0 and r["mfu"] > 0 for r in train)
+    assert [r["precision"] for r in parts["pytorchvideo"]["rows"]] == ["fp32", "bf16"]
+    assert all(r["ratio"] > 0 for r in parts["pytorchvideo"]["rows"])
+    loader = parts["loader"]["rows"]
+    assert [r["clip"] for r in loader] == ["32x2", "8x8"]
+    assert all(r["clips_per_s"] > 0 and r["verdict"] in ("GPU-bound", "data-bound") for r in loader)
+    torchrun = parts["torchrun"]
+    assert 0 < torchrun["stopped_at"] < torchrun["max_iter"] == torchrun["second"]["finished"]
+    assert torchrun["second"]["resumed_from"] == torchrun["stopped_at"] and torchrun["results_json"]
+    markdown = (out / "gpu_check.md").read_text()
+    assert all(f"## {name}:" in markdown for name in report["parts"])
+    assert not any(p for p in os.listdir(ROOT) if p.startswith("nlnet_gpu_check"))
