@@ -16,6 +16,8 @@ import argparse
 import os
 from pathlib import Path
 
+from nlnet.utils.cli import ArgumentParser, run_main
+
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 
 
@@ -46,7 +48,7 @@ def write_experiment(conversion, out: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--from", dest="source", help="caffe2 | pyslowfast | mmaction2 | pytorchvideo")
     parser.add_argument("src", nargs="?", help="the published checkpoint file")
     parser.add_argument("out", nargs="?", help="the nlnet checkpoint to write (.pt)")
@@ -60,20 +62,18 @@ def main() -> None:
     args = parser.parse_args()
 
     from nlnet.models.convert import convert, describe
-    from nlnet.utils.cli import exit_on_user_error
 
     if args.list:
         print(describe())
         return
     if not (args.source and args.src and args.out):
         parser.error("--from, SRC and OUT are required (or --list)")
-    with exit_on_user_error():
-        names = Path(args.class_names).read_text().split("\n") if args.class_names else None
-        conversion = convert(args.src, source=args.source, arch=args.arch, strict=not args.no_strict,
-                             class_names=[n.strip() for n in names if n.strip()] if names else None)
-        out = os.path.abspath(args.out)
-        base = None if conversion.arch.image_2d else base_config(args.data_root, os.path.dirname(out))
-        conversion.save(out, base_config=base)
+    names = Path(args.class_names).read_text().split("\n") if args.class_names else None
+    conversion = convert(args.src, source=args.source, arch=args.arch, strict=not args.no_strict,
+                         class_names=[n.strip() for n in names if n.strip()] if names else None)
+    out = os.path.abspath(args.out)
+    base = None if conversion.arch.image_2d else base_config(args.data_root, os.path.dirname(out))
+    conversion.save(out, base_config=base)
     print(conversion.report)
     if conversion.arch.image_2d:
         print(f"wrote {out}: a torchvision ResNet state dict; train with model.pretrained={out}")
@@ -86,4 +86,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -23,12 +23,12 @@ import torch.nn as nn
 from nlnet.models.convert.arch import Arch, data_config, deep_merge, model_config
 from nlnet.models.convert.keys import KeyTable
 from nlnet.models.resnet3d import DEPTHS
-from nlnet.utils.errors import ConfigError
+from nlnet.utils.errors import CheckpointError
 
 __all__ = ["ConversionError", "ConvertReport", "Loaded", "Source", "Conversion", "assemble", "tensors_of"]
 
 
-class ConversionError(ConfigError):
+class ConversionError(CheckpointError):
     """A source file that cannot become the chosen nlnet model; the message is one line."""
 
 
@@ -368,8 +368,10 @@ class Conversion:
         """Write the result atomically: an nlnet checkpoint (needs ``base_config``, see :meth:`checkpoint`),
         or, for a 2D ImageNet ResNet, its torchvision state dict (for ``model.pretrained``)."""
         from nlnet.engine.checkpoint import atomic_save
-        if self.arch.image_2d:
-            atomic_save(self.state_dict, os.fspath(path))
+        from nlnet.utils.io import atomic_path
+        if self.arch.image_2d:  # a plain state dict (no checkpoint fields), as torchvision saves it
+            with atomic_path(os.fspath(path)) as tmp, open(tmp, "wb") as f:
+                torch.save(self.state_dict, f)
         else:
             if base_config is None:
                 raise ValueError("Conversion.save: base_config (a resolved nlnet training config) is needed to "

@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from nlnet.utils.errors import ConfigError
+from nlnet.utils.errors import CheckpointError
 
 __all__ = ["UnsafeFileError", "Inert", "load_numpy_pickle", "load_torch_file", "is_zip_file"]
 
 
-class UnsafeFileError(ConfigError):
+class UnsafeFileError(CheckpointError):
     """A checkpoint file that is damaged, truncated or would run code when loaded (one line)."""
 
 
