@@ -160,8 +160,10 @@ def _nonlocal_node(arch: Arch) -> dict[str, Any]:
     groups = {c: g for c, g in zip(stage_channels(arch), arch.nonlocal_groups) if g > 1}
     if groups or arch.nonlocal_bn_eps != 1e-5:  # options NonLocalBlock lacks (nlnet.models.convert.layers)
         node["_target_"] = "nlnet.models.convert.layers.ExtendedNonLocalBlock"
-        node.update({"temporal_groups": groups} if groups else {},
-                    **({"norm_eps": arch.nonlocal_bn_eps} if arch.nonlocal_bn_eps != 1e-5 else {}))
+    if groups:
+        node["temporal_groups"] = groups  # per stage, keyed by the stage's width
+    if arch.nonlocal_bn_eps != 1e-5:
+        node["norm_eps"] = arch.nonlocal_bn_eps
     return node
 
 
