@@ -43,7 +43,7 @@ def write_experiment(conversion, out: str) -> str:
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(f"# @package _global_\n# Fine-tune {os.path.basename(out)} (tools/convert_checkpoint.py, "
                 f"{conversion.report.source} {conversion.arch.name}).\n")
-        yaml.safe_dump(conversion.experiment(out), f, sort_keys=False)
+        yaml.safe_dump(conversion.experiment(out), f, sort_keys=False, default_flow_style=None, width=120)
     return path
 
 

@@ -202,14 +202,17 @@ def data_config(arch: Arch, *, kinetics_classes: bool) -> dict[str, Any]:
     order = slice(None, None, -1 if arch.bgr else 1)  # a BGR source's values, in nlnet's RGB order
     mean, std = list(clip.mean)[order], list(clip.std)[order]
     label_map = kinetics400_classes_path() if kinetics_classes else None
-    common = {"num_frames": clip.frames, "sampling_rate": clip.rate, "mean": mean, "std": std,
-              "label_map": label_map}
+
+    def common() -> dict[str, Any]:  # fresh lists in each subtree
+        return {"num_frames": clip.frames, "sampling_rate": clip.rate, "mean": list(mean), "std": list(std),
+                "label_map": label_map}
+
     return {
         "num_frames": clip.frames,
         "sampling_rate": clip.rate,
         "label_map": label_map,
-        "train": {**common, "crop_size": clip.train_crop, "train_scale": list(clip.train_scale)},
-        "val": {**common, "test_scale": clip.test_scale, "test_crop_size": clip.test_crop,
+        "train": {**common(), "crop_size": clip.train_crop, "train_scale": list(clip.train_scale)},
+        "val": {**common(), "test_scale": clip.test_scale, "test_crop_size": clip.test_crop,
                 "num_clips": clip.clips, "num_crops": clip.crops},
     }
 

@@ -361,7 +361,8 @@ class Conversion:
             return {k: without_dataset(v) if isinstance(v, dict) else v for k, v in node.items() if k != "label_map"}
 
         model = {**self.model_config, "pretrained": None, "init_checkpoint": os.path.abspath(checkpoint)}
-        model["net"] = {k: v for k, v in model["net"].items() if k != "num_classes"}
+        model["net"] = {**{k: v for k, v in model["net"].items() if k != "num_classes"},
+                        "nonlocal_layer": "${model.nonlocal}"}  # as configs/model/*.yaml: one place per option
         return {"model": model, "data": without_dataset(self.data_config)}
 
     def save(self, path: str | os.PathLike, base_config: Mapping[str, Any] | None = None) -> str:
