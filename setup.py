@@ -10,6 +10,7 @@ INSTALL_REQUIRES = [
     "pytorchvideo==0.1.5",
     "hydra-core==1.3.8",
     "omegaconf==2.3.1",
+    "PyYAML==6.0.4",  # already required by omegaconf; read directly by the PySlowFast converter (stored cfg)
     "tensorboard==2.21.0",
     "av==18.1.0",
     "fvcore==0.1.5.post20221221",
@@ -37,6 +38,7 @@ setup(
     version="0.1.0",
     description="Video action recognition with Non-local Neural Networks (C2D/I3D ResNets, 4 pairwise functions)",
     packages=find_packages(include=["nlnet", "nlnet.*"]),
+    package_data={"nlnet.resources": ["*.txt"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={"dev": DEV_REQUIRE, "export": EXPORT_REQUIRE},
