@@ -10,6 +10,7 @@ INSTALL_REQUIRES = [
     "pytorchvideo==0.1.5",
     "hydra-core==1.3.8",
     "omegaconf==2.3.1",
+    "PyYAML==6.0.4",  # already required by omegaconf; read directly by the PySlowFast converter (stored cfg)
     "tensorboard==2.21.0",
     "av==18.1.0",
     "fvcore==0.1.5.post20221221",
@@ -19,12 +20,26 @@ INSTALL_REQUIRES = [
     "matplotlib==3.11.2",
 ]
 
+# tools/export.py format=onnx (and its check=true): the torch.onnx (dynamo) exporter needs onnx and
+# onnxscript; onnxruntime runs the check. onnxruntime 1.32 has no Python 3.10 wheel: 3.10 gets 1.23.2,
+# the last release with one (not tested here: this machine has Python 3.11).
+EXPORT_REQUIRE = [
+    "onnx==1.23.2",
+    "onnxscript==0.7.2",
+    "onnxruntime==1.32.0; python_version >= '3.11'",
+    "onnxruntime==1.23.2; python_version < '3.11'",
+]
+# dev includes export: CI (scripts/test.sh installs .[dev]) then runs the ONNX round trips instead of
+# skipping them (about 45 MB of wheels).
+DEV_REQUIRE = ["pytest==9.2.0", "pytest-timeout==2.4.0", *EXPORT_REQUIRE]
+
 setup(
     name="nlnet",
     version="0.1.0",
     description="Video action recognition with Non-local Neural Networks (C2D/I3D ResNets, 4 pairwise functions)",
     packages=find_packages(include=["nlnet", "nlnet.*"]),
+    package_data={"nlnet.resources": ["*.txt"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": ["pytest==9.2.0", "pytest-timeout==2.4.0"]},
+    extras_require={"dev": DEV_REQUIRE, "export": EXPORT_REQUIRE},
 )

@@ -28,6 +28,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMPORARY_PREFIX, suffix=os.path.splitext(path)[1])
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make every result readable by its owner only
     os.close(fd)
     try:
         yield tmp
@@ -39,6 +40,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
 
 
 TEMPORARY_PREFIX = ".tmp-"
+
+
+def _umask() -> int:
+    """The process's file-creation mask: from /proc (Linux) without touching it, else by setting and
+    restoring it."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status") as f:
+            return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> list[str]:

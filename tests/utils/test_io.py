@@ -68,3 +68,17 @@ def test_stale_temporaries_of_interrupted_writes_are_removed(tmp_path):
     assert remove_stale_temporaries(tmp_path) == [str(tmp_path / ".tmp-a1b2.pt")]
     assert sorted(os.listdir(tmp_path)) == [".tmp-dir", "keep.pt"]
     assert remove_stale_temporaries(tmp_path / "missing") == []
+
+
+def test_atomic_path_files_get_the_usual_permissions(tmp_path):
+    # mkstemp creates 0600 files; results, checkpoints and videos must be as readable as any file
+    # the process creates (0666 minus the umask), e.g. by a team sharing a run folder.
+    target = tmp_path / "results.json"
+    old = os.umask(0o022)
+    try:
+        with atomic_path(target) as tmp:
+            with open(tmp, "w") as f:
+                f.write("{}")
+    finally:
+        os.umask(old)
+    assert oct(target.stat().st_mode & 0o777) == oct(0o644)
