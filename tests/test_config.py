@@ -8,7 +8,9 @@ from conftest import CONFIGS, compose
 from nlnet import config as C
 from nlnet.utils.errors import ConfigError
 
-EXPERIMENTS = sorted(p.stem for p in Path(CONFIGS, "experiment").rglob("*.yaml"))
+# every experiment, the paper's rows and tables (experiment=paper/table2a/...) too; not the recipes they share
+EXPERIMENTS = sorted(str(p.relative_to(Path(CONFIGS, "experiment")).with_suffix(""))
+                     for p in Path(CONFIGS, "experiment").rglob("*.yaml") if "recipes" not in p.parts)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -7,7 +7,12 @@ on the feature map of the stage it sits in. FLOPs are additive over modules, so 
 the whole model; the script checks that on three I3D R50 5-block variants before writing. NL blocks are
 counted as run (impl=auto) and in their materialised reference form.
 
+--paper writes the other table of docs/models.md: every experiment of configs/experiment/paper (the
+rows of the paper's Tables 2 and 3) with its parameters and GFLOPs of one training clip, each model
+traced whole (nlnet.engine.report.clip_cost, the figures tools/paper_table.py prints).
+
     python tools/model_table.py --out docs/models.md
+    python tools/model_table.py --paper --out docs/models.md
 """
 from __future__ import annotations
 
@@ -18,8 +23,10 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from nlnet.config import instantiate
+from nlnet.engine.report import clip_cost
 from nlnet.utils.flops import model_cost
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,14 +35,15 @@ STEM_8X8 = ["model.net.stem_stride=[1,2,2]", "model.net.pool1_kernel=[1,3,3]", "
 # (name, frames, size, overrides turning the 32x2 model configs into this convention)
 CONVENTIONS = (("8x8", 8, 256, STEM_8X8), ("32x2", 32, 224, []))
 # NL placements (Sec. 4.1): 1 block right before the last residual block of res4; 5 blocks to every other
-# block of res3 and res4; 10 blocks to every block of res3 and res4 (ResNet-101: the corresponding,
-# i.e. the same, blocks of res4 as ResNet-50, and its 1 block before res4's last block).
+# block of res3 and res4; 10 blocks to every block of res3 and res4. ResNet-101: 1 block before res4's last
+# block, 5 where the official code puts them (res4 [6, 13, 20]), 10 as configs/experiment/paper/table2c
+# (their costs equal those of any placement with as many blocks per stage).
 CHECKS = {"embedded_gaussian": "auto", "dot_product": "reference", "concatenation": "auto"}
 PLACEMENTS = {
     50: {0: [[], [], [], []], 1: [[], [], [4], []], 5: [[], [1, 3], [1, 3, 5], []],
          10: [[], [0, 1, 2, 3], [0, 1, 2, 3, 4, 5], []]},
-    101: {0: [[], [], [], []], 1: [[], [], [21], []], 5: [[], [1, 3], [1, 3, 5], []],
-          10: [[], [0, 1, 2, 3], [0, 1, 2, 3, 4, 5], []]},
+    101: {0: [[], [], [], []], 1: [[], [], [21], []], 5: [[], [1, 3], [6, 13, 20], []],
+          10: [[], [0, 1, 2, 3], [2, 6, 9, 13, 16, 20], []]},
 }
 
 
@@ -100,13 +108,44 @@ def full_cost(name: str, overrides: list[str], frames: int, size: int, impl: str
     return report.total_params, report.total_flops
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, help="write the markdown table here (default: print)")
-    parser.add_argument("--no-check", dest="check", action="store_false",
-                        help="skip verifying a few variants against whole-model traces")
-    args = parser.parse_args()
+def paper_table() -> str:
+    """Markdown: every paper experiment (table order, then row order) with params and GFLOPs of one
+    training clip (T x 224 x 224, NL blocks in their materialised form)."""
+    lines = ["| experiment | table | row | frames | params | params (M) | GFLOPs, T x 224² |",
+             "|---|---|---|---|---|---|---|"]
+    costs: dict[tuple, tuple[int, float]] = {}
+    tables = sorted(p.stem for p in (ROOT / "configs" / "experiment" / "paper").glob("table*.yaml"))
+    for table in sorted(tables, key=lambda t: (t[5], t)):  # table2a..table2g, then table3
+        with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
+            rows = compose("train", overrides=[f"experiment=paper/{table}"], return_hydra_config=True
+                           ).hydra.sweeper.params["+experiment/paper@_global_"]
+        for row in (r.strip() for r in rows.split(",")):
+            with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
+                cfg = compose("model_info", overrides=[f"experiment=paper/{row}"])
+            frames, size = int(cfg.data.num_frames), int(cfg.data.train.crop_size)
+            key = (OmegaConf.to_yaml(cfg.model.net, resolve=True), frames, size)
+            if key not in costs:
+                costs[key] = clip_cost(instantiate(cfg.model.net), frames=frames, size=size)
+                print(f"counted paper/{row}", file=sys.stderr, flush=True)
+            params, gflops = costs[key]
+            lines.append(f"| paper/{row} | {cfg.paper.table} | {cfg.paper.row} | {frames} | {params} | "
+                         f"{params / 1e6:.2f} | {gflops:.2f} |")
+    return "\n".join(lines)
 
+
+def write_between(path: Path, marker: str, table: str) -> None:
+    """Replace the text between ``<!-- {marker} begin -->`` and ``... end -->`` in ``path`` (or append)."""
+    text = path.read_text() if path.exists() else ""
+    begin, end = f"<!-- {marker} begin -->", f"<!-- {marker} end -->"
+    if begin in text and end in text:
+        text = text[:text.index(begin) + len(begin)] + "\n" + table + "\n" + text[text.index(end):]
+    else:
+        text = text + f"\n{begin}\n{table}\n{end}\n"
+    path.write_text(text)
+
+
+def variants_table(*, check: bool) -> str:
+    """Markdown: every C2D / I3D x {0, 1, 5, 10} NL blocks x pairwise variant, R50 and R101."""
     rows = []  # (depth, arch, blocks, pairwise, params, {(convention, impl): flops})
     checks = []
     for depth in (50, 101):
@@ -131,7 +170,7 @@ def main() -> None:
                             flops[(conv, impl)] = f0 + sum(f for _, f in extra)
                             params = p0 + sum(p for p, _ in extra)
                     rows.append((depth, arch, count, pairwise, params, flops, placement))
-                    if (arch, depth, count) == ("i3d", 50, 5) and pairwise in CHECKS and args.check:
+                    if (arch, depth, count) == ("i3d", 50, 5) and pairwise in CHECKS and check:
                         checks.append((rows[-1], CHECKS[pairwise]))
 
     check_concatenation(compose_model("c2d_r50", []))
@@ -150,15 +189,19 @@ def main() -> None:
         lines.append(f"| R{depth} | {arch.upper()} | {count} | {pairwise} | {params / 1e6:.2f} | "
                      f"{flops[('8x8', 'auto')] / 1e9:.2f} | {flops[('8x8', 'reference')] / 1e9:.2f} | "
                      f"{flops[('32x2', 'auto')] / 1e9:.2f} | {flops[('32x2', 'reference')] / 1e9:.2f} |")
-    table = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, help="write the markdown table here (default: print)")
+    parser.add_argument("--no-check", dest="check", action="store_false",
+                        help="skip verifying a few variants against whole-model traces")
+    parser.add_argument("--paper", action="store_true", help="the table of the paper experiments instead")
+    args = parser.parse_args()
+    table = paper_table() if args.paper else variants_table(check=args.check)
     if args.out:
-        text = args.out.read_text() if args.out.exists() else ""
-        begin, end = "<!-- model table begin -->", "<!-- model table end -->"
-        if begin in text and end in text:
-            text = text[:text.index(begin) + len(begin)] + "\n" + table + "\n" + text[text.index(end):]
-        else:
-            text = text + f"\n{begin}\n{table}\n{end}\n"
-        args.out.write_text(text)
+        write_between(args.out, "paper rows" if args.paper else "model table", table)
     print(table)
 
 

@@ -3,8 +3,7 @@
     python tools/train.py experiment=demo                            # CPU demo on data/synthetic
     python tools/train.py experiment=nl_r50_kinetics data.root=/data/kinetics400
     python tools/train.py experiment=nl_r50_kinetics model.nonlocal.pairwise=dot_product
-    python tools/train.py -m experiment=nl_r50_kinetics \
-        model.nonlocal.pairwise=gaussian,embedded_gaussian,dot_product,concatenation   # Table 2a
+    python tools/train.py -m experiment=paper/table2a data.root=/data/kinetics400  # Table 2a, row by row
     torchrun --nproc_per_node=8 tools/train.py experiment=nl_r50_kinetics          # one node, DDP
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_backend=c10d \
         --rdzv_endpoint=HOST:29500 tools/train.py experiment=nl_r50_kinetics        # two nodes

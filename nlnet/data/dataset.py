@@ -47,6 +47,8 @@ class VideoDataset(Dataset):
         test_crop_size: test crop side (None: ``test_scale``, the official 256x256 crops).
         num_clips: test clips per video, uniformly spaced, the last ending at the video's end (10).
         num_crops: test crops per clip along the long side (3).
+        full_frame: test on the whole frame at short side ``test_scale``, one spatial view per clip
+            (the paper's fully-convolutional test; ``num_crops`` and ``test_crop_size`` are unused).
         flip_prob: training horizontal flip probability (0.5).
         mean: per-channel mean on the [0, 1] scale (ImageNet's).
         std: per-channel std on the [0, 1] scale (ImageNet's).
@@ -77,6 +79,7 @@ class VideoDataset(Dataset):
         test_crop_size: int | None = None,
         num_clips: int = 10,
         num_crops: int = 3,
+        full_frame: bool = False,
         flip_prob: float = 0.5,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
@@ -100,7 +103,8 @@ class VideoDataset(Dataset):
         self.num_frames = num_frames
         self.sampling_rate = sampling_rate
         self.num_clips = num_clips if mode == "test" else 1
-        self.num_crops = num_crops if mode == "test" else 1
+        self.num_crops = num_crops if mode == "test" and not full_frame else 1
+        self.full_frame = full_frame
         self.seed = seed
         self.max_retries = max_retries
         self.decode_resize = decode_resize
@@ -119,8 +123,8 @@ class VideoDataset(Dataset):
         self.failures: dict[str, str] = {}  # path -> reason, in this process (worker)
         self.train_transform = TrainTransform(crop_size=crop_size, scale=tuple(train_scale), flip_prob=flip_prob,
                                               mean=mean, std=std)
-        self.test_transform = TestTransform(crop_size=test_crop_size or test_scale, short_side=test_scale,
-                                            num_crops=num_crops, mean=mean, std=std)
+        self.test_transform = TestTransform(crop_size=None if full_frame else test_crop_size or test_scale,
+                                            short_side=test_scale, num_crops=self.num_crops, mean=mean, std=std)
         self._cache_key = None  # test mode: the crops of one clip share one decode
         self._cache_value = None
 
@@ -193,7 +197,7 @@ class VideoDataset(Dataset):
             except VideoDecodeError as e:
                 reason = self._record_failure(path, e.reason)[1]
         if reason is not None:
-            size = self.test_transform.crop_size
+            size = self.test_transform.crop_size or self.test_transform.short_side
             video = torch.zeros(3, self.num_frames, size, size)
         return {"video": video, "label": self.labels[video_index], "video_index": video_index,
                 "view_index": view_index, "ok": reason is None, "failures": [] if reason is None else [(path, reason)]}

@@ -134,7 +134,9 @@ class TestTransform:
     """Short-side resize and ``num_crops`` square crops along the long side (paper §4.1 testing).
 
     Args:
-        crop_size: side of each square crop (256 in the official test).
+        crop_size: side of each square crop (256 in the official test); None: no crop, the whole
+            resized frame (the paper's fully-convolutional test; frames of different videos then
+            differ in size).
         short_side: short side after resizing (256).
         num_crops: crops per clip (3: left/centre/right, or top/middle/bottom for portrait videos).
         mean: per-channel mean, on the [0, 1] scale.
@@ -146,13 +148,13 @@ class TestTransform:
     def __init__(
         self,
         *,
-        crop_size: int,
+        crop_size: int | None,
         short_side: int,
         num_crops: int = 3,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
-        if crop_size > short_side:
+        if crop_size is not None and crop_size > short_side:
             raise ValueError(f"test crop size {crop_size} exceeds test_scale={short_side}")
         self.crop_size = crop_size
         self.short_side = short_side
@@ -161,8 +163,10 @@ class TestTransform:
         self.std = tuple(std)
 
     def __call__(self, video: torch.Tensor, crop_index: int) -> torch.Tensor:
-        """uint8 (T, C, H, W) -> float32 (C, T, crop, crop) for crop ``crop_index``."""
+        """uint8 (T, C, H, W) -> float32 (C, T, crop, crop) for crop ``crop_index`` (full frame: no crop)."""
         video = _resize_short_side(video, self.short_side)
+        if self.crop_size is None:
+            return _normalize(video, self.mean, self.std)
         h, w = video.shape[-2:]
         if w >= h:  # landscape: crops move left -> right
             top = (h - self.crop_size) // 2

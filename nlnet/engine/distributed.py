@@ -4,8 +4,10 @@ A single process (no ``WORLD_SIZE`` in the environment) needs no torchrun and no
 """
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
+import sys
 from typing import Any
 
 import torch
@@ -37,6 +39,7 @@ def init_distributed(device: str = "auto") -> torch.device:
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+        atexit.register(_destroy)
     return torch.device("cuda", local_rank) if device == "cuda" else torch.device("cpu")
 
 
@@ -97,5 +100,19 @@ def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
 
 
 def cleanup() -> None:
+    """The end of a run, called from a ``finally`` clause. After a success every rank waits for the
+    others and the process group stays for the next run of this process (the rows of a Hydra multirun
+    sweep under torchrun: a second group on torchrun's store hangs); it is destroyed at exit. While an
+    error propagates, the group is destroyed at once, so the other ranks' collectives fail and they
+    exit too."""
+    if not is_distributed():
+        return
+    if sys.exc_info()[0] is None:
+        dist.barrier()
+    else:
+        dist.destroy_process_group()
+
+
+def _destroy() -> None:
     if is_distributed():
         dist.destroy_process_group()

@@ -22,9 +22,10 @@ from nlnet.engine.attention_hook import clip_of_dataset
 from nlnet.engine.checkpoint import CheckpointManager, checkpoint_run_dir, load_checkpoint, load_model_state
 from nlnet.engine.evaluation import evaluate, write_results
 from nlnet.engine.loader import EndlessLoader, build_eval_loader
-from nlnet.engine.schedule import build_scheduler
+from nlnet.engine.report import write_plan
+from nlnet.engine.schedule import ScheduleBudget, build_scheduler
 from nlnet.engine.trainer import Trainer
-from nlnet.engine.weights import load_pretrained, stored_model_config
+from nlnet.engine.weights import load_init_checkpoint, load_pretrained, stored_model_config
 from nlnet.utils.errors import CheckpointError, ConfigError, one_line
 from nlnet.utils.io import exclusive_lock, remove_stale_temporaries
 from nlnet.utils.logger import get_logger, setup_logging
@@ -100,7 +101,9 @@ def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
     model = build_model(cfg.model)
     manager = CheckpointManager(directory=os.path.join(run_dir, "checkpoints"), keep_last=int(t_cfg.keep_last))
     resume_path, state = _checkpoint_to_resume(cfg, manager)
-    if state is None and cfg.model.get("pretrained"):  # a fresh start: ImageNet inflation
+    if state is None and cfg.model.get("init_checkpoint"):  # a fresh start from another run (fine-tuning)
+        load_init_checkpoint(model, str(cfg.model.init_checkpoint), pretrained=cfg.model.get("pretrained"))
+    elif state is None and cfg.model.get("pretrained"):  # a fresh start: ImageNet inflation
         load_pretrained(model, str(cfg.model.pretrained))
     train_set = C.instantiate(cfg.data.train)
     classes = list(train_set.classes)
@@ -115,7 +118,12 @@ def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     batch_size = int(cfg.data.batch_size)
     optimizer = C.instantiate(cfg.optim, model=model, total_batch_size=batch_size * world)
-    scheduler = build_scheduler(optimizer, schedule=C.instantiate(cfg.schedule))
+    budget = ScheduleBudget(unit=str(t_cfg.get("schedule_unit") or "iterations"), total_batch_size=batch_size * world,
+                            reference_batch_size=int(t_cfg.get("schedule_batch_size") or batch_size * world))
+    schedule = C.instantiate(cfg.schedule).scaled(budget)
+    scheduler = build_scheduler(optimizer, schedule=schedule)
+    max_iter = budget.iterations(int(t_cfg.max_iter))
+    log.info(budget.describe(max_iter=int(t_cfg.max_iter), schedule=schedule))
     train_module: nn.Module = model
     if world > 1:
         train_module = nn.parallel.DistributedDataParallel(
@@ -128,7 +136,7 @@ def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
                      worker_threads=int(cfg.data.get("worker_threads") or 1), failures={})  # one log line per bad file
     data = EndlessLoader(dataset=train_set, seed=int(t_cfg.seed), pin_memory=device.type == "cuda", **loader_kw)
     trainer = Trainer(model=model, optimizer=optimizer, scheduler=scheduler, data=data,
-                      max_iter=int(t_cfg.max_iter), device=device, train_module=train_module,
+                      max_iter=max_iter, device=device, train_module=train_module,
                       precision=str(t_cfg.precision), grad_clip_norm=t_cfg.grad_clip_norm,
                       channels_last=bool(t_cfg.channels_last))
 
@@ -140,6 +148,7 @@ def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
     if du.is_main_process():
         with open(os.path.join(run_dir, "config.yaml"), "w") as f:
             f.write(config_text)
+        write_plan(run_dir, budget=budget, recipe_max_iter=int(t_cfg.max_iter))
     eval_kw = dict(device=device, precision=str(t_cfg.precision), channels_last=bool(t_cfg.channels_last),
                    batch_size=int(t_cfg.eval_batch_size or batch_size), num_workers=num_workers,
                    worker_threads=loader_kw["worker_threads"], class_names=classes)
@@ -173,7 +182,7 @@ def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
         hparams = {"model": str(cfg.model.net.get("_target_")), "depth": cfg.model.net.get("depth"),
                    "nonlocal_blocks": str(cfg.model.net.get("nonlocal_blocks")),
                    "pairwise": cfg.model.get("nonlocal", {}).get("pairwise"), "lr": cfg.optim.get("lr"),
-                   "batch_size": batch_size * world, "max_iter": int(t_cfg.max_iter),
+                   "batch_size": batch_size * world, "max_iter": max_iter,
                    "precision": str(t_cfg.precision)}
         hooks.append(C.instantiate(cfg.logger, log_dir=os.path.join(run_dir, "tensorboard"),
                                    config_text=config_text, hparams=hparams, class_names=classes))
@@ -249,6 +258,8 @@ def _evaluate_dataset(model: nn.Module, dataset: Any, **kw: Any) -> dict[str, An
 def _evaluate_with_videos(model: nn.Module, dataset: Any, *, device: torch.device, precision: str,
                           channels_last: bool, batch_size: int, num_workers: int, worker_threads: int,
                           class_names: list[str]) -> tuple:
+    if getattr(dataset, "full_frame", False):  # whole frames: sizes differ between videos, one clip a batch
+        batch_size = 1
     loader = build_eval_loader(dataset=dataset, batch_size=batch_size, num_workers=num_workers,
                                num_replicas=du.get_world_size(), rank=du.get_rank(),
                                pin_memory=device.type == "cuda", worker_threads=worker_threads)

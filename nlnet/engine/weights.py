@@ -1,16 +1,19 @@
 """Where a model's weights come from, outside its constructor (as torchvision's and timm's factories
 load them): ImageNet inflation on a fresh training start (:func:`load_pretrained`, config key
-``model.pretrained``), and a checkpoint's own network (:func:`stored_model_config`, used by
+``model.pretrained``) or another run's weights (:func:`load_init_checkpoint`, ``model.init_checkpoint``),
+and a checkpoint's own network (:func:`stored_model_config`, used by
 ``tools/test.py`` and ``tools/visualize_attention.py``, which never inflate).
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch.nn as nn
 
 from nlnet import config as C
-from nlnet.models.inflate import LoadReport, inflate_from_2d
+from nlnet.engine.checkpoint import CheckpointManager, load_checkpoint
+from nlnet.models.inflate import LoadReport, inflate_from_2d, load_finetune
 from nlnet.utils.errors import ConfigError, one_line
 from nlnet.utils.logger import get_logger
 
@@ -30,6 +33,45 @@ def load_pretrained(model: nn.Module, source: str) -> LoadReport:
         raise ConfigError(f"model.pretrained={source}: {one_line(exc)}; pass a local 2D ResNet state dict "
                           f"(model.pretrained=/path/{local}) or train from scratch (model.pretrained=null)") from exc
     get_logger().info(f"model.pretrained={source}: {report}")
+    return report
+
+
+def load_init_checkpoint(model: nn.Module, source: str, *, pretrained: str | None = None) -> LoadReport:
+    """Start ``model`` from another run's weights (``model.init_checkpoint``), e.g. a 128-frame row from
+    the 32-frame run of the same model (paper Sec. 4.1): every weight except a classifier of another
+    shape (:func:`~nlnet.models.load_finetune`); the iteration, optimiser and schedule start afresh.
+
+    Args:
+        model: the network to fill.
+        source: a run folder (its newest ``checkpoints/checkpoint_*.pt``) or a checkpoint file.
+        pretrained: ``model.pretrained``; must be unset (the checkpoint replaces every weight).
+
+    Raises:
+        ConfigError: one line naming ``model.init_checkpoint`` when both are set, when ``source`` holds
+            no checkpoint, or when its network differs from ``model``.
+    """
+    key = f"model.init_checkpoint={source}"
+    if pretrained:
+        raise ConfigError(f"{key} and model.pretrained={pretrained} are both set: the checkpoint replaces "
+                          "every weight; set model.pretrained=null")
+    if os.path.isdir(source):  # its newest intact checkpoint
+        folder = os.path.join(source, "checkpoints")
+        path, state, skipped = CheckpointManager(directory=folder if os.path.isdir(folder) else source).load_latest()
+        for message in skipped:
+            get_logger().warning(f"{key}: {message}: skipped")
+        if path is None:
+            raise ConfigError(f"{key}: no intact checkpoint_*.pt in {source}: train that run first, or pass a "
+                              "checkpoint file or another run folder")
+    elif os.path.isfile(source):
+        path, state = source, load_checkpoint(source)
+    else:
+        raise ConfigError(f"{key}: no such run folder or checkpoint file: train that run first (a 128-frame "
+                          "paper row starts from its Table 2f row), or pass model.init_checkpoint=PATH")
+    try:
+        report = load_finetune(model, state["model"])
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {one_line(exc)}") from exc
+    get_logger().info(f"{key}: started from {path} (iteration {state.get('iteration')}): {report}")
     return report
 
 

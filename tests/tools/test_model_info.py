@@ -47,7 +47,8 @@ def test_model_group_has_the_contract_files():
 def test_every_model_config_builds(name):
     cfg = compose_cfg(f"model={name}", "model.net.base_width=2", FIVE if name != "tiny" else
                       "model.net.nonlocal_blocks=[[],[1],[1],[]]")
-    assert set(cfg.model) == {"nonlocal", "net", "pretrained"} and cfg.model.pretrained is None
+    assert set(cfg.model) == {"nonlocal", "net", "pretrained", "init_checkpoint"}
+    assert cfg.model.pretrained is None and cfg.model.init_checkpoint is None
     model = instantiate(cfg.model.net)
     assert isinstance(model, ResNet3d) and len(model.nonlocal_names()) in (2, 5)
     assert model.get_submodule(model.nonlocal_names()[0]).pairwise == cfg.model["nonlocal"].pairwise

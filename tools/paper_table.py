@@ -1,0 +1,84 @@
+"""Print a table of the paper as nlnet reproduces it: published vs. nlnet top-1 / top-5, parameters,
+GFLOPs of one training clip, and how far each row's training got (rows not run yet are "pending").
+
+    python tools/paper_table.py 2a                  # Table 2a: its rows' run folders under runs/
+    python tools/paper_table.py 2g --csv > 2g.csv
+    python tools/paper_table.py 2c trainer.schedule_unit=iterations   # rows trained with these overrides
+    python tools/paper_table.py runs/paper/table2a  # a sweep folder: its rows and overrides (multirun.yaml)
+    python tools/paper_table.py runs/x runs/y       # any run folders (their stored config.yaml)
+
+Tables: 2a-2g and 3 (configs/experiment/paper). --no-cost skips counting parameters and GFLOPs.
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from nlnet.config import instantiate
+from nlnet.engine.report import Published, TableRow, clip_cost, read_progress, to_csv, to_markdown
+from nlnet.engine.weights import stored_model_config
+
+CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+ROWS_KEY = "+experiment/paper@_global_"
+
+
+def compose_train(overrides: list[str]):
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIGS):
+        return compose("train", overrides=overrides, return_hydra_config=True)
+
+
+def table_rows(table: str, overrides: list[str], cwd: str) -> list[tuple]:
+    """(config, run folder) of every row of ``table`` (e.g. "2a") under ``overrides``."""
+    name = "paper/table" + table.split("table")[-1]
+    rows = compose_train([f"experiment={name}", *overrides]).hydra.sweeper.params.get(ROWS_KEY)
+    if rows is None:
+        sys.exit(f"error: {name} is not a table of configs/experiment/paper (2a..2g, 3)")
+    configs = [compose_train([f"experiment=paper/{row.strip()}", *overrides]) for row in rows.split(",")]
+    return [(cfg, os.path.join(cwd, cfg.hydra.run.dir)) for cfg in configs]
+
+
+def folder_rows(folder: str) -> list[tuple]:
+    """A sweep folder's rows (multirun.yaml) or one run folder (its config.yaml)."""
+    if os.path.isfile(os.path.join(folder, "multirun.yaml")):
+        sweep = OmegaConf.load(os.path.join(folder, "multirun.yaml")).hydra
+        overrides = [o for o in sweep.overrides.task if not o.startswith("experiment=")]
+        overrides += [o for o in sweep.overrides.hydra if o.startswith("hydra.searchpath=")]
+        table = next(o for o in sweep.overrides.task if o.startswith("experiment=")).split("=", 1)[1]
+        return table_rows(table, overrides, sweep.runtime.cwd)
+    if not os.path.isfile(os.path.join(folder, "config.yaml")):
+        sys.exit(f"error: {folder}: neither a run folder (config.yaml) nor a sweep folder (multirun.yaml)")
+    return [(OmegaConf.load(os.path.join(folder, "config.yaml")), folder)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("targets", nargs="+", help="tables (2a..2g, 3), sweep or run folders, KEY=VALUE overrides")
+    parser.add_argument("--csv", action="store_true", help="CSV instead of Markdown")
+    parser.add_argument("--no-cost", dest="cost", action="store_false", help="skip parameters and GFLOPs")
+    args = parser.parse_args()
+    overrides = [t for t in args.targets if "=" in t and not os.path.isdir(t)]
+    pairs = []
+    for target in (t for t in args.targets if t not in overrides):
+        pairs += folder_rows(target) if os.path.isdir(target) else table_rows(target, overrides, os.getcwd())
+    rows, costs = [], {}
+    for cfg, run_dir in pairs:
+        cost = (None, None)
+        if args.cost:
+            frames, size = int(cfg.data.num_frames), int(cfg.data.train.crop_size)
+            key = (OmegaConf.to_yaml(cfg.model.net, resolve=True), frames, size)
+            if key not in costs:
+                costs[key] = clip_cost(instantiate(stored_model_config(cfg.model).net), frames=frames, size=size)
+            cost = costs[key]
+        published = Published.from_config(OmegaConf.to_container(cfg.get("paper") or {}),
+                                          default_row=os.path.basename(run_dir.rstrip("/")))
+        progress = read_progress(run_dir, planned=int(cfg.trainer.max_iter))
+        rows.append(TableRow(published=published, progress=progress, run_dir=os.path.relpath(run_dir),
+                             params=cost[0], gflops=cost[1]))
+    print(to_csv(rows) if args.csv else to_markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
