@@ -12,22 +12,18 @@ Tables: 2a-2g and 3 (configs/experiment/paper). --no-cost skips counting paramet
 import argparse
 import os
 import sys
-from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from nlnet.config import instantiate
+from nlnet.config import compose_config, instantiate
 from nlnet.engine.report import Published, TableRow, clip_cost, read_progress, to_csv, to_markdown
 from nlnet.engine.weights import stored_model_config
 
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 ROWS_KEY = "+experiment/paper@_global_"
 
 
 def compose_train(overrides: list[str]):
-    with initialize_config_dir(version_base="1.3", config_dir=CONFIGS):
-        return compose("train", overrides=overrides, return_hydra_config=True)
+    return compose_config("train", overrides, return_hydra_config=True)
 
 
 def table_rows(table: str, overrides: list[str], cwd: str) -> list[tuple]:
