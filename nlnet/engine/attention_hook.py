@@ -8,6 +8,7 @@ import torch
 
 from nlnet.engine.trainer import HookBase
 from nlnet.utils.logger import get_logger
+from nlnet.utils.errors import ConfigError
 from nlnet.viz import attention_figure, decode_clip, nonlocal_names
 
 
@@ -67,7 +68,7 @@ class AttentionFigureHook(HookBase):
             return names[-1:]
         unknown = [b for b in self.blocks if b not in names]
         if unknown:
-            raise ValueError(f"attention figure blocks {unknown} are not in the model; its blocks: {', '.join(names)}")
+            raise ConfigError(f"attention figure blocks {unknown} are not in the model; its blocks: {', '.join(names)}")
         return self.blocks
 
     def before_train(self) -> None:
