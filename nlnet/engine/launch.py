@@ -48,12 +48,6 @@ def check_num_classes(model: nn.Module, classes: list[str], annotations: Any) ->
         )
 
 
-def _log_header(cfg: Any, run_dir: str, device: torch.device) -> None:
-    log = get_logger()
-    log.info(f"run directory: {run_dir}")
-    log.info(f"device: {device}, processes: {du.get_world_size()}, torch {torch.__version__}")
-
-
 @contextlib.contextmanager
 def _own_run_directory(run_dir: str) -> Iterator[None]:
     """Rank 0 locks the run directory against a second writer and removes what interrupted writes left;
@@ -102,8 +96,7 @@ class _Data:
 def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
     """The steps of a training run; each is a function below."""
     t_cfg = cfg.trainer
-    _log_header(cfg, run_dir, device)
-    _setup_process(t_cfg, device)
+    _setup_process(t_cfg, run_dir, device)
     manager = CheckpointManager(directory=os.path.join(run_dir, "checkpoints"), keep_last=int(t_cfg.keep_last))
     resume_path, state = _checkpoint_to_resume(cfg, manager)
     model = _build_model(cfg, fresh_start=state is None)
@@ -139,7 +132,9 @@ def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
     return _summarize(trainer, run_dir, results, seconds=time.perf_counter() - start, stop_signal=signals.stop_signal)
 
 
-def _setup_process(t_cfg: Any, device: torch.device) -> None:
+def _setup_process(t_cfg: Any, run_dir: str, device: torch.device) -> None:
+    get_logger().info(f"run directory: {run_dir}")
+    get_logger().info(f"device: {device}, processes: {du.get_world_size()}, torch {torch.__version__}")
     if t_cfg.sync_bn and du.get_world_size() > 1 and device.type != "cuda":
         raise ConfigError("trainer.sync_bn=true needs CUDA devices (SyncBatchNorm does not run on CPU)")
     if t_cfg.get("num_threads"):
@@ -224,7 +219,8 @@ def _build_hooks(cfg: Any, trainer: Trainer, data: _Data, manager: CheckpointMan
         eval_set = C.instantiate(cfg.data.val, **({} if t_cfg.eval_multi_view else {"num_clips": 1, "num_crops": 1}))
         val_set = eval_set
         hooks.append(H.EvalHook(period=int(t_cfg.eval_period), at_end=not t_cfg.test_at_end,
-                                evaluate=lambda: {**_evaluate_dataset(model, val_set, **data.eval_kw), "tag": "val"}))
+                                evaluate=lambda: {**_evaluate_with_videos(model, val_set, **data.eval_kw)[0],
+                                                  "tag": "val"}))
     if t_cfg.test_at_end:
         test_set = C.instantiate(cfg.data.val)
         eval_set = eval_set or test_set
@@ -303,10 +299,6 @@ def _resume(trainer: Trainer, path: str, state: dict[str, Any], *, seed: int) ->
 
 
 # ---- evaluation -------------------------------------------------------------------------------------
-def _evaluate_dataset(model: nn.Module, dataset: Any, **kw: Any) -> dict[str, Any]:
-    return _evaluate_with_videos(model, dataset, **kw)[0]
-
-
 def _evaluate_with_videos(model: nn.Module, dataset: Any, *, device: torch.device, precision: str,
                           channels_last: bool, batch_size: int, num_workers: int, worker_threads: int,
                           class_names: list[str]) -> tuple:
