@@ -111,3 +111,24 @@ def test_tensorboard_writer_is_passed_in_and_evaluations_written_one_way(tmp_pat
     assert {k: v for k, v in scalars(test_dir).items()} == {k: v for k, v in logged.items() if k.startswith("val/")}
     # ranks other than 0 have no writer: the hook runs and writes nothing
     make_trainer(1, [EvalHook(period=1, evaluate=scores(1.0)), TensorBoardLogger(writer=None, period=1)]).train()
+
+
+def test_progress_bar_writes_log_lines_above_itself(capsys):
+    """While the bar runs, the console handler is tqdm's (logging_redirect_tqdm); afterwards it is back."""
+    from nlnet.engine.hooks import ProgressBar
+    from nlnet.utils.logger import get_logger, setup_logging
+
+    setup_logging(None)
+    console = list(get_logger().handlers)
+    seen = []
+
+    class Log(HookBase):
+        def after_step(self):
+            seen.append([type(h).__name__ for h in get_logger().handlers])
+            get_logger().info(f"line at iteration {self.trainer.iter}")
+
+    make_trainer(2, [ProgressBar(), Log()]).train()
+    assert seen == [["_TqdmLoggingHandler"]] * 2
+    assert get_logger().handlers == console and type(console[0]).__name__ == "StreamHandler"
+    out = capsys.readouterr()
+    assert "line at iteration 1" in out.out and "line at iteration 2" in out.out
