@@ -4,31 +4,16 @@ the TensorBoard writer is passed in, and training and testing write evaluations 
 import os
 import signal
 
-import torch
-import torch.nn as nn
-
 from nlnet.engine.checkpoint import CheckpointManager, load_checkpoint
 from nlnet.engine.hooks import Checkpointer, EvalHook, SignalHandler
-from nlnet.engine.schedule import MultiStepSchedule, build_scheduler
 from nlnet.engine.tensorboard import TensorBoardLogger, open_writer, write_eval_metrics
-from nlnet.engine.trainer import HookBase, Trainer
-
-
-class Batches:
-    def __init__(self):
-        self.i = 0
-
-    def __next__(self):
-        self.i += 1
-        g = torch.Generator().manual_seed(self.i)
-        return {"video": torch.randn(2, 3, 1, 2, 2, generator=g), "label": torch.tensor([0, 1])}
+from nlnet.engine.trainer import HookBase
+from test_trainer import Batches
+from test_trainer import make_trainer as make_stand_in_trainer  # stand-in model and data
 
 
 def make_trainer(max_iter, hooks):
-    model = nn.Sequential(nn.Conv3d(3, 4, 1), nn.Flatten(), nn.Linear(16, 2))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    return Trainer(model=model, optimizer=opt, scheduler=build_scheduler(opt, schedule=MultiStepSchedule()),
-                   data=Batches(), max_iter=max_iter, device=torch.device("cpu"), hooks=hooks)
+    return make_stand_in_trainer(None, Batches(), max_iter=max_iter, hooks=hooks)
 
 
 def scores(*values):
