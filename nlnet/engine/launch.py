@@ -153,20 +153,29 @@ def _build_model(cfg: Any, *, fresh_start: bool) -> nn.Module:
 
 
 def _build_data(cfg: Any, model: nn.Module, device: torch.device) -> _Data:
-    t_cfg = cfg.trainer
     train_set = C.instantiate(cfg.data.train)
     classes = list(train_set.classes)
     check_num_classes(model, classes, cfg.data.train.get("annotations"))
     get_logger().info(f"model: {type(model).__name__} with {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
                       f"parameters; training set: {len(train_set)} clips, {len(classes)} classes")
-    batch_size, num_workers = int(cfg.data.batch_size), int(cfg.data.num_workers)
-    worker_threads = int(cfg.data.get("worker_threads") or 1)
-    loader_kw = dict(batch_size=batch_size, num_workers=num_workers, num_replicas=du.get_world_size(),
-                     rank=du.get_rank(), worker_threads=worker_threads, failures={})  # one log line per bad file
-    eval_kw = dict(device=device, precision=str(t_cfg.precision), channels_last=bool(t_cfg.channels_last),
-                   batch_size=int(t_cfg.eval_batch_size or batch_size), num_workers=num_workers,
-                   worker_threads=worker_threads, class_names=classes)
+    eval_kw = _eval_settings(cfg, device, classes)
+    loader_kw = dict(batch_size=int(cfg.data.batch_size), num_workers=eval_kw["num_workers"],
+                     num_replicas=du.get_world_size(), rank=du.get_rank(), worker_threads=eval_kw["worker_threads"],
+                     failures={})  # one log line per bad file
     return _Data(train_set=train_set, classes=classes, loader_kw=loader_kw, eval_kw=eval_kw)
+
+
+def _eval_settings(cfg: Any, device: torch.device, class_names: list[str]) -> dict[str, Any]:
+    """The keyword arguments of :func:`_evaluate_with_videos` (validation, final test, ``test``)."""
+    return dict(device=device, precision=str(cfg.trainer.precision), channels_last=bool(cfg.trainer.channels_last),
+                batch_size=int(cfg.trainer.get("eval_batch_size") or cfg.data.batch_size),
+                num_workers=int(cfg.data.num_workers), worker_threads=int(cfg.data.get("worker_threads") or 1),
+                class_names=class_names)
+
+
+def _metrics_line(m: dict[str, Any]) -> str:
+    return (f"test: top1 {m['top1']:.2f}% top5 {m['top5']:.2f}% mean class {m['mean_class_accuracy']:.2f}% "
+            f"({m['num_videos']} videos x {m['views_per_video']} views, {m['failed_videos']} failed)")
 
 
 def _build_trainer(cfg: Any, model: nn.Module, data: _Data, device: torch.device) -> tuple[Trainer, ScheduleBudget]:
@@ -259,9 +268,7 @@ def _summarize(trainer: Trainer, run_dir: str, results: dict[str, Any], *, secon
     else:
         log.info(f"training finished: iteration {trainer.iter} of {trainer.max_iter} ({seconds:.0f}s)")
         if results:
-            m = results["metrics"]
-            log.info(f"test: top1 {m['top1']:.2f}% top5 {m['top5']:.2f}% mean class {m['mean_class_accuracy']:.2f}% "
-                     f"({m['num_videos']} videos x {m['views_per_video']} views, {m['failed_videos']} failed)")
+            log.info(_metrics_line(results["metrics"]))
             log.info(f"results: {results['results_path']}")
         log.info(f"TensorBoard: tensorboard --logdir {run_dir}")
     return summary
@@ -367,19 +374,13 @@ def _test(cfg: Any, checkpoint: str, output_dir: str, device: torch.device) -> d
     log.info(f"testing {checkpoint} (iteration {state.get('iteration')}) on {dataset.num_videos} videos x "
              f"{dataset.num_views} views of {dataset.num_frames} frames at stride {dataset.sampling_rate}")
     start = time.perf_counter()
-    batch_size = int(cfg.trainer.get("eval_batch_size") or cfg.data.batch_size)
     metrics, path = _test_and_write(model, dataset, output_dir=output_dir, checkpoint=os.path.abspath(checkpoint),
-                                    device=device, precision=str(cfg.trainer.precision),
-                                    channels_last=bool(cfg.trainer.channels_last), batch_size=batch_size,
-                                    num_workers=int(cfg.data.num_workers),
-                                    worker_threads=int(cfg.data.get("worker_threads") or 1), class_names=class_names)
+                                    **_eval_settings(cfg, device, class_names))
     if cfg.get("logger") and "_target_" in cfg.logger:
         writer = open_writer(os.path.join(output_dir, "tensorboard"))
         if writer is not None:
             with writer:
                 write_eval_metrics(writer, metrics, int(state.get("iteration", 0)), tag="test", class_names=class_names)
-    log.info(f"test: top1 {metrics['top1']:.2f}% top5 {metrics['top5']:.2f}% mean class "
-             f"{metrics['mean_class_accuracy']:.2f}% ({metrics['num_videos']} videos x {metrics['views_per_video']} "
-             f"views, {metrics['failed_videos']} failed) in {time.perf_counter() - start:.0f}s")
+    log.info(f"{_metrics_line(metrics)} in {time.perf_counter() - start:.0f}s")
     log.info(f"results: {path}")
     return {**metrics, "results_path": path}
