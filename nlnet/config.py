@@ -2,7 +2,8 @@
 
 Every other module under ``nlnet/`` takes plain constructor arguments; only this helper (and the
 scripts in ``tools/``) know that configs exist. A config node is a constructor call (``_target_``).
-Here too: the up-front validation of a composed config (:func:`validate`), Hydra's errors as one line
+Here too: composing a config outside ``@hydra.main`` (:func:`compose_config`, for tools, benchmarks
+and tests), the up-front validation of a composed config (:func:`validate`), Hydra's errors as one line
 (:func:`describe_error`), and ``tools/test.py``'s replay of command-line overrides on the config
 stored in a checkpoint (:func:`apply_overrides`).
 """
@@ -15,12 +16,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hydra import compose as _hydra_compose
+from hydra import initialize_config_dir
 from hydra.errors import ConfigCompositionException, HydraException, InstantiationException
 from hydra.utils import instantiate as _instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 from nlnet.utils.errors import ConfigError, UserError, one_line, root_cause
+
+# The configs of the repository (``pip install -e .``): what ``tools/*.py`` give ``@hydra.main``.
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 # Errors a constructor raises for a bad argument: they become one line naming the config key.
 _ARGUMENT_ERRORS = (UserError, ValueError, TypeError, FileNotFoundError, NotADirectoryError)
@@ -67,6 +73,16 @@ def _key_named_in(node: Any, message: str) -> str:
     return node._get_full_key(None) if isinstance(node, DictConfig) else "config"
 
 
+def compose_config(config_name: str = "train", overrides: Sequence[str] = (), *,
+                   return_hydra_config: bool = False) -> DictConfig:
+    """``configs/<config_name>.yaml`` composed with ``overrides``, outside ``@hydra.main`` (tools that
+    compose many configs, benchmarks, tests). ``return_hydra_config`` keeps the ``hydra`` node (sweeper
+    parameters, run folders)."""
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        return _hydra_compose(config_name=config_name, overrides=list(overrides),
+                              return_hydra_config=return_hydra_config)
+
+
 def to_container(cfg: Any) -> Any:
     """The resolved config as plain Python containers (for checkpoints and JSON)."""
     if isinstance(cfg, DictConfig) or OmegaConf.is_config(cfg):
@@ -82,6 +98,17 @@ def to_yaml(cfg: Any) -> str:
 def from_container(data: Any) -> DictConfig:
     """A config node from plain containers (e.g. the config stored in a checkpoint)."""
     return OmegaConf.create(data)
+
+
+def counted_clip(cfg: DictConfig) -> tuple[int, int]:
+    """(frames, size) of the clip a model's cost is counted on: ``input.*``, else the data config's
+    clip length and test crop (the cost of one test view, as the reference model zoos report it),
+    else 8 x 256."""
+    frames = OmegaConf.select(cfg, "input.frames", default=None) or OmegaConf.select(cfg, "data.num_frames", default=None)
+    size = (OmegaConf.select(cfg, "input.size", default=None)
+            or OmegaConf.select(cfg, "data.val.test_crop_size", default=None)
+            or OmegaConf.select(cfg, "data.train.crop_size", default=None))
+    return int(frames or 8), int(size or 256)
 
 
 # ---- errors --------------------------------------------------------------------------------------

@@ -57,11 +57,9 @@ def tiny_overrides(data_root: str, run_dir: str | None = None) -> list[str]:
 
 def compose(config_name: str = "train", overrides: list[str] = ()):
     """``hydra.compose`` of configs/<config_name>.yaml (outside ``@hydra.main``)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from nlnet.config import compose_config
 
-    with initialize_config_dir(version_base="1.3", config_dir=CONFIGS):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+    return compose_config(config_name, overrides)
 
 
 def tool_env(*extra_paths: str) -> dict[str, str]:

@@ -81,11 +81,9 @@ def docs_paper_rows() -> dict[str, tuple[int, float]]:
 
 def compose_with_hydra(overrides: list[str]):
     """The composed config with its ``hydra`` node (sweeper params, run and sweep folders)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from nlnet.config import compose_config
 
-    with initialize_config_dir(version_base="1.3", config_dir=CONFIGS):
-        return hydra_compose("train", overrides=overrides, return_hydra_config=True)
+    return compose_config("train", overrides, return_hydra_config=True)
 
 
 def row_config(row: str, *extra: str):

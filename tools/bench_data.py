@@ -14,7 +14,7 @@ import platform
 
 import torch
 
-from nlnet.data.bench import run_benchmark
+from nlnet.bench.data_pipeline import run_benchmark
 from nlnet.utils.cli import pin_threads, threads_line
 
 

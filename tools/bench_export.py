@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
 FIVE_NL = "model.net.nonlocal_blocks=[[],[1,3],[1,3,5],[]]"
 DEFAULT_CASES = [
     "demo net (32x32)=model=tiny model.net.num_classes=6 model.net.nonlocal_blocks=[[],[1],[],[]] @8x32",
@@ -34,17 +33,14 @@ DEFAULT_CASES = [
 
 def build(case: str, frames: int, size: int):
     """``"name=overrides[ @TxS]"`` -> (name, TrainedModel with a random-weight model, input T, S)."""
-    from hydra import compose, initialize_config_dir
-
-    from nlnet.config import instantiate
+    from nlnet.config import compose_config, instantiate
     from nlnet.inference import TrainedModel, ViewProtocol
 
     name, _, overrides = case.partition("=")
     overrides, _, shape = overrides.partition(" @")
     if shape:
         frames, size = (int(v) for v in shape.split("x"))
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
-        cfg = compose("model_info", overrides=overrides.split())
+    cfg = compose_config("model_info", overrides.split())
     model = instantiate(cfg.model.net).eval()
     protocol = ViewProtocol(num_frames=frames, sampling_rate=1, short_side=size, crop_size=size)
     classes = [str(i) for i in range(model.num_classes)]

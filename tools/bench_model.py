@@ -31,7 +31,6 @@ import torch.nn as nn
 
 from nlnet.utils.cli import pin_threads, threads_line
 
-ROOT = Path(__file__).resolve().parents[1]
 FIVE_NL = "model.net.nonlocal_blocks=[[],[1,3],[1,3,5],[]]"
 DEFAULT_CASES = [f"nlnet i3d_r50=model=i3d_r50_8x8", f"nlnet i3d_r50 + 5 NL=model=i3d_r50_8x8 {FIVE_NL}"]
 PYTORCHVIDEO = "pytorchvideo i3d_r50"
@@ -43,12 +42,10 @@ def build(case: str, frames: int, size: int) -> tuple[str, nn.Module]:
         from pytorchvideo.models.hub.resnet import i3d_r50
         # Its head pools with a fixed kernel: the res5 grid of this input (8x8 stem: T/2, H/32, W/32).
         return case, i3d_r50(pretrained=False, head_pool_kernel_size=(frames // 2, size // 32, size // 32))
-    from hydra import compose, initialize_config_dir
+    from nlnet.config import compose_config, instantiate
 
-    from nlnet.config import instantiate
     name, _, overrides = case.partition("=")
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
-        cfg = compose("model_info", overrides=overrides.split())
+    cfg = compose_config("model_info", overrides.split())
     return name, instantiate(cfg.model.net)
 
 

@@ -18,16 +18,15 @@ from pathlib import Path
 
 from nlnet.utils.cli import ArgumentParser, run_main
 
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 
 
 def base_config(data_root: str, run_dir: str) -> dict:
     """The resolved default training config (configs/train.yaml) with ``data.root`` set."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(version_base="1.3", config_dir=CONFIGS):
-        cfg = compose("train", overrides=[f"data.root={data_root}"])
+    from nlnet.config import compose_config
+
+    cfg = compose_config("train", [f"data.root={data_root}"])
     OmegaConf.update(cfg, "run_dir", run_dir)  # ${hydra:...} has no value outside a Hydra run
     return OmegaConf.to_container(cfg, resolve=True)
 

@@ -9,6 +9,7 @@ import argparse
 import time
 
 from nlnet.data.synthetic import make_synthetic_dataset
+from nlnet.utils.cli import ArgumentParser, run_main
 
 PRESETS = {
     # the CPU demo: 6 classes x (100 train + 20 val) clips of 32 frames, 64x64, 25 fps
@@ -19,7 +20,7 @@ PRESETS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, help="output folder")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     parser.add_argument("--num-classes", type=int)
@@ -48,4 +49,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -14,42 +14,21 @@ the configured ``impl``. The last line is ``total: params=<int> gflops=<float>``
 from __future__ import annotations
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nlnet.config import instantiate
-from nlnet.utils.flops import format_cost, model_cost
-
-
-def input_size(cfg: DictConfig) -> tuple[int, int]:
-    """(frames, size) of the counted clip: ``input.*``, else the data config's clip length and test
-    crop (the cost of one test view, as the reference model zoos report it), else 8 x 256."""
-    frames = OmegaConf.select(cfg, "input.frames", default=None)
-    size = OmegaConf.select(cfg, "input.size", default=None)
-    frames = frames or OmegaConf.select(cfg, "data.num_frames", default=None) or 8
-    size = (size or OmegaConf.select(cfg, "data.val.test_crop_size", default=None)
-            or OmegaConf.select(cfg, "data.train.crop_size", default=None) or 256)
-    return int(frames), int(size)
-
-
-def model_info(cfg: DictConfig) -> str:
-    """The cost table of ``cfg.model.net`` at the configured input (see module docstring)."""
-    model = instantiate(cfg.model.net)
-    frames, size = input_size(cfg)
-    impl = OmegaConf.select(cfg, "nonlocal_flops_impl", default=None)
-    report = model_cost(model, torch.zeros(1, 3, frames, size, size),
-                        parts=["stem", *model.stage_names, "head"],
-                        nonlocal_names=model.nonlocal_names(), nonlocal_impl=impl)
-    counted = f"impl={impl}" if impl else "as configured"
-    title = (f"ResNet3d depth={model.depth} num_classes={model.num_classes}, input 1x3x{frames}x{size}x{size}, "
-             f"non-local blocks counted {counted}")
-    return format_cost(report, title=title)
+from nlnet.utils.cli import one_line_errors, run_main
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="model_info")
+@one_line_errors()
 def main(cfg: DictConfig) -> None:
-    print(model_info(cfg))
+    from nlnet.config import counted_clip, instantiate  # imported after the config composed: torch takes seconds
+    from nlnet.engine.report import model_info
+
+    frames, size = counted_clip(cfg)
+    print(model_info(instantiate(cfg.model.net), frames=frames, size=size,
+                     nonlocal_impl=OmegaConf.select(cfg, "nonlocal_flops_impl", default=None)))
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -22,10 +22,9 @@ import sys
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from nlnet.config import instantiate
+from nlnet.config import compose_config, instantiate
 from nlnet.engine.report import clip_cost
 from nlnet.utils.flops import model_cost
 
@@ -48,8 +47,7 @@ PLACEMENTS = {
 
 
 def compose_model(name: str, overrides: list[str]):
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
-        return compose("model_info", overrides=[f"model={name}", *overrides])
+    return compose_config("model_info", [f"model={name}", *overrides])
 
 
 def backbone_cost(cfg, frames: int, size: int) -> tuple[int, int, dict[str, tuple[int, ...]]]:
@@ -116,12 +114,10 @@ def paper_table() -> str:
     costs: dict[tuple, tuple[int, float]] = {}
     tables = sorted(p.stem for p in (ROOT / "configs" / "experiment" / "paper").glob("table*.yaml"))
     for table in sorted(tables, key=lambda t: (t[5], t)):  # table2a..table2g, then table3
-        with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
-            rows = compose("train", overrides=[f"experiment=paper/{table}"], return_hydra_config=True
-                           ).hydra.sweeper.params["+experiment/paper@_global_"]
+        rows = compose_config("train", [f"experiment=paper/{table}"], return_hydra_config=True
+                              ).hydra.sweeper.params["+experiment/paper@_global_"]
         for row in (r.strip() for r in rows.split(",")):
-            with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
-                cfg = compose("model_info", overrides=[f"experiment=paper/{row}"])
+            cfg = compose_config("model_info", [f"experiment=paper/{row}"])
             frames, size = int(cfg.data.num_frames), int(cfg.data.train.crop_size)
             key = (OmegaConf.to_yaml(cfg.model.net, resolve=True), frames, size)
             if key not in costs:

@@ -11,23 +11,20 @@ Tables: 2a-2g and 3 (configs/experiment/paper). --no-cost skips counting paramet
 """
 import argparse
 import os
-import sys
-from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from nlnet.config import instantiate
+from nlnet.config import compose_config, instantiate
 from nlnet.engine.report import Published, TableRow, clip_cost, read_progress, to_csv, to_markdown
 from nlnet.engine.weights import stored_model_config
+from nlnet.utils.cli import ArgumentParser, run_main
+from nlnet.utils.errors import ConfigError
 
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 ROWS_KEY = "+experiment/paper@_global_"
 
 
 def compose_train(overrides: list[str]):
-    with initialize_config_dir(version_base="1.3", config_dir=CONFIGS):
-        return compose("train", overrides=overrides, return_hydra_config=True)
+    return compose_config("train", overrides, return_hydra_config=True)
 
 
 def table_rows(table: str, overrides: list[str], cwd: str) -> list[tuple]:
@@ -35,7 +32,7 @@ def table_rows(table: str, overrides: list[str], cwd: str) -> list[tuple]:
     name = "paper/table" + table.split("table")[-1]
     rows = compose_train([f"experiment={name}", *overrides]).hydra.sweeper.params.get(ROWS_KEY)
     if rows is None:
-        sys.exit(f"error: {name} is not a table of configs/experiment/paper (2a..2g, 3)")
+        raise ConfigError(f"{name} is not a table of configs/experiment/paper (2a..2g, 3)")
     configs = [compose_train([f"experiment=paper/{row.strip()}", *overrides]) for row in rows.split(",")]
     return [(cfg, os.path.join(cwd, cfg.hydra.run.dir)) for cfg in configs]
 
@@ -49,12 +46,12 @@ def folder_rows(folder: str) -> list[tuple]:
         table = next(o for o in sweep.overrides.task if o.startswith("experiment=")).split("=", 1)[1]
         return table_rows(table, overrides, sweep.runtime.cwd)
     if not os.path.isfile(os.path.join(folder, "config.yaml")):
-        sys.exit(f"error: {folder}: neither a run folder (config.yaml) nor a sweep folder (multirun.yaml)")
+        raise ConfigError(f"{folder}: neither a run folder (config.yaml) nor a sweep folder (multirun.yaml)")
     return [(OmegaConf.load(os.path.join(folder, "config.yaml")), folder)]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("targets", nargs="+", help="tables (2a..2g, 3), sweep or run folders, KEY=VALUE overrides")
     parser.add_argument("--csv", action="store_true", help="CSV instead of Markdown")
     parser.add_argument("--no-cost", dest="cost", action="store_false", help="skip parameters and GFLOPs")
@@ -81,4 +78,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

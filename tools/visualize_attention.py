@@ -16,7 +16,6 @@ import hydra
 from omegaconf import DictConfig
 
 from nlnet.utils.cli import one_line_errors, run_main
-from nlnet.utils.errors import ConfigError, one_line
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="visualize")
@@ -24,10 +23,7 @@ from nlnet.utils.errors import ConfigError, one_line
 def main(cfg: DictConfig) -> None:
     from nlnet.engine.visualize import visualize  # torch: after Hydra has parsed the command line
 
-    try:
-        visualize(cfg)
-    except ValueError as e:  # unknown block, query outside the clip, ...: one line (run_main)
-        raise ConfigError(one_line(e)) from e
+    visualize(cfg)
 
 
 if __name__ == "__main__":

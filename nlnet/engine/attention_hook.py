@@ -6,21 +6,23 @@ from typing import Any
 
 import torch
 
-from nlnet.engine import distributed as du
 from nlnet.engine.trainer import HookBase
 from nlnet.utils.logger import get_logger
+from nlnet.utils.errors import ConfigError
 from nlnet.viz import attention_figure, decode_clip, nonlocal_names
 
 
 class AttentionFigureHook(HookBase):
     """After each validation, draw a fixed clip's attention for chosen non-local blocks and log the
-    figures to TensorBoard (``trainer.summary_writer``, set by ``TensorBoardLogger``; rank 0 only).
+    figures to TensorBoard through ``writer`` (nothing is decoded or drawn where it is None: ranks
+    other than 0).
 
     The clip is decoded once, before training: the middle clip of ``video``, centre crop, as
     multi-view testing decodes it. Queries are chosen afresh at each validation (strongest
     responses), unless ``queries`` fixes them, so the figures follow the model as it learns.
 
     Args:
+        writer: the run's ``SummaryWriter`` (shared with ``TensorBoardLogger``), or None.
         video: path of the validation video to draw (e.g. the validation set's first video).
         num_frames, sampling_rate: the clip's T and tau.
         short_side, crop_size: test scale and centre-crop side.
@@ -34,10 +36,11 @@ class AttentionFigureHook(HookBase):
         tag: TensorBoard tag prefix; each figure is ``<tag>/<block name>``.
     """
 
-    def __init__(self, *, video: str, num_frames: int, sampling_rate: int, short_side: int, crop_size: int,
+    def __init__(self, *, writer: Any, video: str, num_frames: int, sampling_rate: int, short_side: int, crop_size: int,
                  mean: Sequence[float], std: Sequence[float], blocks: Sequence[str] = (),
                  queries: Sequence[Sequence[float]] | None = None, num_queries: int = 3, top_k: int = 5,
                  panel_size: int = 128, tag: str = "attention") -> None:
+        self.writer = writer
         self.video = video
         self.num_frames = num_frames
         self.sampling_rate = sampling_rate
@@ -65,19 +68,18 @@ class AttentionFigureHook(HookBase):
             return names[-1:]
         unknown = [b for b in self.blocks if b not in names]
         if unknown:
-            raise ValueError(f"attention figure blocks {unknown} are not in the model; its blocks: {', '.join(names)}")
+            raise ConfigError(f"attention figure blocks {unknown} are not in the model; its blocks: {', '.join(names)}")
         return self.blocks
 
     def before_train(self) -> None:
-        if not du.is_main_process() or not self._block_names():
+        if self.writer is None or not self._block_names():
             return
         self.clip, self.frames = decode_clip(self.video, num_frames=self.num_frames, sampling_rate=self.sampling_rate,
                                              short_side=self.short_side, crop_size=self.crop_size, mean=self.mean,
                                              std=self.std)
 
     def after_eval(self, metrics: dict[str, Any]) -> None:
-        writer = getattr(self.trainer, "summary_writer", None)
-        if writer is None or self.clip is None:
+        if self.writer is None or self.clip is None:
             return
         it = self.trainer.iter
         for name in self._block_names():
@@ -85,7 +87,7 @@ class AttentionFigureHook(HookBase):
                                       num_queries=self.num_queries, top_k=self.top_k, panel_size=self.panel_size,
                                       device=self.trainer.device)
             tag = f"{self.tag}/{name}"
-            writer.add_figure(tag, result.figure, it)
+            self.writer.add_figure(tag, result.figure, it)
             self.logged.append((tag, it))
         get_logger().info(f"attention figures of {', '.join(self._block_names())} logged to TensorBoard")
 

@@ -14,7 +14,6 @@ import hashlib
 import os
 import pickle
 import re
-import shutil
 import zipfile
 from typing import Any
 
@@ -212,12 +211,6 @@ class CheckpointManager:
         for _, old in self.list()[: -self.keep_last]:
             os.remove(old)
         return path
-
-    def mark_best(self, path: str) -> str:
-        """Copy ``path`` to ``best.pt`` (atomically)."""
-        with atomic_path(self.best_path) as tmp:
-            shutil.copyfile(path, tmp)
-        return self.best_path
 
 
 def read_checkpoint_config(path: str) -> dict[str, Any]:

@@ -73,15 +73,6 @@ def all_gather_object(obj: Any) -> list[Any]:
     return out
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every rank."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     """The element-wise mean of ``tensor`` over ranks (in place)."""
     if is_distributed():

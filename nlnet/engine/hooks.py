@@ -1,16 +1,20 @@
-"""Hooks of the training loop: timing/logging, TensorBoard, progress bar, precise BN, checkpoints,
-periodic evaluation and signal handling. Each is small and independent; ``launch.py`` assembles them.
+"""Hooks of the training loop: timing/logging, progress bar, precise BN, checkpoints, periodic
+evaluation and signal handling (TensorBoard: ``nlnet.engine.tensorboard``). Each is small and independent and owns its resumable state
+(``state_dict``/``load_state_dict``, stored in checkpoints under ``hooks``); ``launch.py`` assembles
+them and passes in what they share (the TensorBoard writer).
 
 Order matters within one iteration's ``after_step``: signals -> precise BN -> checkpoint -> eval ->
 writers, so a checkpoint holds precise-BN statistics and evaluation sees them too.
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import resource
 import signal
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -24,7 +28,8 @@ from nlnet.utils.logger import get_logger
 from nlnet.utils.seeding import get_rng_state
 
 
-def _due(iteration: int, period: int, max_iter: int) -> bool:
+def is_due(iteration: int, period: int, max_iter: int) -> bool:
+    """Whether iteration is a multiple of period (> 0) or the last one."""
     return iteration == max_iter or (period > 0 and iteration % period == 0)
 
 
@@ -37,7 +42,8 @@ def memory_mb(device: torch.device) -> float:
 
 class SignalHandler(HookBase):
     """On SIGTERM or SIGINT (preemption, Ctrl-C): finish the current iteration, let the checkpointer
-    write a checkpoint, then stop. A second signal interrupts immediately.
+    write a checkpoint, then stop. A second signal interrupts immediately. ``stop_signal`` is the
+    signal that stopped training (SIGTERM when it came from another rank), or None.
 
     Args:
         signals: the signals to catch.
@@ -46,6 +52,7 @@ class SignalHandler(HookBase):
     def __init__(self, *, signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
         self.signals = tuple(signals)
         self.received: int | None = None
+        self.stop_signal: int | None = None
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -62,12 +69,19 @@ class SignalHandler(HookBase):
         if du.any_rank(self.received is not None, self.trainer.device):
             name = signal.Signals(self.received).name if self.received else "a signal on another rank"
             self.trainer.request_stop(f"received {name}")
-            self.trainer.extra_state["stop_signal"] = int(self.received or signal.SIGTERM)
+            self.stop_signal = int(self.received or signal.SIGTERM)
 
     def after_train(self) -> None:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous = {}
+
+
+def _clip_inputs(batches: Iterable[dict[str, Any]], device: torch.device, channels_last: bool) -> Iterator[torch.Tensor]:
+    """The network inputs of training batches (clips on ``device``, in the training memory format)."""
+    for batch in batches:
+        video = batch["video"].to(device, non_blocking=True)
+        yield video.contiguous(memory_format=torch.channels_last_3d) if channels_last else video
 
 
 @torch.no_grad()
@@ -76,7 +90,10 @@ def update_bn_stats(model: nn.Module, batches: Iterable[dict[str, Any]], *, num_
     """Precise BN: recompute every BatchNorm's running mean/var as the average over ``num_iters``
     training batches of the batch statistics (official recipe: 200 iterations before testing),
     averaged over ranks. Frozen BatchNorms (those ``model.train()`` leaves in eval mode, e.g.
-    ``ResNet3d(frozen_bn=...)``) keep their statistics. Returns the number of batches used."""
+    ``ResNet3d(frozen_bn=...)``) keep their statistics. Returns the number of batches used.
+
+    Not ``fvcore.nn.precise_bn.update_bn_stats``: the pinned fvcore pools every batch into one
+    population variance, which differs from this mean of per-batch variances when batches differ."""
     was_training = model.training
     model.train()
     bns = [m for m in model.modules()
@@ -89,12 +106,7 @@ def update_bn_stats(model: nn.Module, batches: Iterable[dict[str, Any]], *, num_
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over the batches seen
     used = 0
-    for batch in batches:
-        if used >= num_iters:
-            break
-        video = batch["video"].to(device, non_blocking=True)
-        if channels_last:
-            video = video.contiguous(memory_format=torch.channels_last_3d)
+    for video in itertools.islice(_clip_inputs(batches, device, channels_last), num_iters):
         with autocast_context(device, precision):
             model(video)
         used += 1
@@ -148,6 +160,8 @@ class Checkpointer(HookBase):
         period: iterations between checkpoints (0: only at the end and on stop).
         extra: fixed entries stored in every checkpoint (resolved config, class names).
         best_metric: key of the evaluation metrics whose maximum selects ``best.pt``.
+
+    Its state (resumed with the run) is the best value so far and its iteration.
     """
 
     def __init__(self, *, manager: CheckpointManager, period: int, extra: dict[str, Any] | None = None,
@@ -156,8 +170,15 @@ class Checkpointer(HookBase):
         self.period = period
         self.extra = dict(extra or {})
         self.best_metric = best_metric
-        self.last_saved_iter = -1
-        self.last_path: str | None = None
+        self.best_value: float | None = None
+        self.best_iteration: int | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_value": self.best_value, "best_iteration": self.best_iteration}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_value = state.get("best_value")
+        self.best_iteration = state.get("best_iteration")
 
     def state(self) -> dict[str, Any]:
         """The full checkpoint: the trainer's state, every rank's RNG states, the fixed extras."""
@@ -167,31 +188,24 @@ class Checkpointer(HookBase):
         state.update(self.extra)
         return state
 
-    def save(self) -> str | None:
+    def save(self) -> None:
         t = self.trainer
         state = self.state()  # collective: every rank takes part
-        path = self.manager.path(t.iter)
         if du.is_main_process():
-            path = self.manager.save(state, t.iter)
-            get_logger().info(f"saved checkpoint {path}")
+            get_logger().info(f"saved checkpoint {self.manager.save(state, t.iter)}")
         du.barrier()
-        self.last_saved_iter = t.iter
-        self.last_path = path
-        return path
 
     def after_step(self) -> None:
         t = self.trainer
-        if t.stop_reason is not None or _due(t.iter, self.period, t.max_iter):
+        if t.stop_reason is not None or is_due(t.iter, self.period, t.max_iter):
             self.save()
 
     def after_eval(self, metrics: dict[str, Any]) -> None:
         value = metrics.get(self.best_metric)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return
-        best = self.trainer.extra_state.get("best_value")
-        if best is None or value > best:
-            self.trainer.extra_state["best_value"] = float(value)
-            self.trainer.extra_state["best_iteration"] = self.trainer.iter
+        if self.best_value is None or value > self.best_value:
+            self.best_value, self.best_iteration = float(value), self.trainer.iter
             state = self.state()
             if du.is_main_process():
                 atomic_save(state, self.manager.best_path)
@@ -214,7 +228,6 @@ class EvalHook(HookBase):
         self.period = period
         self.evaluate = evaluate
         self.at_end = at_end
-        self.last_metrics: dict[str, Any] | None = None
 
     def after_step(self) -> None:
         t = self.trainer
@@ -223,7 +236,6 @@ class EvalHook(HookBase):
         if (self.period > 0 and t.iter % self.period == 0) or (self.at_end and t.iter == t.max_iter):
             start = time.perf_counter()
             metrics = self.evaluate()
-            self.last_metrics = metrics
             get_logger().info(
                 f"{metrics.get('tag', 'validation')} at iteration {t.iter}: top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f} "
                 f"mean class {metrics['mean_class_accuracy']:.2f} ({metrics['num_videos']} videos, "
@@ -250,7 +262,7 @@ class MetricLogger(HookBase):
 
     def after_step(self) -> None:
         t = self.trainer
-        if not (_due(t.iter, self.period, t.max_iter) or t.stop_reason):
+        if not (is_due(t.iter, self.period, t.max_iter) or t.stop_reason):
             return
         s = t.storage
         done = t.iter - t.start_iter
@@ -269,17 +281,21 @@ def _hms(seconds: float) -> str:
 
 
 class ProgressBar(HookBase):
-    """A tqdm bar with ETA over the iterations (rank 0 only)."""
+    """A tqdm bar with ETA over the iterations (rank 0 only); log lines are written above it
+    (``tqdm.contrib.logging.logging_redirect_tqdm``)."""
 
     def __init__(self, *, desc: str = "train") -> None:
         self.desc = desc
         self.bar: Any = None
+        self._redirect = contextlib.ExitStack()
 
     def before_train(self) -> None:
         if du.is_main_process():
             from tqdm.auto import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
 
             t = self.trainer
+            self._redirect.enter_context(logging_redirect_tqdm(loggers=[get_logger()]))
             self.bar = tqdm(total=t.max_iter, initial=t.iter, desc=self.desc, dynamic_ncols=True, leave=True)
 
     def after_step(self) -> None:
@@ -293,103 +309,4 @@ class ProgressBar(HookBase):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-
-
-def confusion_figure(confusion: Sequence[Sequence[int]], class_names: Sequence[str]) -> Any:
-    """A matplotlib figure of the confusion matrix, rows normalised (true class -> predicted)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    cm = torch.tensor(confusion, dtype=torch.float64)
-    norm = cm / cm.sum(dim=1, keepdim=True).clamp(min=1)
-    n = len(class_names)
-    size = min(2 + 0.35 * n, 30)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
-    if n <= 60:
-        ax.set_xticks(range(n), class_names, rotation=90, fontsize=7)
-        ax.set_yticks(range(n), class_names, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.tight_layout()
-    return fig
-
-
-class TensorBoardLogger(HookBase):
-    """TensorBoard scalars (train loss, lr, top-1/top-5, data vs compute time, clips/s, memory; val
-    top-1/top-5/mean class accuracy), the config as text, the confusion matrix as a figure and hparams
-    with the final metrics. Rank 0 only. The writer is exposed as ``trainer.summary_writer`` for other
-    hooks (e.g. attention figures).
-
-    Args:
-        log_dir: the event-file folder.
-        period: iterations between scalar writes.
-        config_text: the resolved config (YAML) shown under "config".
-        hparams: flat hyper-parameters logged with the final metrics.
-        class_names: labels of the confusion-matrix figure.
-    """
-
-    def __init__(self, *, log_dir: str, period: int = 20, config_text: str = "",
-                 hparams: dict[str, Any] | None = None, class_names: Sequence[str] = ()) -> None:
-        self.log_dir = log_dir
-        self.period = period
-        self.config_text = config_text
-        self.hparams = dict(hparams or {})
-        self.class_names = list(class_names)
-        self.writer: Any = None
-        self.final_metrics: dict[str, float] = {}
-
-    def before_train(self) -> None:
-        if not du.is_main_process():
-            return
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(self.log_dir, purge_step=self.trainer.iter or None)
-        self.trainer.summary_writer = self.writer  # type: ignore[attr-defined]
-        if self.config_text:
-            self.writer.add_text("config", "```\n" + self.config_text + "\n```", self.trainer.iter)
-
-    def after_step(self) -> None:
-        t = self.trainer
-        if self.writer is None or not _due(t.iter, self.period, t.max_iter):
-            return
-        s = t.storage
-        w = self.writer
-        for name, tag in (("loss", "train/loss"), ("top1", "train/top1"), ("top5", "train/top5"),
-                          ("data_time", "time/data"), ("compute_time", "time/compute"),
-                          ("clips_per_s", "throughput/clips_per_s"), ("grad_norm", "train/grad_norm")):
-            if name in s.names():
-                w.add_scalar(tag, s.avg(name), t.iter)
-        w.add_scalar("train/lr", s.latest("lr"), t.iter)
-        w.add_scalar("memory/peak_mib", memory_mb(t.device), t.iter)
-
-    def after_eval(self, metrics: dict[str, Any]) -> None:
-        if self.writer is None:
-            return
-        it = self.trainer.iter
-        tag = metrics.get("tag", "val")
-        for key in ("top1", "top5", "mean_class_accuracy"):
-            self.writer.add_scalar(f"{tag}/{key}", metrics[key], it)
-            self.final_metrics[f"{tag}/{key}"] = float(metrics[key])
-        if metrics.get("confusion_matrix"):
-            import matplotlib.pyplot as plt
-
-            fig = confusion_figure(metrics["confusion_matrix"], self.class_names or
-                                   [str(i) for i in range(len(metrics["confusion_matrix"]))])
-            self.writer.add_figure(f"{tag}/confusion_matrix", fig, it)
-            plt.close(fig)
-
-    def after_train(self) -> None:
-        if self.writer is None:
-            return
-        t = self.trainer
-        if t.iter == t.max_iter:
-            final = dict(self.final_metrics)
-            if "loss" in t.storage.names():
-                final["train/loss_final"] = t.storage.avg("loss")
-            hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in self.hparams.items()}
-            self.writer.add_hparams(hparams, final or {"train/loss_final": float("nan")}, run_name="hparams")
-        self.writer.close()
-        self.writer = None
+        self._redirect.close()

@@ -9,7 +9,8 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from nlnet.engine.evaluation import evaluate, write_results
 from nlnet.engine.loader import EndlessLoader, build_eval_loader
 from nlnet.engine.report import write_plan
 from nlnet.engine.schedule import ScheduleBudget, build_scheduler
+from nlnet.engine.tensorboard import open_writer, write_eval_metrics
 from nlnet.engine.trainer import Trainer
 from nlnet.engine.weights import load_init_checkpoint, load_pretrained, stored_model_config
 from nlnet.utils.errors import CheckpointError, ConfigError, one_line
@@ -44,12 +46,6 @@ def check_num_classes(model: nn.Module, classes: list[str], annotations: Any) ->
             f"model.net.num_classes={num_classes} but {annotations} has {len(classes)} classes: "
             f"set model.net.num_classes={len(classes)}"
         )
-
-
-def _log_header(cfg: Any, run_dir: str, device: torch.device) -> None:
-    log = get_logger()
-    log.info(f"run directory: {run_dir}")
-    log.info(f"device: {device}, processes: {du.get_world_size()}, torch {torch.__version__}")
 
 
 @contextlib.contextmanager
@@ -87,93 +83,160 @@ def train(cfg: Any) -> dict[str, Any]:
         du.cleanup()
 
 
+@dataclass
+class _Data:
+    """The training set and what the loaders and evaluations of a run share."""
+
+    train_set: Any
+    classes: list[str]
+    loader_kw: dict[str, Any]
+    eval_kw: dict[str, Any]
+
+
 def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
+    """The steps of a training run; each is a function below."""
     t_cfg = cfg.trainer
-    rank, world = du.get_rank(), du.get_world_size()
-    log = get_logger()
-    _log_header(cfg, run_dir, device)
-    if t_cfg.sync_bn and world > 1 and device.type != "cuda":
+    _setup_process(t_cfg, run_dir, device)
+    manager = CheckpointManager(directory=os.path.join(run_dir, "checkpoints"), keep_last=int(t_cfg.keep_last))
+    resume_path, state = _checkpoint_to_resume(cfg, manager)
+    model = _build_model(cfg, fresh_start=state is None)
+    data = _build_data(cfg, model, device)
+    trainer, budget = _build_trainer(cfg, model, data, device)
+    config_text = C.to_yaml(cfg)
+    if du.is_main_process():
+        with open(os.path.join(run_dir, "config.yaml"), "w") as f:
+            f.write(config_text)
+        write_plan(run_dir, budget=budget, recipe_max_iter=int(t_cfg.max_iter))
+    iteration = int(state["iteration"]) if state is not None else 0
+    writer = open_writer(os.path.join(run_dir, "tensorboard"), purge_step=iteration) \
+        if cfg.get("logger") and "_target_" in cfg.logger else None
+    results: dict[str, Any] = {}
+    try:
+        hooks, final_test = _build_hooks(cfg, trainer, data, manager, run_dir=run_dir, writer=writer,
+                                         config_text=config_text, results=results)
+        trainer.register_hooks(hooks)
+        if state is not None:  # after the hooks: they get their state back too
+            _resume(trainer, resume_path, state, seed=int(t_cfg.seed))
+        start = time.perf_counter()
+        with contextlib.closing(trainer.data):  # the workers end here, also on an error
+            trainer.train()
+        if trainer.start_iter >= trainer.max_iter:
+            get_logger().info(f"{run_dir} is already trained to iteration {trainer.iter}; to train again, delete "
+                              "it or change an override")
+            if final_test is not None and not trainer.stop_reason:
+                final_test()
+    finally:
+        if writer is not None:
+            writer.close()
+    signals = next(h for h in hooks if isinstance(h, H.SignalHandler))
+    return _summarize(trainer, run_dir, results, seconds=time.perf_counter() - start, stop_signal=signals.stop_signal)
+
+
+def _setup_process(t_cfg: Any, run_dir: str, device: torch.device) -> None:
+    get_logger().info(f"run directory: {run_dir}")
+    get_logger().info(f"device: {device}, processes: {du.get_world_size()}, torch {torch.__version__}")
+    if t_cfg.sync_bn and du.get_world_size() > 1 and device.type != "cuda":
         raise ConfigError("trainer.sync_bn=true needs CUDA devices (SyncBatchNorm does not run on CPU)")
     if t_cfg.get("num_threads"):
         torch.set_num_threads(int(t_cfg.num_threads))
-    seed_everything(int(t_cfg.seed) + rank)
+    seed_everything(int(t_cfg.seed) + du.get_rank())
 
+
+def _build_model(cfg: Any, *, fresh_start: bool) -> nn.Module:
+    """The network; on a fresh start, initialised from another run (fine-tuning) or ImageNet weights."""
     model = build_model(cfg.model)
-    manager = CheckpointManager(directory=os.path.join(run_dir, "checkpoints"), keep_last=int(t_cfg.keep_last))
-    resume_path, state = _checkpoint_to_resume(cfg, manager)
-    if state is None and cfg.model.get("init_checkpoint"):  # a fresh start from another run (fine-tuning)
+    if fresh_start and cfg.model.get("init_checkpoint"):
         load_init_checkpoint(model, str(cfg.model.init_checkpoint), pretrained=cfg.model.get("pretrained"))
-    elif state is None and cfg.model.get("pretrained"):  # a fresh start: ImageNet inflation
+    elif fresh_start and cfg.model.get("pretrained"):  # ImageNet inflation
         load_pretrained(model, str(cfg.model.pretrained))
+    return model
+
+
+def _build_data(cfg: Any, model: nn.Module, device: torch.device) -> _Data:
     train_set = C.instantiate(cfg.data.train)
     classes = list(train_set.classes)
     check_num_classes(model, classes, cfg.data.train.get("annotations"))
-    log.info(f"model: {type(model).__name__} with {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
-             f"parameters; training set: {len(train_set)} clips, {len(classes)} classes")
+    get_logger().info(f"model: {type(model).__name__} with {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
+                      f"parameters; training set: {len(train_set)} clips, {len(classes)} classes")
+    eval_kw = _eval_settings(cfg, device, classes)
+    loader_kw = dict(batch_size=int(cfg.data.batch_size), num_workers=eval_kw["num_workers"],
+                     num_replicas=du.get_world_size(), rank=du.get_rank(), worker_threads=eval_kw["worker_threads"],
+                     failures={})  # one log line per bad file
+    return _Data(train_set=train_set, classes=classes, loader_kw=loader_kw, eval_kw=eval_kw)
 
+
+def _eval_settings(cfg: Any, device: torch.device, class_names: list[str]) -> dict[str, Any]:
+    """The keyword arguments of :func:`_evaluate_with_videos` (validation, final test, ``test``)."""
+    return dict(device=device, precision=str(cfg.trainer.precision), channels_last=bool(cfg.trainer.channels_last),
+                batch_size=int(cfg.trainer.get("eval_batch_size") or cfg.data.batch_size),
+                num_workers=int(cfg.data.num_workers), worker_threads=int(cfg.data.get("worker_threads") or 1),
+                class_names=class_names)
+
+
+def _metrics_line(m: dict[str, Any]) -> str:
+    return (f"test: top1 {m['top1']:.2f}% top5 {m['top5']:.2f}% mean class {m['mean_class_accuracy']:.2f}% "
+            f"({m['num_videos']} videos x {m['views_per_video']} views, {m['failed_videos']} failed)")
+
+
+def _build_trainer(cfg: Any, model: nn.Module, data: _Data, device: torch.device) -> tuple[Trainer, ScheduleBudget]:
+    """The model on its device (DDP, compile), the optimiser and schedule scaled to the batch, the loader."""
+    t_cfg, world = cfg.trainer, du.get_world_size()
     model.to(device)
     if t_cfg.channels_last:
         model.to(memory_format=torch.channels_last_3d)
     if t_cfg.sync_bn and world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    batch_size = int(cfg.data.batch_size)
-    optimizer = C.instantiate(cfg.optim, model=model, total_batch_size=batch_size * world)
-    budget = ScheduleBudget(unit=str(t_cfg.get("schedule_unit") or "iterations"), total_batch_size=batch_size * world,
-                            reference_batch_size=int(t_cfg.get("schedule_batch_size") or batch_size * world))
+    total_batch_size = int(cfg.data.batch_size) * world
+    optimizer = C.instantiate(cfg.optim, model=model, total_batch_size=total_batch_size)
+    budget = ScheduleBudget(unit=str(t_cfg.get("schedule_unit") or "iterations"), total_batch_size=total_batch_size,
+                            reference_batch_size=int(t_cfg.get("schedule_batch_size") or total_batch_size))
     schedule = C.instantiate(cfg.schedule).scaled(budget)
-    scheduler = build_scheduler(optimizer, schedule=schedule)
     max_iter = budget.iterations(int(t_cfg.max_iter))
-    log.info(budget.describe(max_iter=int(t_cfg.max_iter), schedule=schedule))
+    get_logger().info(budget.describe(max_iter=int(t_cfg.max_iter), schedule=schedule))
     train_module: nn.Module = model
     if world > 1:
         train_module = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if t_cfg.compile:
         train_module = torch.compile(train_module)
-
-    num_workers = int(cfg.data.num_workers)
-    loader_kw = dict(batch_size=batch_size, num_workers=num_workers, num_replicas=world, rank=rank,
-                     worker_threads=int(cfg.data.get("worker_threads") or 1), failures={})  # one log line per bad file
-    data = EndlessLoader(dataset=train_set, seed=int(t_cfg.seed), pin_memory=device.type == "cuda", **loader_kw)
-    trainer = Trainer(model=model, optimizer=optimizer, scheduler=scheduler, data=data,
-                      max_iter=max_iter, device=device, train_module=train_module,
+    loader = EndlessLoader(dataset=data.train_set, seed=int(t_cfg.seed), pin_memory=device.type == "cuda",
+                           **data.loader_kw)
+    trainer = Trainer(model=model, optimizer=optimizer, scheduler=build_scheduler(optimizer, schedule=schedule),
+                      data=loader, max_iter=max_iter, device=device, train_module=train_module,
                       precision=str(t_cfg.precision), grad_clip_norm=t_cfg.grad_clip_norm,
                       channels_last=bool(t_cfg.channels_last))
+    return trainer, budget
 
-    if state is not None:
-        _resume(trainer, resume_path, state, seed=int(t_cfg.seed))
 
-    resolved = C.to_container(cfg)
-    config_text = C.to_yaml(cfg)
-    if du.is_main_process():
-        with open(os.path.join(run_dir, "config.yaml"), "w") as f:
-            f.write(config_text)
-        write_plan(run_dir, budget=budget, recipe_max_iter=int(t_cfg.max_iter))
-    eval_kw = dict(device=device, precision=str(t_cfg.precision), channels_last=bool(t_cfg.channels_last),
-                   batch_size=int(t_cfg.eval_batch_size or batch_size), num_workers=num_workers,
-                   worker_threads=loader_kw["worker_threads"], class_names=classes)
+def _build_hooks(cfg: Any, trainer: Trainer, data: _Data, manager: CheckpointManager, *, run_dir: str, writer: Any,
+                 config_text: str, results: dict[str, Any]) -> tuple[list[H.HookBase], Callable[[], Any] | None]:
+    """The hooks in their order (see ``nlnet.engine.hooks``), and the final test (None when off), which
+    fills ``results`` with its metrics and results path."""
+    t_cfg, model = cfg.trainer, trainer.model
     hooks: list[H.HookBase] = [H.SignalHandler()]
     if t_cfg.precise_bn_iters > 0:
         def precise_bn_batches(iteration: int) -> Iterator[Any]:
-            with contextlib.closing(EndlessLoader(dataset=train_set, seed=int(t_cfg.seed) + 1 + iteration,
-                                                  **loader_kw)) as batches:
+            with contextlib.closing(EndlessLoader(dataset=data.train_set, seed=int(t_cfg.seed) + 1 + iteration,
+                                                  **data.loader_kw)) as batches:
                 yield from batches
         hooks.append(H.PreciseBN(batches=precise_bn_batches, num_iters=int(t_cfg.precise_bn_iters),
                                  periods=(int(t_cfg.checkpoint_period), int(t_cfg.eval_period))))
     hooks.append(H.Checkpointer(manager=manager, period=int(t_cfg.checkpoint_period),
-                                extra={"config": resolved, "class_names": classes}))
+                                extra={"config": C.to_container(cfg), "class_names": data.classes}))
+    eval_set = final_test = None
     if t_cfg.eval_period > 0:
-        val_overrides = {} if t_cfg.eval_multi_view else {"num_clips": 1, "num_crops": 1}
-        val_set = C.instantiate(cfg.data.val, **val_overrides)
+        eval_set = C.instantiate(cfg.data.val, **({} if t_cfg.eval_multi_view else {"num_clips": 1, "num_crops": 1}))
+        val_set = eval_set
         hooks.append(H.EvalHook(period=int(t_cfg.eval_period), at_end=not t_cfg.test_at_end,
-                                evaluate=lambda: {**_evaluate_dataset(model, val_set, **eval_kw), "tag": "val"}))
-    results: dict[str, Any] = {}
+                                evaluate=lambda: {**_evaluate_with_videos(model, val_set, **data.eval_kw)[0],
+                                                  "tag": "val"}))
     if t_cfg.test_at_end:
         test_set = C.instantiate(cfg.data.val)
+        eval_set = eval_set or test_set
 
         def final_test() -> dict[str, Any]:
             metrics, path = _test_and_write(model, test_set, output_dir=run_dir, checkpoint=manager.path(trainer.iter),
-                                            **eval_kw)
+                                            **data.eval_kw)
             results.update(metrics=metrics, results_path=path)
             return {**metrics, "tag": "test"}
         hooks.append(H.EvalHook(period=0, evaluate=final_test, at_end=True))
@@ -182,38 +245,30 @@ def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
         hparams = {"model": str(cfg.model.net.get("_target_")), "depth": cfg.model.net.get("depth"),
                    "nonlocal_blocks": str(cfg.model.net.get("nonlocal_blocks")),
                    "pairwise": cfg.model.get("nonlocal", {}).get("pairwise"), "lr": cfg.optim.get("lr"),
-                   "batch_size": batch_size * world, "max_iter": max_iter,
+                   "batch_size": int(cfg.data.batch_size) * du.get_world_size(), "max_iter": trainer.max_iter,
                    "precision": str(t_cfg.precision)}
-        hooks.append(C.instantiate(cfg.logger, log_dir=os.path.join(run_dir, "tensorboard"),
-                                   config_text=config_text, hparams=hparams, class_names=classes))
+        hooks.append(C.instantiate(cfg.logger, writer=writer, config_text=config_text, hparams=hparams,
+                                   class_names=data.classes))
         # attention figures of the first validation video at each evaluation (nlnet.engine.attention_hook)
-        eval_set = val_set if t_cfg.eval_period > 0 else (test_set if t_cfg.test_at_end else None)
         if t_cfg.get("attention_figures") and eval_set is not None and eval_set.num_videos:
-            hooks.append(C.instantiate(t_cfg.attention_figures, **clip_of_dataset(eval_set)))
+            hooks.append(C.instantiate(t_cfg.attention_figures, writer=writer, **clip_of_dataset(eval_set)))
     if t_cfg.progress_bar:
         hooks.append(H.ProgressBar())
-    trainer.register_hooks(hooks)
+    return hooks, final_test
 
-    start = time.perf_counter()
-    with contextlib.closing(data):  # the workers end here, also on an error
-        trainer.train()
-    if trainer.start_iter >= trainer.max_iter:
-        log.info(f"{run_dir} is already trained to iteration {trainer.iter}; to train again, delete it "
-                 "or change an override")
-        if t_cfg.test_at_end and not trainer.stop_reason:
-            final_test()
-    elapsed = time.perf_counter() - start
+
+def _summarize(trainer: Trainer, run_dir: str, results: dict[str, Any], *, seconds: float,
+               stop_signal: int | None) -> dict[str, Any]:
+    log = get_logger()
     summary: dict[str, Any] = {"run_dir": run_dir, "iteration": trainer.iter, "stopped": trainer.stop_reason,
-                               "exit_code": 0, "seconds": elapsed, **results}
+                               "exit_code": 0, "seconds": seconds, **results}
     if trainer.stop_reason:
         log.info(f"stopped at iteration {trainer.iter} ({trainer.stop_reason}); the same command resumes")
-        summary["exit_code"] = 128 + int(trainer.extra_state.get("stop_signal", signal.SIGTERM))
+        summary["exit_code"] = 128 + int(stop_signal or signal.SIGTERM)
     else:
-        log.info(f"training finished: iteration {trainer.iter} of {trainer.max_iter} ({elapsed:.0f}s)")
+        log.info(f"training finished: iteration {trainer.iter} of {trainer.max_iter} ({seconds:.0f}s)")
         if results:
-            m = results["metrics"]
-            log.info(f"test: top1 {m['top1']:.2f}% top5 {m['top5']:.2f}% mean class {m['mean_class_accuracy']:.2f}% "
-                     f"({m['num_videos']} videos x {m['views_per_video']} views, {m['failed_videos']} failed)")
+            log.info(_metrics_line(results["metrics"]))
             log.info(f"results: {results['results_path']}")
         log.info(f"TensorBoard: tensorboard --logdir {run_dir}")
     return summary
@@ -251,10 +306,6 @@ def _resume(trainer: Trainer, path: str, state: dict[str, Any], *, seed: int) ->
 
 
 # ---- evaluation -------------------------------------------------------------------------------------
-def _evaluate_dataset(model: nn.Module, dataset: Any, **kw: Any) -> dict[str, Any]:
-    return _evaluate_with_videos(model, dataset, **kw)[0]
-
-
 def _evaluate_with_videos(model: nn.Module, dataset: Any, *, device: torch.device, precision: str,
                           channels_last: bool, batch_size: int, num_workers: int, worker_threads: int,
                           class_names: list[str]) -> tuple:
@@ -323,26 +374,13 @@ def _test(cfg: Any, checkpoint: str, output_dir: str, device: torch.device) -> d
     log.info(f"testing {checkpoint} (iteration {state.get('iteration')}) on {dataset.num_videos} videos x "
              f"{dataset.num_views} views of {dataset.num_frames} frames at stride {dataset.sampling_rate}")
     start = time.perf_counter()
-    batch_size = int(cfg.trainer.get("eval_batch_size") or cfg.data.batch_size)
     metrics, path = _test_and_write(model, dataset, output_dir=output_dir, checkpoint=os.path.abspath(checkpoint),
-                                    device=device, precision=str(cfg.trainer.precision),
-                                    channels_last=bool(cfg.trainer.channels_last), batch_size=batch_size,
-                                    num_workers=int(cfg.data.num_workers),
-                                    worker_threads=int(cfg.data.get("worker_threads") or 1), class_names=class_names)
-    if du.is_main_process() and cfg.get("logger") and "_target_" in cfg.logger:
-        from torch.utils.tensorboard import SummaryWriter
-
-        import matplotlib.pyplot as plt
-
-        with SummaryWriter(os.path.join(output_dir, "tensorboard")) as writer:
-            step = int(state.get("iteration", 0))
-            for key in ("top1", "top5", "mean_class_accuracy"):
-                writer.add_scalar(f"test/{key}", metrics[key], step)
-            fig = H.confusion_figure(metrics["confusion_matrix"], class_names)
-            writer.add_figure("test/confusion_matrix", fig, step)
-            plt.close(fig)
-    log.info(f"test: top1 {metrics['top1']:.2f}% top5 {metrics['top5']:.2f}% mean class "
-             f"{metrics['mean_class_accuracy']:.2f}% ({metrics['num_videos']} videos x {metrics['views_per_video']} "
-             f"views, {metrics['failed_videos']} failed) in {time.perf_counter() - start:.0f}s")
+                                    **_eval_settings(cfg, device, class_names))
+    if cfg.get("logger") and "_target_" in cfg.logger:
+        writer = open_writer(os.path.join(output_dir, "tensorboard"))
+        if writer is not None:
+            with writer:
+                write_eval_metrics(writer, metrics, int(state.get("iteration", 0)), tag="test", class_names=class_names)
+    log.info(f"{_metrics_line(metrics)} in {time.perf_counter() - start:.0f}s")
     log.info(f"results: {path}")
     return {**metrics, "results_path": path}

@@ -204,3 +204,19 @@ def clip_cost(model: Any, *, frames: int, size: int) -> tuple[int, float]:
     report = model_cost(model, torch.zeros(1, 3, frames, size, size), parts=[], nonlocal_names=names,
                         nonlocal_impl="reference" if names else None)
     return report.total_params, report.total_flops / 1e9
+
+
+def model_info(model: Any, *, frames: int, size: int, nonlocal_impl: str | None = None) -> str:
+    """The per-stage cost table of a ``ResNet3d`` (``tools/model_info.py``) on one clip of ``frames`` x
+    ``size`` x ``size``; ``nonlocal_impl`` counts the NL blocks in that form (None: as configured). The
+    last line is ``total: params=<int> gflops=<float>``."""
+    import torch
+
+    from nlnet.utils.flops import format_cost, model_cost
+
+    report = model_cost(model, torch.zeros(1, 3, frames, size, size), parts=["stem", *model.stage_names, "head"],
+                        nonlocal_names=model.nonlocal_names(), nonlocal_impl=nonlocal_impl)
+    counted = f"impl={nonlocal_impl}" if nonlocal_impl else "as configured"
+    title = (f"ResNet3d depth={model.depth} num_classes={model.num_classes}, input 1x3x{frames}x{size}x{size}, "
+             f"non-local blocks counted {counted}")
+    return format_cost(report, title=title)

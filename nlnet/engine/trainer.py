@@ -48,9 +48,16 @@ class MetricStorage:
 class HookBase:
     """Called by :class:`Trainer` around training and each iteration. ``self.trainer`` is set on
     registration. ``after_eval(metrics)`` is called by the evaluation hook after each validation,
-    so hooks can react to it (best checkpoint, TensorBoard, figures)."""
+    so hooks can react to it (best checkpoint, TensorBoard, figures). A hook with resumable state
+    returns it from ``state_dict`` (stored in checkpoints under ``hooks``, by class name) and gets
+    it back through ``load_state_dict``."""
 
     trainer: Trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
     def before_train(self) -> None: ...
 
@@ -105,7 +112,6 @@ class Trainer:
         self.start_iter = 0
         self.stop_reason: str | None = None
         self.storage = MetricStorage()
-        self.extra_state: dict[str, Any] = {}  # hooks' resumable state (e.g. best metric)
         self.hooks: list[HookBase] = []
         self.register_hooks(hooks)
 
@@ -189,7 +195,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "iteration": self.iter,
             "loader": self.data.state_dict() if hasattr(self.data, "state_dict") else {},
-            "extra": dict(self.extra_state),
+            "hooks": {type(h).__qualname__: h.state_dict() for h in self.hooks if h.state_dict()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -201,4 +207,6 @@ class Trainer:
         self.iter = int(state["iteration"])
         if state.get("loader") and hasattr(self.data, "load_state_dict"):
             self.data.load_state_dict(state["loader"])
-        self.extra_state = dict(state.get("extra", {}))
+        hooks_state = state.get("hooks", {"Checkpointer": state.get("extra", {})})  # "extra": older checkpoints
+        for hook in self.hooks:
+            hook.load_state_dict(hooks_state.get(type(hook).__qualname__, {}))

@@ -26,7 +26,7 @@ together with their geometry (:class:`NonLocalAttention`); it is the one way to 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -111,6 +111,12 @@ class NonLocalBlock(nn.Module):
         impl: ``"auto"`` (exact, never materialises an (N, N', C) tensor; see
             :mod:`nlnet.models.nonlocal_ops`) or ``"reference"`` (materialises the (N, N') matrix
             as existing implementations do).
+        temporal_groups: G > 1 runs the block separately on G groups of consecutive frames,
+            (B, C, T, H, W) -> (B * G, C, T / G, H, W) (the official frozen-BN models' res3,
+            nonlocal_helper.py ``add_nonlocal_group``; PySlowFast ``NONLOCAL.GROUP``); needs
+            ``dim=3`` and ``scope="spacetime"``. Or ``{in_channels: G}``, so that one partial gives
+            each stage (distinct widths) its own; absent: 1.
+        norm_eps: epsilon of the BatchNorm after ``w_z`` (official ``NONLOCAL.BN_EPSILON``: 1.0000001e-5).
 
     Submodules (state-dict names): ``theta``, ``phi`` (None for gaussian), ``g``, ``w_z`` (1x1
     convolutions), ``norm`` (BatchNorm or None), ``concat_project`` (w_f as a 1x1 Conv2d of 2C'
@@ -133,6 +139,8 @@ class NonLocalBlock(nn.Module):
         scale_gaussian: bool = False,
         scope: str = "spacetime",
         impl: str = "auto",
+        temporal_groups: int | Mapping[int, int] = 1,
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         if dim not in _CONV:
@@ -160,6 +168,11 @@ class NonLocalBlock(nn.Module):
         self.bn_layer = bool(bn_layer)
         self.scale = bool(scale)
         self.scale_gaussian = bool(scale_gaussian)
+        groups = temporal_groups.get(self.in_channels, 1) if isinstance(temporal_groups, Mapping) else temporal_groups
+        if int(groups) < 1 or (int(groups) > 1 and (dim != 3 or scope != "spacetime")):
+            raise ValueError(f"NonLocalBlock: temporal_groups={temporal_groups!r} must give >= 1 groups; "
+                             "more than 1 needs dim=3 and scope='spacetime'")
+        self.temporal_groups = int(groups)
         # the window from the query grid to the key grid: 1 per axis without sub-sampling
         self.key_pool = self.pool_size if self.sub_sample else (1,) * dim
         # factor on the softmax logits (Eq. 2, 3): (switch, width d of the vectors dotted) -> d^-1/2
@@ -174,7 +187,7 @@ class NonLocalBlock(nn.Module):
         self.phi = conv(c, c_inter, kernel_size=1) if embedded else None
         self.g = conv(c, c_inter, kernel_size=1)
         self.w_z = conv(c_inter, c, kernel_size=1)
-        self.norm = _NORM[dim](c) if bn_layer else None
+        self.norm = _NORM[dim](c, eps=float(norm_eps)) if bn_layer else None
         # w_f of Eq. 5 acts on the (2C', N, N') concatenation grid; no bias (theta's bias plays it)
         self.concat_project = (nn.Conv2d(2 * c_inter, 1, kernel_size=1, bias=False)
                                if pairwise == "concatenation" else None)
@@ -211,7 +224,8 @@ class NonLocalBlock(nn.Module):
     def extra_repr(self) -> str:
         return (f"pairwise={self.pairwise!r}, scope={self.scope!r}, impl={self.impl!r}, sub_sample={self.sub_sample}, "
                 f"pool_size={self.pool_size}, pool_ceil_mode={self.pool_ceil_mode}, pool_before={self.pool_before}, "
-                f"scale={self.scale}, scale_gaussian={self.scale_gaussian}")
+                f"scale={self.scale}, scale_gaussian={self.scale_gaussian}"
+                + (f", temporal_groups={self.temporal_groups}" if self.temporal_groups > 1 else ""))
 
     # ----------------------------------------------------------------------------------------
     def key_grid(self, query_grid: Sequence[int]) -> tuple[int, ...]:
@@ -318,25 +332,54 @@ class NonLocalBlock(nn.Module):
             y = concatenation_attention(a, b, v)
         return ungroup_last(y, self.scope, x.shape)  # (B, *S, C')
 
+    # ----------------------------------------------------------------- temporal groups
+    def group_frames(self, x: Tensor) -> Tensor:
+        """(B, C, T, H, W) -> (B * G, C, T / G, H, W); group g holds frames g * T/G ... (g + 1) * T/G - 1."""
+        b, c, t, h, w = x.shape
+        g = self.temporal_groups
+        if t % g:
+            raise ValueError(f"NonLocalBlock: {t} frames do not split into temporal_groups={g}")
+        return x.reshape(b, c, g, t // g, h, w).transpose(1, 2).reshape(b * g, c, t // g, h, w)
+
+    def ungroup_frames(self, y: Tensor) -> Tensor:
+        """The inverse of :meth:`group_frames`."""
+        bg, c, tg, h, w = y.shape
+        g = self.temporal_groups
+        return y.reshape(bg // g, g, c, tg, h, w).transpose(1, 2).reshape(bg // g, c, g * tg, h, w)
+
     @torch.no_grad()
     def attention(self, x: Tensor) -> NonLocalAttention:
         """The normalised weights f(x_i, x_j) / C(x) this block computes on input ``x``, with their
         query and key grids (no gradient). Capture the block's input with a forward pre-hook to
-        call it on a model's features.
+        call it on a model's features. With temporal groups: the weights on the whole clip, each
+        group's on its block of the diagonal, 0 between groups (a query never sees another group).
 
         Args:
             x: the block's input, as for :meth:`forward`.
         """
         self._check_input(x)
-        weights, _ = self._weights(x)
-        grid = tuple(x.shape[2:])
-        return NonLocalAttention(weights=weights, scope=self.scope, query_grid=grid, key_grid=self.key_grid(grid),
-                                 key_pool=self.key_pool, batch_size=x.shape[0])
+        g, b, grid = self.temporal_groups, x.shape[0], tuple(x.shape[2:])
+        weights, _ = self._weights(self.group_frames(x) if g > 1 else x)  # (B * G, n, n') on a group's grid
+        if g > 1:
+            n, n_keys = weights.shape[1:]
+            whole = weights.new_zeros(b, g * n, g * n_keys)
+            for i, part in enumerate(weights.view(b, g, n, n_keys).unbind(1)):  # row-major (t, h, w): contiguous
+                whole[:, i * n:(i + 1) * n, i * n_keys:(i + 1) * n_keys] = part
+            weights = whole
+        key_grid = self.key_grid((grid[0] // g, *grid[1:]))
+        return NonLocalAttention(weights=weights, scope=self.scope, query_grid=grid,
+                                 key_grid=(g * key_grid[0], *key_grid[1:]), key_pool=self.key_pool, batch_size=b)
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the block: (B, C, L), (B, C, H, W) or (B, C, T, H, W) for ``dim`` 1, 2, 3 -> z
         of the same shape (Eq. 6)."""
         self._check_input(x)
+        if self.temporal_groups > 1:
+            return self.ungroup_frames(self._residual_block(self.group_frames(x)))
+        return self._residual_block(x)
+
+    def _residual_block(self, x: Tensor) -> Tensor:
+        """Eq. 6 on (a group of) the input: x + norm(w_z(y))."""
         if self.impl == "auto" and not self._plain_is_fastest(x):
             residual = linear_last(self._fast(x), [self.w_z]).movedim(-1, 1)  # (B, C, *S)
         else:

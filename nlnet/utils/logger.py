@@ -1,4 +1,6 @@
-"""Plain-text logging: console and a log file in the run directory, from rank 0 only."""
+"""Plain-text logging: console and a log file in the run directory, from rank 0 only. While a progress
+bar runs, console lines are written above it (``tqdm.contrib.logging.logging_redirect_tqdm``, entered
+by the progress-bar hook)."""
 from __future__ import annotations
 
 import logging
@@ -25,7 +27,7 @@ def setup_logging(run_dir: str | None = None, *, rank: int = 0, filename: str = 
     fmt = logging.Formatter(
         "[%(asctime)s %(levelname)s]" + (f" [rank {rank}]" if rank else "") + " %(message)s", "%H:%M:%S"
     )
-    console = _TqdmHandler()
+    console = logging.StreamHandler(sys.stdout)
     console.setFormatter(fmt)
     logger.addHandler(console)
     if run_dir is not None and rank == 0:
@@ -34,18 +36,6 @@ def setup_logging(run_dir: str | None = None, *, rank: int = 0, filename: str = 
         file_handler.setFormatter(fmt)
         logger.addHandler(file_handler)
     return logger
-
-
-class _TqdmHandler(logging.Handler):
-    """Console output that does not break a tqdm progress bar (written above it)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            from tqdm import tqdm
-
-            tqdm.write(self.format(record), file=sys.stdout)
-        except Exception:
-            self.handleError(record)
 
 
 def get_logger() -> logging.Logger:

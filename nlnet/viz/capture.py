@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
+from nlnet.utils.errors import ConfigError
 from nlnet.viz.geometry import AttentionMap, PixelMapping, Point
 
 QUERY_SELECTIONS = ("response", "peak")
@@ -30,15 +31,15 @@ def resolve_block(model: nn.Module, block: str | None) -> str:
     """The block name to visualise: ``block`` checked against the model's blocks, or the last one.
 
     Raises:
-        ValueError: the model has no non-local block, or ``block`` is not one of them (lists them).
+        ConfigError: the model has no non-local block, or ``block`` is not one of them (lists them).
     """
     names = nonlocal_names(model)
     if not names:
-        raise ValueError("the model has no non-local block to visualise (its nonlocal_blocks lists are all empty)")
+        raise ConfigError("the model has no non-local block to visualise (its nonlocal_blocks lists are all empty)")
     if block is None:
         return names[-1]
     if block not in names:
-        raise ValueError(f"unknown non-local block '{block}'; this model's blocks: {', '.join(names)}")
+        raise ConfigError(f"unknown non-local block '{block}'; this model's blocks: {', '.join(names)}")
     return block
 
 
@@ -115,7 +116,7 @@ def select_queries(scores: Tensor, num: int, *, min_distance: int = 1) -> list[P
         min_distance: suppression radius in feature cells (0: any distinct cells).
     """
     if num < 1:
-        raise ValueError(f"the number of queries must be >= 1, got {num}")
+        raise ConfigError(f"the number of queries must be >= 1, got {num}")
     t, h, w = scores.shape
     order = torch.argsort(scores.flatten(), descending=True, stable=True).tolist()
     chosen: list[Point] = []
@@ -135,7 +136,7 @@ def default_queries(capture: BlockCapture, num: int, *, selection: str = "respon
     ``peak``: most peaked weights (max / mean over the query's keys).
     """
     if selection not in QUERY_SELECTIONS:
-        raise ValueError(f"unknown query selection '{selection}'; valid: {', '.join(QUERY_SELECTIONS)}")
+        raise ConfigError(f"unknown query selection '{selection}'; valid: {', '.join(QUERY_SELECTIONS)}")
     scores = capture.response
     if selection == "peak" or float(scores.max()) <= 1e-12:
         scores = capture.attention.peak_scores()

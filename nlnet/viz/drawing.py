@@ -17,6 +17,7 @@ from matplotlib.patches import ConnectionPatch
 from torch import Tensor
 
 from nlnet.utils.io import atomic_path
+from nlnet.utils.errors import ConfigError
 from nlnet.viz.geometry import AttentionMap, PixelMapping, Point
 
 # one colour per query row (tab10), so arrows and markers of different queries stay apart
@@ -112,7 +113,7 @@ def draw_attention(
     if not queries:
         raise ValueError("no query points to draw")
     if panel_size < 32:
-        raise ValueError(f"panel_size must be >= 32 pixels, got {panel_size}")
+        raise ConfigError(f"panel_size must be >= 32 pixels, got {panel_size}")
     num_panels = mapping.query_shape[0]
     width, height = figure_size(len(queries), num_panels, panel_size, title=bool(title))
     dpi = 100

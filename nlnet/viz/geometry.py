@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from nlnet.models import NonLocalAttention
+from nlnet.utils.errors import ConfigError
 
 Point = tuple[int, ...]  # (t, y, x), a cell of a grid
 Shape3 = tuple[int, ...]  # (T, H, W)
@@ -71,14 +72,14 @@ class PixelMapping:
         """The query cell holding pixel (frame, y, x) of the input clip.
 
         Raises:
-            ValueError: when the point lies outside the clip.
+            ConfigError: when the point lies outside the clip.
         """
         if len(point) != 3:
-            raise ValueError(f"a query point is [t, y, x] (frame, row, column); got {list(point)}")
+            raise ConfigError(f"a query point is [t, y, x] (frame, row, column); got {list(point)}")
         cells = []
         for name, c, size, s, g in zip("tyx", point, self.input_shape, self.strides, self.query_shape):
             if not 0 <= c < size:
-                raise ValueError(
+                raise ConfigError(
                     f"query point {list(point)}: {name}={c} is outside the clip, whose (T, H, W) is "
                     f"{tuple(self.input_shape)} (valid {name}: 0..{size - 1})"
                 )
@@ -128,7 +129,7 @@ class AttentionMap:
     def top_keys(self, query: Point, k: int) -> list[tuple[Point, float]]:
         """The ``k`` keys with the largest weights for ``query``: [((t_k, y_k, x_k), weight)], best first."""
         if k < 1:
-            raise ValueError(f"top_k must be >= 1, got {k}")
+            raise ConfigError(f"top_k must be >= 1, got {k}")
         row = self.row(query).flatten()
         valid = torch.nonzero(~torch.isnan(row)).flatten()
         values, order = row[valid].topk(min(k, valid.numel()))

@@ -10,7 +10,8 @@ import torch
 
 from nlnet.data.synthetic import write_video
 from nlnet.engine.attention_hook import AttentionFigureHook
-from nlnet.engine.hooks import EvalHook, TensorBoardLogger
+from nlnet.engine.hooks import EvalHook
+from nlnet.engine.tensorboard import TensorBoardLogger, open_writer
 from nlnet.engine.schedule import MultiStepSchedule, build_scheduler
 from nlnet.engine.trainer import Trainer
 from nlnet.models import NonLocalBlock, ResNet3d
@@ -46,15 +47,17 @@ def video(tmp_path_factory) -> str:
 
 def run(tmp_path, video, model, max_iter=2, **hook_args):
     metrics = {"top1": 50.0, "top5": 100.0, "mean_class_accuracy": 50.0, "num_videos": 1}
-    hook = AttentionFigureHook(video=video, num_frames=8, sampling_rate=1, short_side=32, crop_size=32,
+    writer = open_writer(str(tmp_path / "tb"))  # one writer, passed to both hooks
+    hook = AttentionFigureHook(writer=writer, video=video, num_frames=8, sampling_rate=1, short_side=32, crop_size=32,
                                mean=(0.45,) * 3, std=(0.225,) * 3, num_queries=1, top_k=2, panel_size=48,
                                **hook_args)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     trainer = Trainer(model=model, optimizer=opt, scheduler=build_scheduler(opt, schedule=MultiStepSchedule()),
                       data=Batches(), max_iter=max_iter, device=torch.device("cpu"),
-                      hooks=[TensorBoardLogger(log_dir=str(tmp_path / "tb"), period=1),
+                      hooks=[TensorBoardLogger(writer=writer, period=1),
                              EvalHook(period=1, evaluate=lambda: dict(metrics)), hook])
-    trainer.train()
+    with writer:
+        trainer.train()
     return hook
 
 

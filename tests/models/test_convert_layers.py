@@ -1,5 +1,6 @@
-"""ExtendedNonLocalBlock: temporal groups (official add_nonlocal_group, PySlowFast NONLOCAL.GROUP) and the
-BN epsilon, with NonLocalBlock's state-dict keys and attention accessor."""
+"""NonLocalBlock's options for converted models: temporal groups (official add_nonlocal_group, PySlowFast
+NONLOCAL.GROUP) and the BN epsilon, with the plain block's state-dict keys and attention accessor; the
+name ExtendedNonLocalBlock, written into configs by earlier converters, still instantiates."""
 from __future__ import annotations
 
 import pytest
@@ -9,9 +10,9 @@ from nlnet.models import NonLocalBlock
 from nlnet.models.convert.layers import ExtendedNonLocalBlock
 
 
-def grouped_block(groups=4, **kwargs) -> ExtendedNonLocalBlock:
+def grouped_block(groups=4, **kwargs) -> NonLocalBlock:
     torch.manual_seed(0)
-    block = ExtendedNonLocalBlock(8, temporal_groups=groups, pool_before=True, scale=True, **kwargs)
+    block = NonLocalBlock(8, temporal_groups=groups, pool_before=True, scale=True, **kwargs)
     with torch.no_grad():
         for p in block.parameters():
             p.normal_(0, 0.3)
@@ -26,7 +27,7 @@ def test_groups_attend_within_consecutive_frames():
     with torch.no_grad():
         want = torch.cat([plain(x[:, :, 2 * g:2 * g + 2]) for g in range(4)], dim=2)  # 4 groups of 2 frames
         torch.testing.assert_close(block(x), want, rtol=0, atol=1e-6)
-    assert torch.equal(block.unfold(block.fold(x)), x)
+    assert torch.equal(block.ungroup_frames(block.group_frames(x)), x)
 
 
 def test_attention_is_block_diagonal_over_the_clip():
@@ -46,10 +47,12 @@ def test_attention_is_block_diagonal_over_the_clip():
 
 
 def test_groups_by_width_and_eps():
+    assert ExtendedNonLocalBlock is NonLocalBlock  # configs of earlier converters
+    assert NonLocalBlock(16).temporal_groups == 1 and NonLocalBlock(16).norm.eps == 1e-5
     assert ExtendedNonLocalBlock(512, temporal_groups={512: 4}).temporal_groups == 4
-    assert ExtendedNonLocalBlock(1024, temporal_groups={512: 4}).temporal_groups == 1
-    assert ExtendedNonLocalBlock(16, norm_eps=1.0000001e-5).norm.eps == 1.0000001e-5
+    assert NonLocalBlock(1024, temporal_groups={512: 4}).temporal_groups == 1
+    assert NonLocalBlock(16, norm_eps=1.0000001e-5).norm.eps == 1.0000001e-5
     with pytest.raises(ValueError, match="scope='spacetime'"):
-        ExtendedNonLocalBlock(16, temporal_groups=2, scope="space")
+        NonLocalBlock(16, temporal_groups=2, scope="space")
     with pytest.raises(ValueError, match="5 frames do not split into temporal_groups=2"):
-        ExtendedNonLocalBlock(8, temporal_groups=2)(torch.randn(1, 8, 5, 4, 4))
+        NonLocalBlock(8, temporal_groups=2)(torch.randn(1, 8, 5, 4, 4))

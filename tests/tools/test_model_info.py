@@ -2,7 +2,6 @@
 reference parameter counts, FLOPs against an independent count, and the printed report."""
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 import subprocess
@@ -12,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
-from hydra import compose, initialize_config_dir
 
-from nlnet.config import instantiate
+from nlnet.config import compose_config, counted_clip, instantiate
+from nlnet.engine.report import model_info
 from nlnet.models import NonLocalBlock, ResNet3d
 from nlnet.utils.flops import model_cost
 
@@ -23,16 +22,8 @@ MODELS = sorted(p.stem for p in (ROOT / "configs" / "model").glob("*.yaml"))
 FIVE = "model.net.nonlocal_blocks=[[],[1,3],[1,3,5],[]]"
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("model_info_tool", ROOT / "tools" / "model_info.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def compose_cfg(*overrides: str):
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
-        return compose("model_info", overrides=list(overrides))
+    return compose_config("model_info", overrides)
 
 
 def params(model: nn.Module) -> int:
@@ -140,9 +131,9 @@ def test_nonlocal_flops_as_run_and_reference(pairwise):
 
 
 def test_model_info_report():
-    tool = load_tool()
     cfg = compose_cfg("model=tiny", "input.frames=4", "input.size=64", "model.net.nonlocal_blocks=[[],[1],[],[]]")
-    text = tool.model_info(cfg)
+    assert counted_clip(cfg) == (4, 64)
+    text = model_info(instantiate(cfg.model.net), frames=4, size=64)
     lines = text.splitlines()
     model = instantiate(cfg.model.net)
     match = re.fullmatch(r"total: params=(\d+) gflops=(\d+\.\d+)", lines[-1])
@@ -162,3 +153,20 @@ def test_model_info_script_runs(tmp_path):
         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(r"total: params=\d+ gflops=\d+\.\d+", result.stdout.strip().splitlines()[-1])
+
+
+def test_counted_clip_defaults_to_the_test_view():
+    cfg = compose_cfg("model=tiny")
+    assert counted_clip(cfg) == (cfg.data.num_frames, cfg.data.val.test_crop_size or cfg.data.train.crop_size)
+
+
+def test_model_info_errors_are_one_line(tmp_path):
+    """Through nlnet.utils.cli like every tool: an unknown option or a bad model argument is one line."""
+    for override, expected in (("model=no_such_model", "model"), ("model.net.depth=7", "model.net.depth")):
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "tools" / "model_info.py"), override, f"hydra.run.dir={tmp_path}"],
+            capture_output=True, text=True, cwd=tmp_path, timeout=120,
+            env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert expected in result.stderr

@@ -5,28 +5,25 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import hydra
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from conftest import PYTHON, tool_env
-from nlnet.config import instantiate, to_container
+from nlnet.config import compose_config, instantiate, to_container
 from nlnet.data.synthetic import write_video
 from nlnet.engine.checkpoint import atomic_save
 from nlnet.engine.visualize import visualize
 from nlnet.viz.drawing import TITLE_PIXELS
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = str(ROOT / "configs")
 TOOL = str(ROOT / "tools" / "visualize_attention.py")
 CLASSES = ["up", "down", "still"]
 
 
 def compose(*overrides: str):
-    with hydra.initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return hydra.compose("visualize", overrides=list(overrides))
+    return compose_config("visualize", overrides)
 
 
 @pytest.fixture(scope="module")

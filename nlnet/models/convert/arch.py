@@ -158,8 +158,6 @@ def _nonlocal_node(arch: Arch) -> dict[str, Any]:
             "sub_sample": True, "pool_before": False, "scale": False, "scale_gaussian": False, "pool_ceil_mode": False,
             **dict(arch.nonlocal_options)}
     groups = {c: g for c, g in zip(stage_channels(arch), arch.nonlocal_groups) if g > 1}
-    if groups or arch.nonlocal_bn_eps != 1e-5:  # options NonLocalBlock lacks (nlnet.models.convert.layers)
-        node["_target_"] = "nlnet.models.convert.layers.ExtendedNonLocalBlock"
     if groups:
         node["temporal_groups"] = groups  # per stage, keyed by the stage's width
     if arch.nonlocal_bn_eps != 1e-5:

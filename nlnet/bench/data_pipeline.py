@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .dataset import VideoDataset
-from .transforms import IMAGENET_MEAN, IMAGENET_STD
+from nlnet.data.dataset import VideoDataset
+from nlnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["bench_train", "bench_test", "bench_pytorchvideo_train", "split_times", "run_benchmark"]
 
@@ -165,7 +165,7 @@ def run_benchmark(root: str, *, num_frames: int = 8, sampling_rate: int = 8, wor
     """All measurements of ``tools/bench_data.py``: split, then throughput per worker count."""
     ds = _dataset(root, "train", num_frames, sampling_rate, crop_size=crop_size, train_scale=scale)
     if fps is None:
-        from .decoding import VideoReader
+        from nlnet.data.decoding import VideoReader
 
         with VideoReader(ds.video_paths[0]) as reader:
             fps = reader.info.fps
