@@ -107,8 +107,9 @@ def test_round_trip_equals_eager_for_every_pairwise_function_and_the_test_head(f
     assert report.fell_back == [] and report.check_batches == [1, 3]
     assert report.max_abs_diff is not None and report.max_abs_diff <= 1e-4
     sidecar = json.loads(open(E.sidecar_path(out)).read())
-    assert sidecar["nonlocal_blocks"] == [{"name": name, "pairwise": pairwise, "scope": "spacetime", "impl": "auto",
-                                           "fell_back": False} for name, pairwise in zip(EVERY_PAIRWISE_BLOCKS, PAIRWISE)]
+    assert sidecar["nonlocal_blocks"] == [
+        {"name": name, "pairwise": pairwise, "scope": "spacetime", "impl": "auto", "fell_back": False}
+        for name, pairwise in zip(EVERY_PAIRWISE_BLOCKS, PAIRWISE)]
     assert sidecar["check"] == {"max_abs_diff": report.max_abs_diff, "batch_sizes": [1, 3]}
     with torch.no_grad():
         torch.testing.assert_close(E.load_exported(report.path, fmt)(clip).softmax(1), expected, atol=1e-5, rtol=0)
