@@ -75,13 +75,3 @@ def tool_env(*extra_paths: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
-
-
-def pytest_ignore_collect(collection_path, config):
-    """Under ``-m gpu`` (the GPU check's "tests" part, scripts/gpu_check.sh) import only the test files that
-    mention the ``gpu`` marker: no other file holds a gpu-marked test, and importing them all costs ~10 s
-    of the check's budget (and of the CPU rehearsal in tests/bench/test_gpu_check.py)."""
-    if (config.getoption("markexpr", "").strip() == "gpu" and collection_path.suffix == ".py"
-            and collection_path.name.startswith("test_") and "gpu" not in collection_path.read_text()):
-        return True
-    return None
