@@ -2,6 +2,7 @@
 experiment that composes, builds and is the model the row describes (Sec. 4.1, Table 1, PAPER.md),
 with the parameters and GFLOPs docs/models.md lists; one sweep per table runs exactly its rows, each in
 the folder its single-row command uses."""
+import functools
 import re
 from pathlib import Path
 
@@ -90,6 +91,13 @@ def row_config(row: str, *extra: str):
     return compose("train", [f"experiment=paper/{row}", "data.root=/data/kinetics400", *extra])
 
 
+@functools.cache
+def single_row_config(row: str):
+    """The row's own command's config (``experiment=paper/<row>``, with the ``hydra`` node), composed once
+    per session: the row test reads it and the sweep test compares the sweep's job with it. Read only."""
+    return compose_with_hydra([f"experiment=paper/{row}", "data.root=/x", "trainer.seed=3"])
+
+
 def test_every_row_of_the_paper_has_an_experiment_and_nothing_else():
     found = sorted(str(p.relative_to(PAPER).with_suffix("")) for p in PAPER.glob("table*/*.yaml"))
     assert found == sorted(EXPECTED)
@@ -98,7 +106,7 @@ def test_every_row_of_the_paper_has_an_experiment_and_nothing_else():
 @pytest.mark.parametrize("row", sorted(EXPECTED))
 def test_the_row_is_the_model_and_recipe_the_paper_describes(row):
     run, depth, arch, placement, pairwise, scope, frames, (table, top1, top5) = EXPECTED[row]
-    cfg = row_config(row)
+    cfg = single_row_config(row)
     assert cfg.name == f"paper/{run}"
     assert (str(cfg.paper.table), cfg.paper.top1, cfg.paper.top5) == (table, top1, top5) and cfg.paper.row
     net = cfg.model.net
@@ -167,7 +175,7 @@ def test_one_sweep_runs_a_table_in_the_folders_of_its_single_row_commands(table)
     rows = [r.strip() for r in cfg.hydra.sweeper.params[ROWS_KEY].split(",")]
     assert sorted(rows) == sorted(r for r in EXPECTED if r.startswith(f"{table}/"))
     for row in rows:
-        single = compose_with_hydra([f"experiment=paper/{row}", "data.root=/x", "trainer.seed=3"])
+        single = single_row_config(row)
         job = compose_with_hydra([f"experiment=paper/{table}", f"{ROWS_KEY}={row}", "data.root=/x", "trainer.seed=3"])
         assert job.paper == single.paper and job.model == single.model and job.name == single.name
         assert Path(job.hydra.sweep.dir, job.hydra.sweep.subdir) == Path(single.hydra.run.dir)

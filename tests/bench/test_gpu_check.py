@@ -1,8 +1,10 @@
 """The GPU check's conductor and its CPU rehearsal (scripts/gpu_check.sh --cpu-rehearsal)."""
+import dataclasses
 import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -88,39 +90,75 @@ def test_report_renders_failed_rows_and_half_written_results():
     assert "skipped: total budget" in text
 
 
-@pytest.mark.slow
-def test_cpu_rehearsal_runs_every_part(tmp_path):
-    out = tmp_path / "out"
+@dataclasses.dataclass
+class Rehearsal:
+    proc: subprocess.CompletedProcess
+    out: Path
+    report: dict
+    statuses: dict  # part -> (status, reason)
+    parts: dict  # part -> its result
+
+
+@pytest.fixture(scope="session")
+def rehearsal(tmp_path_factory) -> Rehearsal:
+    """``bash scripts/gpu_check.sh --cpu-rehearsal`` with its own settings, run once per session (about
+    two minutes on a 2-core CPU); the tests below each read one part of its report."""
+    work = tmp_path_factory.mktemp("gpu_check")
+    out = work / "out"
     env = dict(tool_env(), PYTHON=PYTHON)
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--cpu-rehearsal", str(out), "--work",
-                           str(tmp_path / "work")], env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+                           str(work / "work")], env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert (out / "gpu_check.json").is_file(), (proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:])
     report = json.loads((out / "gpu_check.json").read_text())
     statuses = {name: (entry["status"], entry.get("reason")) for name, entry in report["parts"].items()}
+    parts = {name: entry["result"] for name, entry in report["parts"].items()}
+    return Rehearsal(proc=proc, out=out, report=report, statuses=statuses, parts=parts)
+
+
+@pytest.mark.slow
+def test_cpu_rehearsal_runs_every_part(rehearsal):
+    proc, report, statuses = rehearsal.proc, rehearsal.report, rehearsal.statuses
     assert proc.returncode == 0, (statuses, proc.stdout[-3000:], proc.stderr[-3000:])
     assert list(report["parts"]) == ["env", "tests", "nonlocal", "videos", "train", "pytorchvideo", "loader",
                                      "torchrun"]
     assert all(status == "ok" for status, _ in statuses.values()), statuses
-    parts = {name: entry["result"] for name, entry in report["parts"].items()}
-    # the CUDA-marked tests were collected and skipped (no GPU here)
-    assert parts["tests"]["counts"]["skipped"] == len(parts["tests"]["cases"]) >= 10
+    markdown = (rehearsal.out / "gpu_check.md").read_text()
+    assert all(f"## {name}:" in markdown for name in report["parts"])
+    assert not any(p for p in os.listdir(ROOT) if p.startswith("nlnet_gpu_check"))
+
+
+@pytest.mark.slow
+def test_cpu_rehearsal_collects_and_skips_the_cuda_tests(rehearsal):
+    tests = rehearsal.parts["tests"]  # the CUDA-marked tests were collected and skipped (no GPU here)
+    assert rehearsal.statuses["tests"][0] == "ok", rehearsal.statuses["tests"]
+    assert tests["counts"]["skipped"] == len(tests["cases"]) >= 10
+
+
+@pytest.mark.slow
+def test_cpu_rehearsal_measures_every_pairwise_function_at_both_shapes_and_precisions(rehearsal):
     # non-local block: every pairwise function at both shapes and precisions; fp32 impls agree
-    rows = parts["nonlocal"]["rows"]
+    rows = rehearsal.parts["nonlocal"]["rows"]
     assert len(rows) == 2 * 4 * 2 and all(r["status"] == "ok" for r in rows)
     limits = {"fp32": 1e-4, "bf16": 2e-2}
     assert all(r["rel_err_auto_vs_reference"] < limits[r["precision"]] for r in rows)
     assert all(r[impl]["rel_err_vs_fp64"] < limits[r["precision"]] for r in rows for impl in ("auto", "reference"))
+
+
+@pytest.mark.slow
+def test_cpu_rehearsal_measures_every_train_mode_and_the_pytorchvideo_model(rehearsal):
     # train steps: every mode measured, MFU against the given peak
-    train = parts["train"]["rows"]
+    train = rehearsal.parts["train"]["rows"]
     assert {r["mode"] for r in train} == set(S.TRAIN_MODES) and all(r["status"] == "ok" for r in train)
     assert all(r["clips_per_s"] > 0 and r["fwd_gmacs_per_clip"] > 0 and r["mfu"] > 0 for r in train)
-    assert [r["precision"] for r in parts["pytorchvideo"]["rows"]] == ["fp32", "bf16"]
-    assert all(r["ratio"] > 0 for r in parts["pytorchvideo"]["rows"])
-    loader = parts["loader"]["rows"]
+    assert [r["precision"] for r in rehearsal.parts["pytorchvideo"]["rows"]] == ["fp32", "bf16"]
+    assert all(r["ratio"] > 0 for r in rehearsal.parts["pytorchvideo"]["rows"])
+
+
+@pytest.mark.slow
+def test_cpu_rehearsal_measures_the_loader_and_resumes_the_torchrun_run(rehearsal):
+    loader = rehearsal.parts["loader"]["rows"]
     assert [r["clip"] for r in loader] == ["32x2", "8x8"]
     assert all(r["clips_per_s"] > 0 and r["verdict"] in ("GPU-bound", "data-bound") for r in loader)
-    torchrun = parts["torchrun"]
+    torchrun = rehearsal.parts["torchrun"]
     assert 0 < torchrun["stopped_at"] < torchrun["max_iter"] == torchrun["second"]["finished"]
     assert torchrun["second"]["resumed_from"] == torchrun["stopped_at"] and torchrun["results_json"]
-    markdown = (out / "gpu_check.md").read_text()
-    assert all(f"## {name}:" in markdown for name in report["parts"])
-    assert not any(p for p in os.listdir(ROOT) if p.startswith("nlnet_gpu_check"))

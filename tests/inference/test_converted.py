@@ -17,7 +17,7 @@ def test_predict_and_export_a_converted_pytorchvideo_i3d(tmp_path):
     from pytorchvideo.models.hub.resnet import i3d_r50
 
     torch.manual_seed(0)
-    source = i3d_r50(pretrained=False, stem_dim_out=8)  # the published I3D R50 8x8 at 1/8 of its width
+    source = i3d_r50(pretrained=False, stem_dim_out=4)  # the published I3D R50 8x8 at 1/16 of its width
     src = tmp_path / "I3D_8x8_R50.pyth"  # the PySlowFast model-zoo name: the file name gives the clip
     torch.save({"model_state": source.state_dict()}, src)
     out = tmp_path / "i3d_r50_8x8.pt"

@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+from _convert_util import calibrate, fit_statistics
 
 from nlnet.inference import TrainedModel, ViewProtocol
 from nlnet.inference import export as E
@@ -23,14 +24,9 @@ PROTOCOL = ViewProtocol(num_frames=4, sampling_rate=2, short_side=40, crop_size=
                         mean=(0.45, 0.45, 0.45), std=(0.25, 0.25, 0.25))
 
 
-def tiny_model(pairwise: str, *, seed: int = 0, **net: object) -> TrainedModel:
-    """A tiny I3D ResNet-18 with one NL block in res3 whose weights and BN statistics are all random
-    (a new NL block is the identity; here it changes the output)."""
-    torch.manual_seed(seed)
-    model = ResNet3d(depth=18, base_width=4, num_classes=3, stem_kernel=(3, 7, 7), stem_stride=(1, 2, 2),
-                     pool1_kernel=(1, 3, 3), pool1_stride=(1, 2, 2), nonlocal_blocks=[[], [1], [], []],
-                     nonlocal_layer=functools.partial(NonLocalBlock, pairwise=pairwise, impl="auto"), dropout=0.0,
-                     **net)
+def randomize(model: ResNet3d) -> ResNet3d:
+    """Random BN weights and statistics, and NL convolutions far from their near-zero init (a new NL
+    block is the identity; these change the output)."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm3d):
@@ -40,42 +36,81 @@ def tiny_model(pairwise: str, *, seed: int = 0, **net: object) -> TrainedModel:
                 for conv in (m.theta, m.phi, m.g, m.w_z, m.concat_project):
                     if conv is not None:
                         conv.weight.normal_(0.0, 0.3)
-    return TrainedModel(model=model.eval(), class_names=["a", "b", "c"], protocol=PROTOCOL, checkpoint="tiny.pt",
+    return model.eval()
+
+
+def tiny_model(pairwise: str, *, seed: int = 0, **net: object) -> TrainedModel:
+    """A tiny I3D ResNet-18 with one NL block in res3 whose weights and BN statistics are all random
+    (a new NL block is the identity; here it changes the output)."""
+    torch.manual_seed(seed)
+    model = ResNet3d(depth=18, base_width=4, num_classes=3, stem_kernel=(3, 7, 7), stem_stride=(1, 2, 2),
+                     pool1_kernel=(1, 3, 3), pool1_stride=(1, 2, 2), nonlocal_blocks=[[], [1], [], []],
+                     nonlocal_layer=functools.partial(NonLocalBlock, pairwise=pairwise, impl="auto"), dropout=0.0,
+                     **net)
+    return TrainedModel(model=randomize(model), class_names=["a", "b", "c"], protocol=PROTOCOL, checkpoint="tiny.pt",
                         iteration=7)
 
 
-@pytest.mark.parametrize("pairwise", PAIRWISE)
+EVERY_PAIRWISE_BLOCKS = ["res3.nonlocal0", "res3.nonlocal1", "res4.nonlocal0", "res4.nonlocal1"]  # PAIRWISE order
+
+
+def every_pairwise_model() -> TrainedModel:
+    """The tiny network with one NL block per pairwise function (``EVERY_PAIRWISE_BLOCKS``, in ``PAIRWISE``
+    order; one export then covers all four) and the official fully-convolutional test head (the fc at
+    every position of a [T', 1, 1] average pool, softmax per position, mean) on 64x64 crops.
+
+    Weights are random as in ``tiny_model``; the BN statistics are a random clip's and the classifier is
+    scaled to logits of standard deviation 1 (tests/_convert_util.py): four stacked random blocks would
+    otherwise blow the logits up to thousands (dot product and concatenation are not normalised)."""
+    torch.manual_seed(0)
+    names = iter(PAIRWISE)
+    model = ResNet3d(depth=18, base_width=4, num_classes=3, stem_kernel=(3, 7, 7), stem_stride=(1, 2, 2),
+                     pool1_kernel=(1, 3, 3), pool1_stride=(1, 2, 2), nonlocal_blocks=[[], [0, 1], [0, 1], []],
+                     nonlocal_layer=lambda channels: NonLocalBlock(channels, pairwise=next(names), impl="auto"),
+                     dropout=0.0, head_pool_kernel=[2, 1, 1], fully_conv_test=True)
+    protocol = dataclasses.replace(PROTOCOL, short_side=64, crop_size=64)
+    clip = torch.randn(2, *protocol.input_shape, generator=torch.Generator().manual_seed(1))
+    model = calibrate(fit_statistics(randomize(model), clip), clip)
+    return TrainedModel(model=model, class_names=["a", "b", "c"], protocol=protocol, checkpoint="tiny.pt",
+                        iteration=7)
+
+
+def nonlocal_changes(model: ResNet3d, clip: torch.Tensor) -> dict[str, float]:
+    """name -> max |output - input| of each NL block during one eager forward of ``clip``."""
+    changes: dict[str, float] = {}
+    handles = [model.get_submodule(name).register_forward_hook(
+        lambda module, args, out, name=name: changes.__setitem__(name, float((out - args[0]).abs().max())))
+        for name in model.nonlocal_names()]
+    with torch.no_grad():
+        model(clip)
+    for handle in handles:
+        handle.remove()
+    return changes
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_round_trip_equals_eager(fmt, pairwise, tmp_path):
-    trained = tiny_model(pairwise)
-    with torch.no_grad():  # the NL block changes the output (it is not the identity of a new block)
-        features = trained.model.res3.block1(trained.model.res3.block0(trained.model.res2(trained.model.stem(
-            torch.randn(2, *PROTOCOL.input_shape)))))
-        assert (trained.model.res3.nonlocal1(features) - features).abs().max() > 1e-2
+def test_round_trip_equals_eager_for_every_pairwise_function_and_the_test_head(fmt, tmp_path):
+    """One export per format holds all four pairwise functions and the official test head, whose
+    eval-mode output is log(mean softmax): softmax(output) is that mean."""
+    trained = every_pairwise_model()
+    assert [(name, trained.model.get_submodule(name).pairwise) for name in trained.model.nonlocal_names()] == \
+        list(zip(EVERY_PAIRWISE_BLOCKS, PAIRWISE))
+    clip = torch.randn(2, *trained.protocol.input_shape)
+    changes = nonlocal_changes(trained.model, clip)  # no block is the identity of a new block
+    assert changes.keys() == set(EVERY_PAIRWISE_BLOCKS) and min(changes.values()) > 1e-2, changes
+    with torch.no_grad():
+        assert trained.model.features(clip).shape[2:] == (2, 2, 2)  # 4 positions after the [2, 1, 1] pool
+        logits = trained.model.head.fc(trained.model.head.pool(trained.model.features(clip)).movedim(1, -1))
+        expected = logits.softmax(-1).flatten(1, 3).mean(1)  # (2, K): mean over positions of the softmax
     out = tmp_path / f"model{E.FORMATS[fmt].suffix}"
     report = E.export_model(trained, format=fmt, out=out, dynamic_batch=True, check=True)
     assert report.fell_back == [] and report.check_batches == [1, 3]
     assert report.max_abs_diff is not None and report.max_abs_diff <= 1e-4
     sidecar = json.loads(open(E.sidecar_path(out)).read())
-    assert sidecar["nonlocal_blocks"] == [{"name": "res3.nonlocal1", "pairwise": pairwise, "scope": "spacetime",
-                                           "impl": "auto", "fell_back": False}]
+    assert sidecar["nonlocal_blocks"] == [
+        {"name": name, "pairwise": pairwise, "scope": "spacetime", "impl": "auto", "fell_back": False}
+        for name, pairwise in zip(EVERY_PAIRWISE_BLOCKS, PAIRWISE)]
     assert sidecar["check"] == {"max_abs_diff": report.max_abs_diff, "batch_sizes": [1, 3]}
-
-
-@pytest.mark.parametrize("fmt", FORMATS)
-def test_fully_convolutional_test_head_exports(fmt, tmp_path):
-    """The official test head (the fc at every position of a [T', 1, 1] average pool, softmax per
-    position, mean): the eval-mode output is log(mean softmax), so softmax(output) is that mean."""
-    trained = tiny_model("embedded_gaussian", head_pool_kernel=[2, 1, 1], fully_conv_test=True)
-    trained.protocol = dataclasses.replace(PROTOCOL, short_side=64, crop_size=64)
-    clip = torch.randn(2, *trained.protocol.input_shape)
-    with torch.no_grad():
-        assert trained.model.features(clip).shape[2:] == (2, 2, 2)  # 4 positions after the [2, 1, 1] pool
-        logits = trained.model.head.fc(trained.model.head.pool(trained.model.features(clip)).movedim(1, -1))
-        expected = logits.softmax(-1).flatten(1, 3).mean(1)  # (2, K): mean over positions of the softmax
-    report = E.export_model(trained, format=fmt, out=tmp_path / f"m{E.FORMATS[fmt].suffix}", batch_size=2,
-                            check=True)
-    assert report.max_abs_diff <= 1e-4
     with torch.no_grad():
         torch.testing.assert_close(E.load_exported(report.path, fmt)(clip).softmax(1), expected, atol=1e-5, rtol=0)
 

@@ -178,7 +178,7 @@ def test_imagenet_resnet50_becomes_a_torchvision_state_dict(tmp_path):
     net = randomize(torchvision.models.resnet50(weights=None))
     blobs = source_state(net.state_dict(), IMAGENET_TABLE, keep=lambda k: "running_" not in k)
     path = tmp_path / "r50_pretrain_c2_model_iter450450_clean.pkl"
-    write_caffe2(path, blobs)
+    write_caffe2(path, blobs, momentum=False)  # "clean": the released file holds no momentum blobs
     conversion = convert(path, source="caffe2")
     assert conversion.arch.name == "resnet50_2d"
     out = conversion.save(tmp_path / "resnet50_imagenet.pth")
