@@ -19,6 +19,7 @@ import torch.nn as nn
 from nlnet.engine import distributed as du
 from nlnet.engine.checkpoint import CheckpointManager, atomic_save
 from nlnet.engine.evaluation import autocast_context
+from nlnet.engine.prologue import BatchPrologue
 from nlnet.engine.trainer import HookBase
 from nlnet.utils.logger import get_logger
 from nlnet.utils.seeding import get_rng_state
@@ -72,7 +73,7 @@ class SignalHandler(HookBase):
 
 @torch.no_grad()
 def update_bn_stats(model: nn.Module, batches: Iterable[dict[str, Any]], *, num_iters: int, device: torch.device,
-                    precision: str = "fp32", channels_last: bool = False) -> int:
+                    precision: str = "fp32", prologue: BatchPrologue | None = None) -> int:
     """Precise BN: recompute every BatchNorm's running mean/var as the average over ``num_iters``
     training batches of the batch statistics (official recipe: 200 iterations before testing),
     averaged over ranks. Frozen BatchNorms (those ``model.train()`` leaves in eval mode, e.g.
@@ -92,9 +93,7 @@ def update_bn_stats(model: nn.Module, batches: Iterable[dict[str, Any]], *, num_
     for batch in batches:
         if used >= num_iters:
             break
-        video = batch["video"].to(device, non_blocking=True)
-        if channels_last:
-            video = video.contiguous(memory_format=torch.channels_last_3d)
+        video = (prologue or BatchPrologue(device=device)).video(batch)
         with autocast_context(device, precision):
             model(video)
         used += 1
@@ -129,7 +128,7 @@ class PreciseBN(HookBase):
             return
         start = time.perf_counter()
         used = update_bn_stats(t.model, self.batches(t.iter), num_iters=self.num_iters, device=t.device,
-                               precision=t.precision, channels_last=t.channels_last)
+                               precision=t.precision, prologue=t.prologue)
         self.last_iter = t.iter
         if used:
             get_logger().info(f"precise BN: statistics over {used} batches in {time.perf_counter() - start:.1f}s")
