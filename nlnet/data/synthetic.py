@@ -20,7 +20,7 @@ import numpy as np
 
 from nlnet.utils.io import atomic_path
 
-from .annotations import write_kinetics_csv
+from .annotations import kinetics_filename, write_kinetics_csv
 
 __all__ = [
     "SYNTHETIC_CLASSES",
@@ -351,7 +351,7 @@ def make_synthetic_dataset(
                 frames = render_synthetic_clip(
                     label, num_frames=num_frames, width=width, height=height, rng=rng, noise=noise
                 )
-                write_video(folder / f"{vid}_{start:06d}_{end:06d}.mp4", frames, fps=fps, crf=crf,
+                write_video(folder / f"{kinetics_filename(vid, start, end)}.mp4", frames, fps=fps, crf=crf,
                             gop_size=gop_size, preset="veryfast")
                 rows.append((name, vid, start, end, split))
         write_kinetics_csv(root / f"{split}.csv", rows)
