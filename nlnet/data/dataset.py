@@ -114,8 +114,7 @@ class VideoDataset(Dataset):
         self.num_crops = num_crops if mode == "test" and not full_frame else 1
         self.full_frame = full_frame
         self.flip_on_device = flip_on_device
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(v) for v in std)
+        self.mean, self.std = tuple(mean), tuple(std)
         self.seed = seed
         self.max_retries = max_retries
         self.decode_resize = decode_resize

@@ -1,13 +1,10 @@
-"""The batch prologue: what happens to a batch between the loader and the model, in one place.
+"""The batch prologue: batch -> model input, in one place (trainer step, evaluation, precise BN, GPU check).
 
-DataLoader workers return uint8 (B, C, T, H, W) clips in pinned memory (4x less than float32 to
-copy); the prologue copies them to the device without blocking, optionally puts them in
-``channels_last_3d`` layout (on uint8, before the float clip exists), flips the clips whose ``flip``
-is set (datasets with ``flip_on_device``), and normalises them (``nlnet.data.transforms.normalize``,
-the same float32 operations a worker would do, so the model's input is bit-for-bit what a
-worker-side normalisation gives). The trainer step, evaluation, precise BN and the GPU check all call
-it. The same ``channels_last`` setting gives the model its memory format (:meth:`prepare_model`), so
-one knob (``trainer.channels_last``) decides both.
+Workers return pinned uint8 (B, C, T, H, W) clips (4x less to copy than float32); the prologue copies
+them without blocking, flips those with ``flip`` set (``VideoDataset(flip_on_device=True)``), lays them
+out ``channels_last_3d`` (still uint8) and normalises them with ``nlnet.data.transforms.normalize``: the
+float32 operations of a worker-side normalisation, so the input is bit-for-bit the same. Its
+``channels_last`` also gives the model its memory format (:meth:`prepare_model`): one knob.
 """
 from __future__ import annotations
 
