@@ -2,9 +2,9 @@
 
 ``write_video`` (``nlnet.data.encode``) encodes frames to a real file (H.264 .mp4 by default) with exact
 control over timestamps, first timestamp and rotation metadata; the tests build every case the decoder
-must handle with it and ``index_frames``. ``make_synthetic_dataset`` writes a small Kinetics-layout dataset whose classes can
-only be told apart by motion or by relations between shapes across frames (a single frame is
-uninformative), so a small 3D network learns it in minutes on a CPU.
+must handle with it and ``index_frames``. ``make_synthetic_dataset`` writes a small Kinetics-layout
+dataset whose classes can only be told apart by motion or by relations between shapes across frames
+(a single frame is uninformative), so a small 3D network learns it in minutes on a CPU.
 """
 from __future__ import annotations
 

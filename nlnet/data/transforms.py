@@ -8,7 +8,8 @@ Test: short side ``short_side`` (256), ``num_crops`` square crops spread along t
 Random choices are drawn up front from the item's seeded ``numpy`` generator into a
 ``TrainParams`` and passed explicitly to ``v2.functional`` calls, so an item's augmentation is a
 pure function of (seed, epoch, index, attempt) whatever worker or process computes it. The drawn
-short side is also what the decoder scales to (in FFmpeg), in which case the resize here is a no-op.
+short side is also what the decoder scales to with ``decode_resize`` (in FFmpeg); the resize here is
+then a no-op.
 
 Input: uint8 (T, C, H, W) tensor. ``crop`` gives the uint8 (C, T, H, W) clip that DataLoader workers
 return; :func:`normalize` (run on the device by ``nlnet.engine.prologue``) turns it into the model's

@@ -313,7 +313,8 @@ def _test(cfg: Any, checkpoint: str, output_dir: str, device: torch.device) -> d
     model = build_model(stored_model_config(cfg.model))  # never inflates: the weights are the checkpoint's
     load_model_state(model, state, checkpoint)
     dataset = C.instantiate(cfg.data.val)
-    BatchPrologue.for_dataset(dataset, device=device, channels_last=bool(cfg.trainer.channels_last)).prepare_model(model)
+    prologue = BatchPrologue.for_dataset(dataset, device=device, channels_last=bool(cfg.trainer.channels_last))
+    prologue.prepare_model(model)
     class_names = list(state.get("class_names") or dataset.classes)
     if list(dataset.classes) != class_names:
         raise ConfigError(f"data.val.annotations: its {len(dataset.classes)} classes differ from the "

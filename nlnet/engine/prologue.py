@@ -41,8 +41,8 @@ class BatchPrologue:
     @classmethod
     def for_dataset(cls, dataset: Any, *, device: torch.device | str, channels_last: bool = False) -> BatchPrologue:
         """The prologue of a dataset's batches (its ``mean`` and ``std``; ImageNet's when it has none)."""
-        return cls(device=device, mean=getattr(dataset, "mean", IMAGENET_MEAN), std=getattr(dataset, "std", IMAGENET_STD),
-                   channels_last=channels_last)
+        return cls(device=device, mean=getattr(dataset, "mean", IMAGENET_MEAN),
+                   std=getattr(dataset, "std", IMAGENET_STD), channels_last=channels_last)
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         """Move ``model`` to the device, in ``channels_last_3d`` memory format when the clips are."""

@@ -42,7 +42,10 @@ def reference_resize(video, short_side):
     h, w = video.shape[-2:]
     if min(h, w) == short_side:
         return video
-    size = [short_side, max(1, round(w * short_side / h))] if h <= w else [max(1, round(h * short_side / w)), short_side]
+    if h <= w:
+        size = [short_side, max(1, round(w * short_side / h))]
+    else:
+        size = [max(1, round(h * short_side / w)), short_side]
     return F.resize(video, size, antialias=True)
 
 
