@@ -54,11 +54,11 @@ class BatchPrologue:
     def video(self, batch: dict[str, Any]) -> torch.Tensor:
         """The model's input (B, C, T, H, W) float on the device.
 
-        uint8 clips are flipped (where ``batch["flip"]`` is set) and normalised; floating-point
-        clips are taken as already normalised (stand-in batches) and only moved and laid out.
+        Clips are flipped where ``batch["flip"]`` is set; uint8 clips are normalised, floating-point
+        ones are taken as already normalised (stand-in batches).
         """
         video = batch["video"].to(self.device, non_blocking=True)
-        if "flip" in batch and not video.is_floating_point():  # (B,) bool: mirror those clips along W, on uint8
+        if "flip" in batch:  # (B,) bool: mirror those clips along W (on uint8, before normalising)
             flip = torch.as_tensor(batch["flip"]).to(self.device, non_blocking=True).view(-1, 1, 1, 1, 1)
             video = torch.where(flip, video.flip(-1), video)
         if self.channels_last:
