@@ -118,9 +118,8 @@ class VideoDataset(Dataset):
         self.seed = seed
         self.max_retries = max_retries
         self.decode_resize = decode_resize
-        self.decode_threads = decode_threads
-        self.max_frame_pixels = max_frame_pixels
-        self.decode_timeout = decode_timeout
+        self.reader_options = dict(threads=decode_threads, max_frame_pixels=max_frame_pixels,
+                                   decode_timeout=decode_timeout)  # VideoReader's, for every video
         self.epoch = 0
         table = read_annotations(annotations, root, label_map=label_map)
         if not table.records:
@@ -231,8 +230,7 @@ class VideoDataset(Dataset):
         return frames
 
     def _reader(self, path: str) -> VideoReader:
-        return VideoReader(path, threads=self.decode_threads, max_frame_pixels=self.max_frame_pixels,
-                           decode_timeout=self.decode_timeout)
+        return VideoReader(path, **self.reader_options)
 
     def _record_failure(self, path: str, reason: str) -> tuple[str, str]:
         self.failures.setdefault(path, reason)
