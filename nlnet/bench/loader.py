@@ -5,7 +5,7 @@
 a small copy of the demo dataset for part "torchrun". "loader" reads the bench videos through the
 experiments' training datasets (their data configs, so the decode path, scales and crops are the
 trainer's) with ``EndlessLoader`` as the trainer builds it (pinned memory on CUDA), copies every
-batch to the device as ``Trainer.run_step`` does, and compares its clips/s with the train step's:
+batch to the device and normalises it with the trainer's batch prologue, and compares its clips/s with the train step's:
 a loader slower than the step makes training data-bound by their ratio.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 from nlnet.config import instantiate
 from nlnet.data.synthetic import make_synthetic_dataset
 from nlnet.engine.loader import EndlessLoader
+from nlnet.engine.prologue import BatchPrologue
 
 from .common import device_of, synchronize
 from .record import Recorder, Rows, part_deadline
@@ -81,6 +82,7 @@ def loader_clips_per_s(dataset: Any, *, batch: int, workers: int, seconds: float
     """
     loader = EndlessLoader(dataset=dataset, batch_size=batch, num_workers=workers, seed=0,
                            pin_memory=device.type == "cuda")
+    prologue = BatchPrologue.for_dataset(dataset, device=device)
     wave = max(1, workers)
     try:
         start = time.perf_counter()
@@ -89,7 +91,7 @@ def loader_clips_per_s(dataset: Any, *, batch: int, workers: int, seconds: float
         first = time.perf_counter() - start
         clips, batches, start = 0, 0, time.perf_counter()
         while batches % wave or time.perf_counter() - start < seconds:
-            video = next(loader)["video"].to(device, non_blocking=True)  # as Trainer.run_step
+            video = prologue.video(next(loader))  # as Trainer.run_step
             clips, batches = clips + video.shape[0], batches + 1
         synchronize(device)
         elapsed = time.perf_counter() - start

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from nlnet.config import instantiate
+from nlnet.engine.prologue import BatchPrologue
 from nlnet.engine.schedule import build_scheduler
 from nlnet.engine.trainer import Trainer
 from nlnet.utils.flops import model_cost
@@ -45,10 +46,11 @@ def mfu(fwd_macs_per_clip: float, clips_per_s: float, peak_flops: float | None) 
 
 
 class SyntheticBatches:
-    """The same random batch forever, already on the device (the loader is measured elsewhere)."""
+    """The same random uint8 batch forever, already on the device (the loader is measured elsewhere);
+    the trainer's batch prologue normalises it in every step, as in training."""
 
     def __init__(self, *, batch: int, frames: int, size: int, num_classes: int, device: torch.device) -> None:
-        self.batch = {"video": torch.randn(batch, 3, frames, size, size, device=device),
+        self.batch = {"video": torch.randint(256, (batch, 3, frames, size, size), dtype=torch.uint8, device=device),
                       "label": torch.randint(num_classes, (batch,), device=device)}
 
     def __next__(self) -> dict[str, torch.Tensor]:
@@ -62,15 +64,14 @@ def make_trainer(model: nn.Module, config: dict[str, Any], *, mode: str, batch: 
                  device: torch.device, compile_backend: str) -> Trainer:
     """A trainer of ``model`` as launch.train assembles it, with the experiment's optimiser and schedule."""
     precision, options = parse_mode(mode)
-    model.to(device)
-    if "channels_last" in options:
-        model.to(memory_format=torch.channels_last_3d)
+    prologue = BatchPrologue(device=device, channels_last="channels_last" in options)
+    prologue.prepare_model(model)
     optimizer = instantiate(config["optim"], model=model, total_batch_size=batch)
     scheduler = build_scheduler(optimizer, schedule=instantiate(config["schedule"]))
     train_module = torch.compile(model, backend=compile_backend) if "compile" in options else model
     data = SyntheticBatches(batch=batch, frames=frames, size=size, num_classes=int(model.num_classes), device=device)
     return Trainer(model=model, optimizer=optimizer, scheduler=scheduler, data=data, max_iter=2 ** 62, device=device,
-                   train_module=train_module, precision=precision, channels_last="channels_last" in options)
+                   train_module=train_module, precision=precision, prologue=prologue)
 
 
 def timed_step(trainer: Trainer) -> float:

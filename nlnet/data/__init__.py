@@ -2,8 +2,8 @@
 from .annotations import Annotations, VideoRecord, read_annotations, read_label_map
 from .dataset import VideoDataset
 from .decoding import VideoDecodeError, VideoInfo, VideoReader
-from .sampling import clip_span, clip_times, test_clip_start, train_clip_start
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, TestTransform, TrainParams, TrainTransform
+from .sampling import clip_span, clip_times, eval_clip_start, train_clip_start
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainParams, TrainTransform
 
 __all__ = [
     "VideoDataset",
@@ -17,9 +17,9 @@ __all__ = [
     "clip_span",
     "clip_times",
     "train_clip_start",
-    "test_clip_start",
+    "eval_clip_start",
     "TrainTransform",
-    "TestTransform",
+    "EvalTransform",
     "TrainParams",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

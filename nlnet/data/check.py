@@ -92,25 +92,20 @@ def check_dataset(
               "unreadable": {}, "too_short": {}}
     from tqdm import tqdm
 
-    bar = tqdm(total=len(jobs), desc="checking videos", unit="video", disable=not progress)
+    def checked(results):
+        return list(tqdm(results, total=len(jobs), desc="checking videos", unit="video", disable=not progress))
+
     if num_workers > 0:
         with Pool(num_workers) as pool:
-            results = list(_progress(pool.imap_unordered(_check_one, jobs, chunksize=4), bar))
+            results = checked(pool.imap_unordered(_check_one, jobs, chunksize=4))
     else:
-        results = list(_progress(map(_check_one, jobs), bar))
-    bar.close()
+        results = checked(map(_check_one, jobs))
     for path, status, reason in sorted(results):
         if status == "ok":
             report["ok"] += 1
         else:
             report[status][path] = reason
     return report
-
-
-def _progress(iterable, bar):
-    for item in iterable:
-        bar.update()
-        yield item
 
 
 def format_report(report: dict) -> str:

@@ -7,6 +7,10 @@ spaced clips times one of ``num_crops`` crops, tagged for score aggregation.
 Every random choice of an item comes from a generator seeded with (seed, epoch, index, attempt),
 so the result does not depend on the worker, the process or the order of access (DDP-safe).
 
+Items hold uint8 (C, T, H, W) clips (4x less host memory and copying than float32); the batch prologue
+(``nlnet.engine.prologue``) normalises them on the device with this dataset's ``mean`` and ``std``.
+With ``flip_on_device`` the training flip is left to the prologue too: the item carries ``flip``.
+
 A video that cannot be decoded is a value, never an exception: every item carries ``failures``, the
 ``(path, reason)`` of each video that failed while making it, so that the main process can report
 them whatever the number of DataLoader workers (``nlnet.engine.loader.collate``).
@@ -24,8 +28,8 @@ from nlnet.utils.errors import DataError
 
 from .annotations import read_annotations
 from .decoding import DECODE_TIMEOUT, MAX_FRAME_PIXELS, VideoDecodeError, VideoReader
-from .sampling import clip_span, clip_times, test_clip_start, train_clip_start
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, TestTransform, TrainTransform
+from .sampling import eval_clip_start, read_clip, train_clip_start
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
 
 __all__ = ["VideoDataset", "MODES"]
 
@@ -50,14 +54,17 @@ class VideoDataset(Dataset):
         full_frame: test on the whole frame at short side ``test_scale``, one spatial view per clip
             (the paper's fully-convolutional test; ``num_crops`` and ``test_crop_size`` are unused).
         flip_prob: training horizontal flip probability (0.5).
-        mean: per-channel mean on the [0, 1] scale (ImageNet's).
-        std: per-channel std on the [0, 1] scale (ImageNet's).
+        flip_on_device: leave the training flip to the batch prologue (items carry ``flip``); the
+            model's input is bit-for-bit the same.
+        mean: per-channel mean on the [0, 1] scale (ImageNet's), for the batch prologue.
+        std: per-channel std on the [0, 1] scale (ImageNet's), for the batch prologue.
         label_map: class-name file fixing class indices (see ``read_label_map``).
         seed: base seed of all random choices.
         max_retries: in training, how many other videos to try when one cannot be decoded; when all
             fail, the item has ``ok=False`` (a zero clip) and the training loader stops.
-        decode_resize: let FFmpeg do the short-side resize while converting frames (faster);
-            False decodes at native size and resizes with ``torchvision.transforms.v2``.
+        decode_resize: let FFmpeg do the short-side resize while converting frames; False (the default,
+            11-17% less CPU per clip on 256p videos, ``docs/benchmarks.md``) decodes at native size and
+            resizes the uint8 frames with ``torchvision.transforms.v2``.
         decode_threads: FFmpeg threads per video (0: FFmpeg decides; 1 suits DataLoader workers,
             which are the parallelism).
         max_frame_pixels: a video with larger frames (width x height) is a failure, not decoded
@@ -81,12 +88,13 @@ class VideoDataset(Dataset):
         num_crops: int = 3,
         full_frame: bool = False,
         flip_prob: float = 0.5,
+        flip_on_device: bool = False,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         label_map: str | os.PathLike | None = None,
         seed: int = 0,
         max_retries: int = 10,
-        decode_resize: bool = True,
+        decode_resize: bool = False,
         decode_threads: int = 1,
         max_frame_pixels: int | None = MAX_FRAME_PIXELS,
         decode_timeout: float | None = DECODE_TIMEOUT,
@@ -105,12 +113,13 @@ class VideoDataset(Dataset):
         self.num_clips = num_clips if mode == "test" else 1
         self.num_crops = num_crops if mode == "test" and not full_frame else 1
         self.full_frame = full_frame
+        self.flip_on_device = flip_on_device
+        self.mean, self.std = tuple(mean), tuple(std)
         self.seed = seed
         self.max_retries = max_retries
         self.decode_resize = decode_resize
-        self.decode_threads = decode_threads
-        self.max_frame_pixels = max_frame_pixels
-        self.decode_timeout = decode_timeout
+        self.reader_options = dict(threads=decode_threads, max_frame_pixels=max_frame_pixels,
+                                   decode_timeout=decode_timeout)  # VideoReader's, for every video
         self.epoch = 0
         table = read_annotations(annotations, root, label_map=label_map)
         if not table.records:
@@ -123,7 +132,7 @@ class VideoDataset(Dataset):
         self.failures: dict[str, str] = {}  # path -> reason, in this process (worker)
         self.train_transform = TrainTransform(crop_size=crop_size, scale=tuple(train_scale), flip_prob=flip_prob,
                                               mean=mean, std=std)
-        self.test_transform = TestTransform(crop_size=None if full_frame else test_crop_size or test_scale,
+        self.test_transform = EvalTransform(crop_size=None if full_frame else test_crop_size or test_scale,
                                             short_side=test_scale, num_crops=self.num_crops, mean=mean, std=std)
         self._cache_key = None  # test mode: the crops of one clip share one decode
         self._cache_value = None
@@ -170,20 +179,26 @@ class VideoDataset(Dataset):
             except VideoDecodeError as e:
                 failures.append(self._record_failure(path, e.reason))
                 continue
-            video = self.train_transform(frames, params)
-            return {"video": video, "label": self.labels[video_index], "video_index": video_index,
-                    "view_index": 0, "ok": True, "failures": failures}
+            video = self.train_transform.crop(frames, params, flip=False if self.flip_on_device else None)
+            return self._item(video, video_index, 0, True, failures, params.flip)
         size = self.train_transform.crop_size
-        return {"video": torch.zeros(3, self.num_frames, size, size), "label": self.labels[video_index],
-                "video_index": video_index, "view_index": 0, "ok": False, "failures": failures}
+        return self._item(torch.zeros(3, self.num_frames, size, size, dtype=torch.uint8), video_index, 0, False,
+                          failures, False)
+
+    def _item(self, video: torch.Tensor, video_index: int, view_index: int, ok: bool, failures: list,
+              flip: bool) -> dict:
+        item = {"video": video, "label": self.labels[video_index], "video_index": video_index,
+                "view_index": view_index, "ok": ok, "failures": failures}
+        if self.flip_on_device and self.mode == "train":
+            item["flip"] = flip
+        return item
 
     def decode_train_clip(self, path: str, u: float, short_side: int) -> torch.Tensor:
+        """uint8 (T, C, H, W) frames of a training clip at position ``u`` in [0, 1)."""
         with self._reader(path) as reader:
-            info = reader.info
-            start = train_clip_start(info.duration, clip_span(self.num_frames, self.sampling_rate, info.fps), u)
-            times = clip_times(start, self.num_frames, self.sampling_rate, info.fps)
-            frames, _ = reader.read(times, short_side=short_side if self.decode_resize else None)
-        return torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, H, W, C) -> (T, C, H, W)
+            return read_clip(reader, num_frames=self.num_frames, sampling_rate=self.sampling_rate,
+                             start=lambda duration, span: train_clip_start(duration, span, u),
+                             short_side=short_side if self.decode_resize else None)
 
     def _test_item(self, index: int) -> dict:
         video_index, view_index = divmod(index, self.num_views)
@@ -193,35 +208,29 @@ class VideoDataset(Dataset):
         if reason is None:
             try:
                 frames = self.decode_test_clip(video_index, clip_index)
-                video = self.test_transform(frames, crop_index)
+                video = self.test_transform.crop(frames, crop_index)
             except VideoDecodeError as e:
                 reason = self._record_failure(path, e.reason)[1]
         if reason is not None:
             size = self.test_transform.crop_size or self.test_transform.short_side
-            video = torch.zeros(3, self.num_frames, size, size)
-        return {"video": video, "label": self.labels[video_index], "video_index": video_index,
-                "view_index": view_index, "ok": reason is None, "failures": [] if reason is None else [(path, reason)]}
+            video = torch.zeros(3, self.num_frames, size, size, dtype=torch.uint8)
+        return self._item(video, video_index, view_index, reason is None, [] if reason is None else [(path, reason)],
+                          False)
 
     def decode_test_clip(self, video_index: int, clip_index: int) -> torch.Tensor:
         """uint8 (T, C, H, W) frames of test clip ``clip_index``; the last one is cached for the crops."""
         key = (video_index, clip_index)
         if key == self._cache_key:
             return self._cache_value
-        path = self.video_paths[video_index]
-        short_side = self.test_transform.short_side if self.decode_resize else None
-        with self._reader(path) as reader:
-            info = reader.info
-            span = clip_span(self.num_frames, self.sampling_rate, info.fps)
-            start = test_clip_start(info.duration, span, clip_index, self.num_clips)
-            times = clip_times(start, self.num_frames, self.sampling_rate, info.fps)
-            frames, _ = reader.read(times, short_side=short_side)
-        frames = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, H, W, C) -> (T, C, H, W)
+        with self._reader(self.video_paths[video_index]) as reader:
+            frames = read_clip(reader, num_frames=self.num_frames, sampling_rate=self.sampling_rate,
+                               start=lambda duration, span: eval_clip_start(duration, span, clip_index, self.num_clips),
+                               short_side=self.test_transform.short_side if self.decode_resize else None)
         self._cache_key, self._cache_value = key, frames
         return frames
 
     def _reader(self, path: str) -> VideoReader:
-        return VideoReader(path, threads=self.decode_threads, max_frame_pixels=self.max_frame_pixels,
-                           decode_timeout=self.decode_timeout)
+        return VideoReader(path, **self.reader_options)
 
     def _record_failure(self, path: str, reason: str) -> tuple[str, str]:
         self.failures.setdefault(path, reason)

@@ -12,24 +12,21 @@ again (finished outputs are skipped).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
-from fractions import Fraction
 from multiprocessing import Pool
 from pathlib import Path
 
-import av
-
 from nlnet.utils.errors import DataError
-from nlnet.utils.io import atomic_path
 
 from .annotations import VIDEO_EXTENSIONS, read_kinetics_rows, write_kinetics_csv
 from .decoding import VideoDecodeError, VideoReader, scaled_size
+from .encode import H264Writer
 
 __all__ = ["PrepareJob", "find_raw_video", "cut_and_rescale", "prepare_kinetics", "output_csv_name"]
 
 _RAW_EXTENSIONS = VIDEO_EXTENSIONS + (".mov", ".avi", ".flv", ".3gp")
-_OUT_TIME_BASE = Fraction(1, 1000)
 # Kinetics ships train.csv, validate.csv and test.csv; the data configs read <root>/train.csv and <root>/val.csv.
 _OUTPUT_CSV_NAMES = {"validate.csv": "val.csv"}
 
@@ -96,36 +93,20 @@ def cut_and_rescale(
     Raises:
         VideoDecodeError: the source cannot be read or has no frame in the segment.
     """
-    written = 0
-    with atomic_path(dst) as tmp, VideoReader(src) as reader:
+    with VideoReader(src) as reader, contextlib.ExitStack() as stack:
         info = reader.info
         width, height = (_even(v) for v in scaled_size(info.width, info.height, short_side))
-        out = av.open(tmp, "w", format="mp4")
-        try:
-            stream = out.add_stream("libx264", rate=Fraction(info.fps).limit_denominator(1001))
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.time_base = _OUT_TIME_BASE
-            stream.codec_context.time_base = _OUT_TIME_BASE
-            stream.options = {"crf": str(crf), "preset": preset}
-            if keyframe_interval:
-                stream.codec_context.gop_size = max(1, int(round(keyframe_interval * info.fps)))
-            last_pts = -1
-            for t, frame in reader.frames_between(start, end):
-                if written == 0 and frame.rotation:
-                    stream.set_display_rotation(int(frame.rotation))
-                image = frame.reformat(width, height, "yuv420p", interpolation="AREA")
-                pts = max(int(round((t - start) / _OUT_TIME_BASE)), last_pts + 1)
-                image.pts, image.time_base = pts, _OUT_TIME_BASE
-                last_pts = pts
-                out.mux(stream.encode(image))
-                written += 1
-            if written:
-                out.mux(stream.encode())
-        finally:
-            out.close()
-        if written == 0:
+        writer = None
+        for t, frame in reader.frames_between(start, end):
+            if writer is None:  # the first frame's display rotation is kept as metadata
+                writer = stack.enter_context(H264Writer(
+                    dst, width=width, height=height, fps=info.fps, crf=crf, preset=preset, container_format="mp4",
+                    gop_size=max(1, int(round(keyframe_interval * info.fps))) if keyframe_interval else None,
+                    rotation=int(frame.rotation or 0)))
+            writer.write(frame.reformat(width, height, "yuv420p", interpolation="AREA"), t - start)
+        if writer is None:
             raise VideoDecodeError(f"no frame between {start:.2f}s and {end:.2f}s (video is {info.duration:.2f}s)", src)
-    return written
+        return writer.frames_written
 
 
 def _run_job(job: PrepareJob) -> tuple[PrepareJob, str]:

@@ -11,9 +11,16 @@ i / K`` never reach the end).
 """
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-__all__ = ["clip_span", "clip_times", "train_clip_start", "test_clip_start"]
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from .decoding import VideoReader
+
+__all__ = ["clip_span", "clip_times", "train_clip_start", "eval_clip_start", "read_clip"]
 
 
 def clip_span(num_frames: int, sampling_rate: int, fps: float) -> float:
@@ -38,7 +45,7 @@ def train_clip_start(duration: float, span: float, u: float) -> float:
     return u * max(duration - span, 0.0)
 
 
-def test_clip_start(duration: float, span: float, clip_index: int, num_clips: int) -> float:
+def eval_clip_start(duration: float, span: float, clip_index: int, num_clips: int) -> float:
     """Start of test clip ``clip_index`` of ``num_clips`` uniformly spaced ones.
 
     The first clip starts at 0 and the last ends at the end of the video; a single clip is centred.
@@ -51,4 +58,19 @@ def test_clip_start(duration: float, span: float, clip_index: int, num_clips: in
     return room * clip_index / (num_clips - 1)
 
 
-test_clip_start.__test__ = False  # a library function, not a pytest test
+def read_clip(reader: VideoReader, *, num_frames: int, sampling_rate: int,
+              start: float | Callable[[float, float], float], short_side: int | None = None) -> torch.Tensor:
+    """uint8 (T, C, H, W) frames of a T x tau clip (the one decoding path of datasets, inference, viz).
+
+    Args:
+        reader: the open video.
+        num_frames, sampling_rate: T and tau.
+        start: seconds from the first frame, or ``start(duration, span)`` giving them (e.g.
+            ``lambda d, s: train_clip_start(d, s, u)``).
+        short_side: the decoder scales frames to this short side (None: native size).
+    """
+    info = reader.info
+    if callable(start):
+        start = start(info.duration, clip_span(num_frames, sampling_rate, info.fps))
+    frames, _ = reader.read(clip_times(start, num_frames, sampling_rate, info.fps), short_side=short_side)
+    return torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, H, W, C) -> (T, C, H, W)

@@ -1,26 +1,23 @@
-"""Writing videos with PyAV, and the built-in synthetic dataset a newcomer trains on.
+"""Test videos and the built-in synthetic dataset a newcomer trains on.
 
-``write_video`` encodes frames to a real file (H.264 .mp4 by default) with exact control over
-timestamps, first timestamp and rotation metadata; the tests build every case the decoder must
-handle with it. ``make_synthetic_dataset`` writes a small Kinetics-layout dataset whose classes can
-only be told apart by motion or by relations between shapes across frames (a single frame is
-uninformative), so a small 3D network learns it in minutes on a CPU.
+``write_video`` (``nlnet.data.encode``) encodes frames to a real file (H.264 .mp4 by default) with exact
+control over timestamps, first timestamp and rotation metadata; the tests build every case the decoder
+must handle with it and ``index_frames``. ``make_synthetic_dataset`` writes a small Kinetics-layout
+dataset whose classes can only be told apart by motion or by relations between shapes across frames
+(a single frame is uninformative), so a small 3D network learns it in minutes on a CPU.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
-from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
 
-import av
 import numpy as np
 
 from nlnet.utils.io import atomic_path
 
-from .annotations import write_kinetics_csv
+from .annotations import kinetics_filename, write_kinetics_csv
+from .encode import write_audio_only, write_video
 
 __all__ = [
     "SYNTHETIC_CLASSES",
@@ -42,111 +39,6 @@ SYNTHETIC_CLASSES = (
     "separating",       # the two shapes move apart
     "growing",          # both shapes stay in place and grow
 )
-
-_TIME_BASE = Fraction(1, 1000)  # millisecond timestamps allow any frame timing (VFR)
-
-
-def write_video(
-    path: str | os.PathLike,
-    frames: np.ndarray | Sequence[np.ndarray],
-    *,
-    fps: float = 25.0,
-    times: Sequence[float] | None = None,
-    codec: str | None = None,
-    rotation: int = 0,
-    gop_size: int | None = None,
-    crf: int | None = None,
-    preset: str | None = None,
-    audio: bool = False,
-    container_format: str | None = None,
-) -> None:
-    """Encode RGB frames to a video file with PyAV, written atomically (temp name, then rename).
-
-    Args:
-        path: output file; the extension picks the container (.mp4, .mkv, .webm).
-        frames: (T, H, W, 3) uint8 RGB frames (H and W even for yuv420p).
-        fps: nominal frame rate; frame ``i`` is shown at ``i / fps`` unless ``times`` is given.
-        times: presentation time in seconds of every frame (increasing). Gives variable frame rate
-            and a first timestamp other than zero (e.g. ``times[0] = 2.0``).
-        codec: FFmpeg encoder (``libx264``, ``libvpx-vp9``, ``mpeg4``...); None: VP9 for .webm,
-            H.264 otherwise.
-        rotation: display rotation in degrees counter-clockwise, stored as the stream's display
-            matrix (what phones write); decoders must apply it.
-        gop_size: frames between keyframes (FFmpeg default when None).
-        crf: libx264 constant rate factor (quality; default 23 when None).
-        preset: libx264 speed preset (e.g. ``ultrafast``).
-        audio: also write a short silent AAC audio stream (decoders must ignore it).
-        container_format: force the container format (otherwise from the extension).
-    """
-    frames = np.asarray(frames, dtype=np.uint8)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be (T, H, W, 3) uint8, got shape {frames.shape}")
-    if times is None:
-        times = [i / fps for i in range(len(frames))]
-    if len(times) != len(frames):
-        raise ValueError(f"times has {len(times)} entries for {len(frames)} frames")
-    path = Path(path)
-    if codec is None:
-        codec = "libvpx-vp9" if path.suffix == ".webm" else "libx264"
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    container = av.open(str(tmp), "w", format=container_format)
-    try:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height = int(frames.shape[2]), int(frames.shape[1])
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = _TIME_BASE
-        stream.codec_context.time_base = _TIME_BASE
-        if gop_size is not None:
-            stream.codec_context.gop_size = gop_size
-        options = {}
-        if crf is not None:
-            options["crf"] = str(crf)
-        if preset is not None:
-            options["preset"] = preset
-        if options:
-            stream.options = options
-        if rotation:
-            stream.set_display_rotation(rotation)
-        audio_stream = None
-        if audio:
-            audio_stream = container.add_stream("aac", rate=16000)
-        for array, t in zip(frames, times):
-            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
-            frame.pts = int(round(t / _TIME_BASE))
-            frame.time_base = _TIME_BASE
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-        if audio_stream is not None:
-            _write_silence(container, audio_stream, seconds=float(times[-1]) + 1.0 / fps)
-    finally:
-        container.close()
-    os.replace(tmp, path)
-
-
-def _write_silence(container, stream, *, seconds: float) -> None:
-    """Encode ``seconds`` of silence into an audio stream."""
-    rate = stream.codec_context.sample_rate
-    samples = stream.codec_context.frame_size or 1024
-    for i in range(int(math.ceil(seconds * rate / samples))):
-        frame = av.AudioFrame.from_ndarray(
-            np.zeros((1, samples), np.float32), format="fltp", layout="mono"
-        )
-        frame.sample_rate = rate
-        frame.pts = i * samples
-        container.mux(stream.encode(frame))
-    container.mux(stream.encode())
-
-
-def write_audio_only(path: str | os.PathLike, *, seconds: float = 1.0) -> None:
-    """Write a file with an audio stream and no video stream (a bad input for a video dataset)."""
-    path = Path(path)
-    container = av.open(str(path), "w", format="mp4" if path.suffix in (".mp4", ".m4a") else None)
-    try:
-        stream = container.add_stream("aac", rate=16000)
-        _write_silence(container, stream, seconds=seconds)
-    finally:
-        container.close()
-
 
 def index_frames(num_frames: int, *, width: int = 32, height: int = 32) -> np.ndarray:
     """Flat-colour frames (T, H, W, 3) uint8 whose colour encodes the frame index (up to 512 frames).
@@ -351,7 +243,7 @@ def make_synthetic_dataset(
                 frames = render_synthetic_clip(
                     label, num_frames=num_frames, width=width, height=height, rng=rng, noise=noise
                 )
-                write_video(folder / f"{vid}_{start:06d}_{end:06d}.mp4", frames, fps=fps, crf=crf,
+                write_video(folder / f"{kinetics_filename(vid, start, end)}.mp4", frames, fps=fps, crf=crf,
                             gop_size=gop_size, preset="veryfast")
                 rows.append((name, vid, start, end, split))
         write_kinetics_csv(root / f"{split}.csv", rows)

@@ -8,9 +8,12 @@ Test: short side ``short_side`` (256), ``num_crops`` square crops spread along t
 Random choices are drawn up front from the item's seeded ``numpy`` generator into a
 ``TrainParams`` and passed explicitly to ``v2.functional`` calls, so an item's augmentation is a
 pure function of (seed, epoch, index, attempt) whatever worker or process computes it. The drawn
-short side is also what the decoder scales to (in FFmpeg), in which case the resize here is a no-op.
+short side is also what the decoder scales to with ``decode_resize`` (in FFmpeg); the resize here is
+then a no-op.
 
-Input: uint8 (T, C, H, W) tensor. Output: float32 (C, T, H, W).
+Input: uint8 (T, C, H, W) tensor. ``crop`` gives the uint8 (C, T, H, W) clip that DataLoader workers
+return; :func:`normalize` (run on the device by ``nlnet.engine.prologue``) turns it into the model's
+float32 input; calling a transform does both (inference, visualisation).
 """
 from __future__ import annotations
 
@@ -21,7 +24,10 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TrainParams", "TrainTransform", "TestTransform", "crop_offsets"]
+from .decoding import scaled_size
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TrainParams", "TrainTransform", "EvalTransform", "crop_offsets",
+           "normalize", "scaled_stats"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -49,25 +55,39 @@ def _resize_short_side(video: torch.Tensor, short_side: int) -> torch.Tensor:
     h, w = video.shape[-2:]
     if min(h, w) == short_side:
         return video
-    if h <= w:
-        size = [short_side, max(1, round(w * short_side / h))]
-    else:
-        size = [max(1, round(h * short_side / w)), short_side]
-    return F.resize(video, size, antialias=True)
+    width, height = scaled_size(w, h, short_side)
+    return F.resize(video, [height, width], antialias=True)
 
 
-def _normalize(video: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (T, C, H, W) -> normalised float32 (C, T, H, W), ``(x / 255 - mean) / std``.
+def _to_ctwh(video: torch.Tensor) -> torch.Tensor:
+    """(T, C, H, W) -> contiguous (C, T, H, W), done on uint8 (4x less memory traffic than on float)."""
+    return video.transpose(0, 1).contiguous()
 
-    The layout change is done on uint8 (4x less memory traffic) and the 1/255 is folded into
-    mean and std, so the float clip is written three times instead of five.
+
+def normalize(video: torch.Tensor, mean: Sequence[float] | torch.Tensor,
+              std: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """uint8 (..., C, T, H, W) -> float32 ``(x / 255 - mean) / std`` per channel, same shape and layout.
+
+    The 1/255 is folded into mean and std (``(x - 255 mean) / (255 std)``), so the float clip is
+    written twice; the memory format of ``video`` (e.g. ``channels_last_3d``) is kept. Every caller
+    (worker-side transforms, the device-side batch prologue) computes exactly these float32 operations,
+    so the results are bit-for-bit equal wherever they run.
+
+    Args:
+        video: uint8 clips, channels at dim -4.
+        mean, std: per-channel values on the [0, 1] scale, or float32 (C, 1, 1, 1) tensors already
+            multiplied by 255 (see :func:`scaled_stats`).
     """
-    video = video.permute(1, 0, 2, 3).contiguous()  # (T, C, H, W) -> (C, T, H, W), uint8
-    c, t, h, w = video.shape
-    video = F.to_dtype(video, torch.float32, scale=False)
-    # (C, T*H, W) puts channels where v2 normalize expects them (dim -3)
-    flat = F.normalize(video.view(c, t * h, w), [m * 255 for m in mean], [s * 255 for s in std], inplace=True)
-    return flat.view(c, t, h, w)
+    if not isinstance(mean, torch.Tensor) or not isinstance(std, torch.Tensor):
+        mean, std = scaled_stats(mean, std, device=video.device)
+    return video.to(torch.float32).sub_(mean).div_(std)
+
+
+def scaled_stats(mean: Sequence[float], std: Sequence[float], *,
+                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(255 mean, 255 std) as float32 (C, 1, 1, 1) tensors that broadcast over (..., C, T, H, W)."""
+    return tuple(torch.tensor([v * 255 for v in values], dtype=torch.float32, device=device).view(-1, 1, 1, 1)
+                 for values in (mean, std))
 
 
 def crop_offsets(length: int, crop: int, num_crops: int) -> list[int]:
@@ -118,19 +138,24 @@ class TrainTransform:
             flip=bool(rng.random() < self.flip_prob),
         )
 
-    def __call__(self, video: torch.Tensor, params: TrainParams) -> torch.Tensor:
-        """uint8 (T, C, H, W) -> float32 (C, T, crop, crop)."""
+    def crop(self, video: torch.Tensor, params: TrainParams, *, flip: bool | None = None) -> torch.Tensor:
+        """uint8 (T, C, H, W) -> uint8 (C, T, crop, crop): resize, crop, flip (``flip``: override
+        ``params.flip``, e.g. False when the batch prologue flips on the device)."""
         video = _resize_short_side(video, params.short_side)
         h, w = video.shape[-2:]
         top = int(round(params.top * (h - self.crop_size)))
         left = int(round(params.left * (w - self.crop_size)))
         video = F.crop(video, top, left, self.crop_size, self.crop_size)
-        if params.flip:
+        if params.flip if flip is None else flip:
             video = F.horizontal_flip(video)
-        return _normalize(video, self.mean, self.std)
+        return _to_ctwh(video)
+
+    def __call__(self, video: torch.Tensor, params: TrainParams) -> torch.Tensor:
+        """uint8 (T, C, H, W) -> normalised float32 (C, T, crop, crop)."""
+        return normalize(self.crop(video, params), self.mean, self.std)
 
 
-class TestTransform:
+class EvalTransform:
     """Short-side resize and ``num_crops`` square crops along the long side (paper §4.1 testing).
 
     Args:
@@ -142,8 +167,6 @@ class TestTransform:
         mean: per-channel mean, on the [0, 1] scale.
         std: per-channel standard deviation, on the [0, 1] scale.
     """
-
-    __test__ = False  # a library class, not a pytest test class
 
     def __init__(
         self,
@@ -162,11 +185,11 @@ class TestTransform:
         self.mean = tuple(mean)
         self.std = tuple(std)
 
-    def __call__(self, video: torch.Tensor, crop_index: int) -> torch.Tensor:
-        """uint8 (T, C, H, W) -> float32 (C, T, crop, crop) for crop ``crop_index`` (full frame: no crop)."""
+    def crop(self, video: torch.Tensor, crop_index: int) -> torch.Tensor:
+        """uint8 (T, C, H, W) -> uint8 (C, T, crop, crop), crop ``crop_index`` (full frame: no crop)."""
         video = _resize_short_side(video, self.short_side)
         if self.crop_size is None:
-            return _normalize(video, self.mean, self.std)
+            return _to_ctwh(video)
         h, w = video.shape[-2:]
         if w >= h:  # landscape: crops move left -> right
             top = (h - self.crop_size) // 2
@@ -174,5 +197,8 @@ class TestTransform:
         else:  # portrait: top -> bottom
             left = (w - self.crop_size) // 2
             top = crop_offsets(h, self.crop_size, self.num_crops)[crop_index]
-        video = F.crop(video, top, left, self.crop_size, self.crop_size)
-        return _normalize(video, self.mean, self.std)
+        return _to_ctwh(F.crop(video, top, left, self.crop_size, self.crop_size))
+
+    def __call__(self, video: torch.Tensor, crop_index: int) -> torch.Tensor:
+        """uint8 (T, C, H, W) -> normalised float32 (C, T, crop, crop) (see :meth:`crop`)."""
+        return normalize(self.crop(video, crop_index), self.mean, self.std)

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from nlnet.engine import distributed as du
+from nlnet.engine.prologue import BatchPrologue
 from nlnet.utils.io import atomic_path
 from nlnet.utils.metrics import confusion_matrix, mean_class_accuracy, per_class_accuracy, topk_correct
 
@@ -70,7 +71,7 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
 
 @torch.no_grad()
 def predict_views(model: nn.Module, batches: Iterable[dict[str, Any]], *, device: torch.device,
-                  precision: str = "fp32", channels_last: bool = False) -> ViewPredictions:
+                  precision: str = "fp32", prologue: BatchPrologue | None = None) -> ViewPredictions:
     """Run ``model`` (in eval mode) over batches of the dataset contract and keep each view's softmax.
 
     Args:
@@ -78,17 +79,15 @@ def predict_views(model: nn.Module, batches: Iterable[dict[str, Any]], *, device
         batches: dicts with "video" (B, C, T, H, W), "label", "video_index", "view_index", "ok".
         device: where to compute.
         precision: fp32, bf16 or fp16 autocast.
-        channels_last: feed the clips in ``torch.channels_last_3d`` layout.
+        prologue: batch -> model input on ``device`` (default: ImageNet statistics, contiguous).
     """
+    prologue = prologue if prologue is not None else BatchPrologue(device=device)
     was_training = model.training
     model.eval()
     parts = []
     for batch in batches:
-        video = batch["video"].to(device, non_blocking=True)
-        if channels_last:
-            video = video.contiguous(memory_format=torch.channels_last_3d)
         with autocast_context(device, precision):
-            logits = model(video)
+            logits = model(prologue.video(batch))
         parts.append(ViewPredictions(
             video_index=torch.as_tensor(batch["video_index"]).long().cpu(),
             view_index=torch.as_tensor(batch["view_index"]).long().cpu(),
@@ -183,7 +182,7 @@ def compute_metrics(videos: VideoPredictions, *, class_names: Sequence[str] | No
 
 def evaluate(model: nn.Module, batches: Iterable[dict[str, Any]], *, num_videos: int, num_classes: int,
              device: torch.device, class_names: Sequence[str] | None = None, views_per_video: int | None = None,
-             precision: str = "fp32", channels_last: bool = False) -> tuple[dict[str, Any], VideoPredictions]:
+             precision: str = "fp32", prologue: BatchPrologue | None = None) -> tuple[dict[str, Any], VideoPredictions]:
     """Predict this rank's views, gather them from every rank, aggregate per video and score.
 
     Every rank gets the same (metrics, per-video predictions). A video with a failed view is failed
@@ -192,7 +191,7 @@ def evaluate(model: nn.Module, batches: Iterable[dict[str, Any]], *, num_videos:
     """
     failures: dict[str, str] = {}
     local = predict_views(model, _recording_failures(batches, failures), device=device, precision=precision,
-                          channels_last=channels_last)
+                          prologue=prologue)
     if local.scores.numel() == 0:
         local.scores = torch.zeros(0, num_classes)
     views = fail_whole_videos(gather_views(local))

@@ -14,7 +14,7 @@ import math
 import resource
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -23,6 +23,7 @@ import torch.nn as nn
 from nlnet.engine import distributed as du
 from nlnet.engine.checkpoint import CheckpointManager, atomic_save
 from nlnet.engine.evaluation import autocast_context
+from nlnet.engine.prologue import BatchPrologue
 from nlnet.engine.trainer import HookBase
 from nlnet.utils.logger import get_logger
 from nlnet.utils.seeding import get_rng_state
@@ -77,16 +78,9 @@ class SignalHandler(HookBase):
         self._previous = {}
 
 
-def _clip_inputs(batches: Iterable[dict[str, Any]], device: torch.device, channels_last: bool) -> Iterator[torch.Tensor]:
-    """The network inputs of training batches (clips on ``device``, in the training memory format)."""
-    for batch in batches:
-        video = batch["video"].to(device, non_blocking=True)
-        yield video.contiguous(memory_format=torch.channels_last_3d) if channels_last else video
-
-
 @torch.no_grad()
 def update_bn_stats(model: nn.Module, batches: Iterable[dict[str, Any]], *, num_iters: int, device: torch.device,
-                    precision: str = "fp32", channels_last: bool = False) -> int:
+                    precision: str = "fp32", prologue: BatchPrologue | None = None) -> int:
     """Precise BN: recompute every BatchNorm's running mean/var as the average over ``num_iters``
     training batches of the batch statistics (official recipe: 200 iterations before testing),
     averaged over ranks. Frozen BatchNorms (those ``model.train()`` leaves in eval mode, e.g.
@@ -106,7 +100,9 @@ def update_bn_stats(model: nn.Module, batches: Iterable[dict[str, Any]], *, num_
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over the batches seen
     used = 0
-    for video in itertools.islice(_clip_inputs(batches, device, channels_last), num_iters):
+    prologue = prologue or BatchPrologue(device=device)
+    for batch in itertools.islice(batches, num_iters):
+        video = prologue.video(batch)
         with autocast_context(device, precision):
             model(video)
         used += 1
@@ -141,7 +137,7 @@ class PreciseBN(HookBase):
             return
         start = time.perf_counter()
         used = update_bn_stats(t.model, self.batches(t.iter), num_iters=self.num_iters, device=t.device,
-                               precision=t.precision, channels_last=t.channels_last)
+                               precision=t.precision, prologue=t.prologue)
         self.last_iter = t.iter
         if used:
             get_logger().info(f"precise BN: statistics over {used} batches in {time.perf_counter() - start:.1f}s")

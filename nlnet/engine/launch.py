@@ -23,6 +23,7 @@ from nlnet.engine.attention_hook import clip_of_dataset
 from nlnet.engine.checkpoint import CheckpointManager, checkpoint_run_dir, load_checkpoint, load_model_state
 from nlnet.engine.evaluation import evaluate, write_results
 from nlnet.engine.loader import EndlessLoader, build_eval_loader
+from nlnet.engine.prologue import BatchPrologue
 from nlnet.engine.report import write_plan
 from nlnet.engine.schedule import ScheduleBudget, build_scheduler
 from nlnet.engine.tensorboard import open_writer, write_eval_metrics
@@ -181,9 +182,8 @@ def _metrics_line(m: dict[str, Any]) -> str:
 def _build_trainer(cfg: Any, model: nn.Module, data: _Data, device: torch.device) -> tuple[Trainer, ScheduleBudget]:
     """The model on its device (DDP, compile), the optimiser and schedule scaled to the batch, the loader."""
     t_cfg, world = cfg.trainer, du.get_world_size()
-    model.to(device)
-    if t_cfg.channels_last:
-        model.to(memory_format=torch.channels_last_3d)
+    prologue = BatchPrologue.for_dataset(data.train_set, device=device, channels_last=bool(t_cfg.channels_last))
+    prologue.prepare_model(model)
     if t_cfg.sync_bn and world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     total_batch_size = int(cfg.data.batch_size) * world
@@ -204,7 +204,7 @@ def _build_trainer(cfg: Any, model: nn.Module, data: _Data, device: torch.device
     trainer = Trainer(model=model, optimizer=optimizer, scheduler=build_scheduler(optimizer, schedule=schedule),
                       data=loader, max_iter=max_iter, device=device, train_module=train_module,
                       precision=str(t_cfg.precision), grad_clip_norm=t_cfg.grad_clip_norm,
-                      channels_last=bool(t_cfg.channels_last))
+                      prologue=prologue)
     return trainer, budget
 
 
@@ -316,7 +316,7 @@ def _evaluate_with_videos(model: nn.Module, dataset: Any, *, device: torch.devic
                                pin_memory=device.type == "cuda", worker_threads=worker_threads)
     return evaluate(model, loader, num_videos=int(dataset.num_videos), num_classes=len(class_names), device=device,
                     class_names=class_names, views_per_video=int(dataset.num_views), precision=precision,
-                    channels_last=channels_last)
+                    prologue=BatchPrologue.for_dataset(dataset, device=device, channels_last=channels_last))
 
 
 def _test_and_write(model: nn.Module, dataset: Any, *, output_dir: str, checkpoint: str | None,
@@ -363,10 +363,9 @@ def _test(cfg: Any, checkpoint: str, output_dir: str, device: torch.device) -> d
     state = load_checkpoint(checkpoint, map_location="cpu")
     model = build_model(stored_model_config(cfg.model))  # never inflates: the weights are the checkpoint's
     load_model_state(model, state, checkpoint)
-    model.to(device)
-    if cfg.trainer.channels_last:
-        model.to(memory_format=torch.channels_last_3d)
     dataset = C.instantiate(cfg.data.val)
+    prologue = BatchPrologue.for_dataset(dataset, device=device, channels_last=bool(cfg.trainer.channels_last))
+    prologue.prepare_model(model)
     class_names = list(state.get("class_names") or dataset.classes)
     if list(dataset.classes) != class_names:
         raise ConfigError(f"data.val.annotations: its {len(dataset.classes)} classes differ from the "

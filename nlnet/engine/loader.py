@@ -53,10 +53,9 @@ class ResumableDistributedSampler(Sampler[int]):
         self.batch_size = batch_size
         self.num_replicas = num_replicas
         self.rank = rank
+        self.set_epoch(0)
         self.shuffle = shuffle
         self.seed = seed
-        self.epoch = 0
-        self.start_batch = 0
 
     @property
     def batches_per_epoch(self) -> int:

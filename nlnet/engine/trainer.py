@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from nlnet.engine import distributed as du
 from nlnet.engine.evaluation import autocast_context
+from nlnet.engine.prologue import BatchPrologue
 from nlnet.utils.metrics import topk_accuracy
 
 
@@ -80,7 +81,7 @@ class Trainer:
         model: the network (unwrapped: its ``state_dict`` goes into checkpoints).
         optimizer: the optimiser over ``model``'s parameters.
         scheduler: stepped once per iteration.
-        data: endless iterator of batches ``{"video": (B, C, T, H, W), "label": (B,), ...}`` with
+        data: endless iterator of batches ``{"video": (B, C, T, H, W) uint8, "label": (B,), ...}`` with
             ``state_dict``/``load_state_dict`` for its position (e.g. ``EndlessLoader``).
         max_iter: iterations to train (paper: 400k).
         device: where to compute.
@@ -88,14 +89,15 @@ class Trainer:
             ``model``); defaults to ``model``.
         precision: "fp32", "bf16" or "fp16" autocast (fp16 uses a ``GradScaler``).
         grad_clip_norm: clip the global gradient norm to this value (None: no clipping).
-        channels_last: feed clips in ``torch.channels_last_3d`` layout.
+        prologue: batch -> (input, labels) on ``device`` (normalisation, layout); default: ImageNet
+            statistics, contiguous layout.
         hooks: hooks, called in order.
     """
 
     def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, data: Iterator[dict[str, Any]], max_iter: int,
                  device: torch.device, train_module: nn.Module | None = None, precision: str = "fp32",
-                 grad_clip_norm: float | None = None, channels_last: bool = False,
+                 grad_clip_norm: float | None = None, prologue: BatchPrologue | None = None,
                  hooks: Iterable[HookBase] = ()) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -106,7 +108,7 @@ class Trainer:
         self.train_module = train_module if train_module is not None else model
         self.precision = precision
         self.grad_clip_norm = grad_clip_norm
-        self.channels_last = channels_last
+        self.prologue = prologue if prologue is not None else BatchPrologue(device=device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.iter = 0
         self.start_iter = 0
@@ -147,10 +149,7 @@ class Trainer:
         """One SGD iteration: fetch, forward, cross-entropy, backward, (clip), step, schedule."""
         t0 = time.perf_counter()
         batch = next(self.data)
-        video = batch["video"].to(self.device, non_blocking=True)  # (B, C, T, H, W)
-        labels = torch.as_tensor(batch["label"]).to(self.device, non_blocking=True)  # (B,)
-        if self.channels_last:
-            video = video.contiguous(memory_format=torch.channels_last_3d)
+        video, labels = self.prologue(batch)  # (B, C, T, H, W) float, (B,) on the device
         t1 = time.perf_counter()
         with autocast_context(self.device, self.precision):
             logits = self.train_module(video)  # (B, K)

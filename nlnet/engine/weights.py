@@ -82,13 +82,16 @@ def stored_model_config(model_cfg: Any) -> Any:
 
     - ``model.net.pretrained`` (now ``model.pretrained``, loaded only at a fresh training start) is
       dropped: the weights come from the checkpoint, and the 2D file need not exist here;
+    - ``model.net.channels_last`` is dropped: ``trainer.channels_last`` is the one layout knob (the
+      batch prologue gives it to the model and the clips);
     - a non-local block without ``pool_ceil_mode`` pooled with ceil (``pool_ceil_mode: true``);
     - a Gaussian block without ``scale_gaussian`` was scaled by C^-1/2 when ``scale`` was true.
     """
     model_cfg = C.from_container(C.to_container(model_cfg))  # a resolved, writable copy
     net = model_cfg["net"]
-    if "pretrained" in net:
-        del net["pretrained"]
+    for key in ("pretrained", "channels_last"):
+        if key in net:
+            del net[key]
     for node in (model_cfg.get("nonlocal"), net.get("nonlocal_layer")):
         target = str(node.get("_target_", "")) if hasattr(node, "get") else ""
         if target.startswith("nlnet.") and target.endswith(".NonLocalBlock"):

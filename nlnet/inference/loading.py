@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from nlnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TestTransform
+from nlnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
 from nlnet.engine.checkpoint import load_checkpoint, load_model_state
 from nlnet.engine.launch import build_model
 from nlnet.engine.weights import stored_model_config
@@ -33,7 +33,7 @@ class ViewProtocol:
         short_side: the short side frames are resized to.
         crop_size: side of each square crop.
         num_clips: clips per video, uniformly spaced in time (the first starts at the first frame,
-            the last ends at the last one; ``nlnet.data.sampling.test_clip_start``).
+            the last ends at the last one; ``nlnet.data.sampling.eval_clip_start``).
         num_crops: crops per clip along the long side.
         mean: per-channel mean of RGB values on the [0, 1] scale.
         std: per-channel standard deviation on the same scale.
@@ -66,9 +66,9 @@ class ViewProtocol:
         """(C, T, H, W) of one view."""
         return (3, self.num_frames, self.crop_size, self.crop_size)
 
-    def transform(self) -> TestTransform:
+    def transform(self) -> EvalTransform:
         """The spatial test transform: short-side resize, ``num_crops`` crops, normalisation."""
-        return TestTransform(crop_size=self.crop_size, short_side=self.short_side, num_crops=self.num_crops,
+        return EvalTransform(crop_size=self.crop_size, short_side=self.short_side, num_crops=self.num_crops,
                              mean=self.mean, std=self.std)
 
 

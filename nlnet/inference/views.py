@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from nlnet.data.decoding import VideoDecodeError, VideoInfo, VideoReader
-from nlnet.data.sampling import clip_span, clip_times, test_clip_start
+from nlnet.data.sampling import clip_span, eval_clip_start, read_clip
 from nlnet.inference.loading import ViewProtocol
 from nlnet.utils.errors import ConfigError
 
@@ -73,11 +73,11 @@ def timeline_windows(duration: float, window: float, stride: float | None = None
 
 def clip_starts(span: Window, clip_seconds: float, num_clips: int, duration: float) -> list[float]:
     """Starts of ``num_clips`` clips spread over ``span`` as the test protocol spreads them over a video
-    (``test_clip_start``); a clip longer than the span is centred on it. Clips stay inside the video."""
+    (``eval_clip_start``); a clip longer than the span is centred on it. Clips stay inside the video."""
     length = span.end - span.start
     shift = max(clip_seconds - length, 0.0) / 2
     latest = max(duration - clip_seconds, 0.0)
-    return [min(max(span.start + test_clip_start(length, clip_seconds, i, num_clips) - shift, 0.0), latest)
+    return [min(max(span.start + eval_clip_start(length, clip_seconds, i, num_clips) - shift, 0.0), latest)
             for i in range(num_clips)]
 
 
@@ -155,9 +155,8 @@ class VideoViewStream(IterableDataset):
                 info = reader.info
                 windows, clips = plan_clips(info, protocol, self.timeline)
                 for start, groups in clips.items():
-                    times = clip_times(start, protocol.num_frames, protocol.sampling_rate, info.fps)
-                    frames, _ = reader.read(times, short_side=protocol.short_side)
-                    video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, H, W, 3) -> (T, 3, H, W)
+                    video = read_clip(reader, num_frames=protocol.num_frames, sampling_rate=protocol.sampling_rate,
+                                      start=start, short_side=protocol.short_side)  # (T, 3, H, W)
                     views = torch.stack([transform(video, c) for c in range(protocol.num_crops)])
                     yield ClipViews(video=index, groups=groups, views=views)  # (crops, C, T, H, W)
         except (VideoDecodeError, OSError) as exc:  # the record names the file: the reason alone

@@ -155,7 +155,6 @@ class ResNet3d(nn.Module):
         checkpoint_stages: stage names (e.g. ["res3", "res4"]) whose activations are recomputed in
             backward (activation checkpointing). Note: BN running statistics are then updated twice
             per step in those stages.
-        channels_last: keep weights and activations in ``torch.channels_last_3d`` memory format.
         norm_layer: callable(channels) -> normalisation module (BatchNorm3d by default).
     """
 
@@ -181,7 +180,6 @@ class ResNet3d(nn.Module):
         frozen_bn: str | Sequence[str] = (),
         zero_init_residual: bool = False,
         checkpoint_stages: Sequence[str] = (),
-        channels_last: bool = False,
         norm_layer: NormLayer = nn.BatchNorm3d,
     ) -> None:
         super().__init__()
@@ -213,7 +211,6 @@ class ResNet3d(nn.Module):
 
         self.depth = depth
         self.num_classes = num_classes
-        self.channels_last = channels_last
         self.stage_names = STAGE_NAMES
         self.frozen_bn = _frozen_parts(frozen_bn)
         self.stem = Stem(in_channels=in_channels, out_channels=base_width,
@@ -246,8 +243,6 @@ class ResNet3d(nn.Module):
             for p in bn.parameters():
                 p.requires_grad_(False)
         self.train(self.training)  # frozen BNs start in eval mode
-        if channels_last:
-            self.to(memory_format=torch.channels_last_3d)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
         """Kaiming init of convs, BN gamma 1 / beta 0; non-local blocks keep their own init."""
@@ -289,8 +284,6 @@ class ResNet3d(nn.Module):
         """res5 feature map: (B, 3, T, H, W) -> (B, C, T', H/32, W/32)."""
         if x.dim() != 5:
             raise ValueError(f"ResNet3d expects a clip (B, C, T, H, W), got shape {tuple(x.shape)}")
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last_3d)
         x = self.stem(x)
         for name in self.stage_names:
             x = self.stage(name)(x)

@@ -252,20 +252,11 @@ def write_gif(images: Sequence[np.ndarray], path: str | os.PathLike, *, fps: flo
 
 
 def write_mp4(images: Sequence[np.ndarray], path: str | os.PathLike, *, fps: int = 4) -> str:
-    """Write images as an H.264 MP4 (PyAV), atomically; odd sizes are padded to even ones (yuv420p)."""
-    import av
+    """Write images as an H.264 MP4 (``nlnet.data.encode.H264Writer``: atomic; odd sizes padded to even)."""
+    from nlnet.data.encode import H264Writer
 
-    path = os.fspath(path)
     height, width = images[0].shape[:2]
-    even_h, even_w = height + height % 2, width + width % 2
-    with atomic_path(path) as tmp, av.open(tmp, mode="w") as container:
-        stream = container.add_stream("libx264", rate=int(fps))
-        stream.width, stream.height, stream.pix_fmt = even_w, even_h, "yuv420p"
-        for im in images:
-            padded = np.zeros((even_h, even_w, 3), dtype=np.uint8)
-            padded[:height, :width] = im
-            for packet in stream.encode(av.VideoFrame.from_ndarray(padded, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    with H264Writer(path, width=width, height=height, fps=fps) as writer:
+        for image in images:
+            writer.write(image)
+    return os.fspath(path)

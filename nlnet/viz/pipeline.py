@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from nlnet.data.decoding import VideoReader
-from nlnet.data.sampling import clip_span, clip_times, test_clip_start
-from nlnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TestTransform
+from nlnet.data.sampling import eval_clip_start, read_clip
+from nlnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
 from nlnet.viz.capture import BlockCapture, capture_attention, default_queries, queries_from_pixels
 from nlnet.viz.drawing import draw_attention, render_animation, save_figure, write_gif, write_mp4
 from nlnet.viz.geometry import Point
@@ -60,13 +60,10 @@ def decode_clip(
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"video not found: {path}")
-    with VideoReader(path) as reader:
-        info = reader.info
-        span = clip_span(num_frames, sampling_rate, info.fps)
-        start = test_clip_start(info.duration, span, 0, 1)  # one clip: centred in time
-        frames, _ = reader.read(clip_times(start, num_frames, sampling_rate, info.fps), short_side=short_side)
-    video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, H, W, 3) -> (T, 3, H, W)
-    transform = TestTransform(crop_size=crop_size, short_side=short_side, num_crops=1, mean=mean, std=std)
+    with VideoReader(path) as reader:  # one clip, centred in time
+        video = read_clip(reader, num_frames=num_frames, sampling_rate=sampling_rate, short_side=short_side,
+                          start=lambda duration, span: eval_clip_start(duration, span, 0, 1))  # (T, 3, H, W)
+    transform = EvalTransform(crop_size=crop_size, short_side=short_side, num_crops=1, mean=mean, std=std)
     clip = transform(video, 0)  # (C, T, crop, crop)
     return clip, unnormalize(clip, mean, std)
 

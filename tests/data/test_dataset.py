@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from nlnet.data import VideoDataset
+from nlnet.data.transforms import normalize
 from nlnet.data.synthetic import frame_indices, index_frames, write_audio_only, write_video
 
 HEADER = "label,youtube_id,time_start,time_end,split\n"
@@ -38,15 +39,19 @@ def dataset(root, csv="train.csv", **kwargs):
 
 
 def indices_of(video):
-    """Frame indices of a dataset output (C, T, H, W) normalised with mean 0, std 1."""
-    return frame_indices((video.permute(1, 2, 3, 0) * 255).round().numpy())
+    """Frame indices of a dataset output: uint8 (C, T, H, W)."""
+    assert video.dtype == torch.uint8
+    return frame_indices(video.permute(1, 2, 3, 0).numpy())
 
 
 def test_train_items(root):
     ds = dataset(root)
     assert len(ds) == 3 and ds.num_views == 1 and ds.classes == ["jump", "run"]
     item = ds[1]
-    assert item["video"].shape == (3, 4, 24, 24) and item["video"].dtype == torch.float32
+    assert item["video"].shape == (3, 4, 24, 24) and item["video"].dtype == torch.uint8  # normalised on the device
+    normalised = normalize(item["video"], (0, 0, 0), (1, 1, 1))  # what the model gets (mean 0, std 1)
+    assert normalised.dtype == torch.float32 and torch.equal(normalised, item["video"].float() / 255)
+    assert "flip" not in item
     assert (item["label"], item["video_index"], item["view_index"], item["ok"]) == (1, 1, 0, True)
     idx = indices_of(item["video"])
     assert np.all(np.diff(idx) == 3) and 0 <= idx[0] and idx[-1] < NUM_FRAMES  # stride tau

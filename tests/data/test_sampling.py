@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from nlnet.data import clip_span, clip_times, test_clip_start, train_clip_start
+from nlnet.data import clip_span, clip_times, eval_clip_start, train_clip_start
 
 
 def test_span_and_times():
@@ -19,10 +19,10 @@ def test_train_start_covers_every_valid_position():
 
 def test_test_clips_first_at_start_last_at_end():
     span = clip_span(4, 2, 10.0)
-    starts = [test_clip_start(5.0, span, i, 10) for i in range(10)]
+    starts = [eval_clip_start(5.0, span, i, 10) for i in range(10)]
     assert starts[0] == 0.0
     assert starts[-1] + span == pytest.approx(5.0)  # the last clip ends on the last frame
     assert np.allclose(np.diff(starts), np.diff(starts)[0])  # uniformly spaced
-    assert test_clip_start(5.0, span, 0, 1) == pytest.approx((5.0 - span) / 2)  # one clip: centred
+    assert eval_clip_start(5.0, span, 0, 1) == pytest.approx((5.0 - span) / 2)  # one clip: centred
     with pytest.raises(IndexError):
-        test_clip_start(5.0, span, 10, 10)
+        eval_clip_start(5.0, span, 10, 10)

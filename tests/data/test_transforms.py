@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from nlnet.data import IMAGENET_MEAN, IMAGENET_STD, TestTransform, TrainParams, TrainTransform
+from nlnet.data import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainParams, TrainTransform
 from nlnet.data.transforms import crop_offsets
 
 
@@ -44,12 +44,12 @@ def test_train_sampling_is_seeded_and_in_range():
 
 def test_test_crops_along_long_side():
     assert crop_offsets(60, 40, 3) == [0, 10, 20] and crop_offsets(60, 40, 1) == [10]
-    transform = TestTransform(crop_size=40, short_side=40, num_crops=3)
+    transform = EvalTransform(crop_size=40, short_side=40, num_crops=3)
     clip = ramp_clip()  # landscape 40x60: crops left / centre / right
     firsts = [unnormalize(transform(clip, i))[0, 0, 0, 0].item() for i in range(3)]
     np.testing.assert_allclose(firsts, [0, 40, 80], atol=1e-3)
     portrait = ramp_clip().transpose(-1, -2).contiguous()  # 60x40: crops top / middle / bottom
     tops = [unnormalize(transform(portrait, i))[0, 0, 0, 0].item() for i in range(3)]
     np.testing.assert_allclose(tops, [0, 40, 80], atol=1e-3)
-    resized = TestTransform(crop_size=20, short_side=20, num_crops=3)(clip, 1)
+    resized = EvalTransform(crop_size=20, short_side=20, num_crops=3)(clip, 1)
     assert resized.shape == (3, 4, 20, 20)

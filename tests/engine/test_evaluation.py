@@ -80,6 +80,21 @@ def test_predict_views_uses_softmax_of_the_model_in_eval_mode():
     assert views.ok.tolist() == [True, True, True, False]
 
 
+def test_predict_views_normalises_uint8_clips_with_the_prologue():
+    from nlnet.data.transforms import normalize
+    from nlnet.engine.prologue import BatchPrologue
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 2 * 2 * 2, 3)).eval()
+    video = torch.randint(256, (2, 3, 2, 2, 2), dtype=torch.uint8)
+    batch = {"video": video, "label": torch.tensor([0, 1]), "video_index": torch.tensor([0, 1]),
+             "view_index": torch.tensor([0, 0]), "ok": torch.tensor([True, True])}
+    mean, std = (0.1, 0.2, 0.3), (0.3, 0.2, 0.1)
+    views = predict_views(model, [batch], device=torch.device("cpu"),
+                          prologue=BatchPrologue(device="cpu", mean=mean, std=std))
+    with torch.no_grad():
+        assert torch.equal(views.scores, model(normalize(video, mean, std)).softmax(1))
+
+
 def test_results_files(tmp_path):
     videos = aggregate_views(views_for(SCORES), num_videos=4, num_classes=3)
     metrics = compute_metrics(videos, class_names=["a", "b", "c"], views_per_video=2)

@@ -14,6 +14,7 @@ from conftest import PYTHON, ROOT, TINY_DATASET, compose, tiny_overrides, tool_e
 from nlnet.config import instantiate
 from nlnet.data import VideoDataset
 from nlnet.data.synthetic import make_synthetic_dataset
+from nlnet.data.transforms import normalize
 from nlnet.engine.checkpoint import CheckpointManager, load_checkpoint
 from nlnet.engine.launch import train
 from nlnet.engine.weights import stored_model_config
@@ -110,14 +111,16 @@ def test_fully_convolutional_full_frame_test_equals_a_hand_computation(source_ru
     dataset = VideoDataset(root=two_sizes, annotations=os.path.join(two_sizes, "val.csv"), mode="test",
                            num_frames=state["config"]["data"]["num_frames"],
                            sampling_rate=state["config"]["data"]["sampling_rate"], test_scale=stored["test_scale"],
-                           num_clips=stored["num_clips"], full_frame=True, mean=stored["mean"], std=stored["std"])
+                           num_clips=stored["num_clips"], full_frame=True, mean=stored["mean"], std=stored["std"],
+                           decode_resize=stored["decode_resize"])
     assert dataset.num_views == 2
     sizes = set()
     with torch.no_grad():
         for v, video in enumerate(videos):
             probs = []
             for view in range(dataset.num_views):
-                clip = dataset[v * dataset.num_views + view]["video"]  # (3, T, 32, W): the whole frame
+                clip = dataset[v * dataset.num_views + view]["video"]  # uint8 (3, T, 32, W): the whole frame
+                clip = normalize(clip, dataset.mean, dataset.std)  # as the batch prologue does
                 sizes.add(tuple(clip.shape[-2:]))
                 features = model.features(clip[None])[0]  # (C, T', H', W')
                 logits = model.head.fc(features.flatten(1).T)  # (positions, K)

@@ -100,3 +100,27 @@ def test_precise_bn_runs_before_checkpoints(tmp_path):
     assert calls == [2, 4, 5]  # every checkpoint period and the end
     assert [it for it, _ in manager.list()] == [2, 4, 5]
     assert saved[1] == (2, [2])  # statistics recomputed before the checkpoint of iteration 2
+
+
+def test_the_step_feeds_the_model_the_prologue_of_uint8_batches(tmp_path):
+    from nlnet.engine.prologue import BatchPrologue
+
+    seen = []
+    model = nn.Sequential(nn.Conv3d(3, 4, 1), nn.BatchNorm3d(4), nn.Flatten(), nn.Linear(16, 2))
+    model[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    batch = {"video": torch.randint(256, (2, 3, 1, 2, 2), dtype=torch.uint8), "label": torch.tensor([0, 1]),
+             "flip": torch.tensor([True, False])}
+    prologue = BatchPrologue(device="cpu", mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4), channels_last=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = Trainer(model=model, optimizer=opt, scheduler=build_scheduler(opt, schedule=MultiStepSchedule()),
+                      data=iter([batch] * 3), max_iter=1, device=torch.device("cpu"), prologue=prologue)
+    trainer.train()
+    want = batch["video"].float()
+    want[0] = want[0].flip(-1)
+    want = ((want - torch.tensor([m * 255 for m in (0.5, 0.4, 0.3)]).view(3, 1, 1, 1))
+            / torch.tensor([s * 255 for s in (0.2, 0.3, 0.4)]).view(3, 1, 1, 1))  # (x - 255 mean) / (255 std)
+    assert len(seen) == 1 and seen[0].dtype == torch.float32 and torch.equal(seen[0], want)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last_3d)
+    # precise BN gets the same input
+    assert update_bn_stats(model, [batch], num_iters=1, device=torch.device("cpu"), prologue=prologue) == 1
+    assert torch.equal(seen[1], want)

@@ -1,6 +1,7 @@
 """nlnet's CUDA paths, each run at least once: bf16 autocast and fp16 + GradScaler train steps,
 torch.compile of the model in a train step, SyncBatchNorm conversion, NCCL DDP (one process), the
-non-local block's fused attention against the reference in fp32 and bf16, channels_last_3d.
+non-local block's fused attention against the reference in fp32 and bf16, channels_last_3d, the batch
+prologue (pinned uint8 batch -> normalised, flipped clips on the device) against the CPU.
 
 Marked ``gpu`` and skipped without CUDA (``scripts/gpu_check.sh`` runs them on the GPU machine).
 ``NLNET_GPU_TESTS_ON_CPU=1`` runs their logic on the CPU (gloo instead of NCCL; SyncBatchNorm, which
@@ -19,6 +20,7 @@ from nlnet.bench.common import autocast, relative_error
 from nlnet.bench.train_step import SyntheticBatches
 from nlnet.config import instantiate
 from nlnet.engine import distributed as du
+from nlnet.engine.prologue import BatchPrologue
 from nlnet.engine.trainer import Trainer
 from nlnet.models import NonLocalBlock
 from nlnet.models.nonlocal_block import PAIRWISE
@@ -53,15 +55,14 @@ def demo_model(seed: int = 0) -> nn.Module:
 
 def trainer_for(model, device, *, precision="fp32", channels_last=False, train_module=None, batch=4) -> Trainer:
     """nlnet's Trainer on a fixed random batch already on ``device`` (8 frames of 32x32)."""
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last_3d)
+    prologue = BatchPrologue(device=device, channels_last=channels_last)
+    prologue.prepare_model(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     torch.manual_seed(1)
     data = SyntheticBatches(batch=batch, frames=8, size=32, num_classes=model.num_classes, device=device)
     return Trainer(model=model, optimizer=optimizer, scheduler=scheduler, data=data, max_iter=10, device=device,
-                   train_module=train_module, precision=precision, channels_last=channels_last)
+                   train_module=train_module, precision=precision, prologue=prologue)
 
 
 def parameters(model):
@@ -201,6 +202,19 @@ def test_nonlocal_fused_attention_agrees_with_reference(device, pairwise, precis
     # the fast path is no less accurate than the materialised one (beyond rounding-level differences)
     for auto, reference in zip(results["auto"], results["reference"]):
         assert auto <= 1.5 * reference + slack, results
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batch_prologue_on_the_device_equals_the_cpu_bit_for_bit(device, channels_last):
+    g = torch.Generator().manual_seed(0)
+    video = torch.randint(256, (4, 3, 8, 32, 32), dtype=torch.uint8, generator=g)
+    batch = {"video": video.pin_memory() if device.type == "cuda" else video, "label": torch.arange(4),
+             "flip": torch.tensor([True, False, True, False])}
+    got, labels = BatchPrologue(device=device, channels_last=channels_last)(batch)
+    want, _ = BatchPrologue(device="cpu")({**batch, "video": video})
+    assert got.device == device and labels.device == device and got.dtype == torch.float32
+    assert got.is_contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
+    assert torch.equal(got.cpu(), want)
 
 
 def test_channels_last_3d_model_and_train_step(device):

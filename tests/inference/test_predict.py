@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nlnet.data.decoding import VideoReader
-from nlnet.data.sampling import clip_span, clip_times, test_clip_start
+from nlnet.data.sampling import clip_span, clip_times, eval_clip_start
 from nlnet.data.synthetic import SYNTHETIC_CLASSES
 from nlnet.inference import (FailedVideo, Predictor, Timeline, VideoPrediction, find_videos, half_precision,
                              load_trained_model, predictions_to_json, timeline_windows, write_predictions)
@@ -47,7 +47,7 @@ def test_scores_are_the_mean_softmax_of_the_protocol_views(trained, tmp_path):
         info = reader.info
         span = clip_span(protocol.num_frames, protocol.sampling_rate, info.fps)
         for i in range(protocol.num_clips):
-            times = clip_times(test_clip_start(info.duration, span, i, protocol.num_clips), protocol.num_frames,
+            times = clip_times(eval_clip_start(info.duration, span, i, protocol.num_clips), protocol.num_frames,
                                protocol.sampling_rate, info.fps)
             frames, _ = reader.read(times, short_side=protocol.short_side)
             clip = torch.from_numpy(frames).permute(0, 3, 1, 2)

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from nlnet.data.decoding import VideoInfo
-from nlnet.data.sampling import clip_span, test_clip_start
+from nlnet.data.sampling import clip_span, eval_clip_start
 from nlnet.inference import Timeline, ViewProtocol, Window, clip_starts, timeline_windows
 from nlnet.inference.views import plan_clips
 from nlnet.utils.errors import ConfigError
@@ -36,7 +36,7 @@ def test_whole_video_clips_are_the_test_protocol():
     seconds = clip_span(8, 4, 25.0)
     span = Window(0.0, 10.0)
     assert clip_starts(span, seconds, 10, 10.0) == pytest.approx(
-        [test_clip_start(10.0, seconds, i, 10) for i in range(10)])
+        [eval_clip_start(10.0, seconds, i, 10) for i in range(10)])
 
 
 def test_a_clip_longer_than_its_window_is_centred_and_stays_inside_the_video():

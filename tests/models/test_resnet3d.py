@@ -186,15 +186,19 @@ def test_checkpoint_stages_match_plain_gradients():
 
 
 def test_channels_last_matches_default_layout():
+    from nlnet.engine.prologue import BatchPrologue  # trainer.channels_last: model and clips, one knob
+
     kwargs = dict(depth=18, base_width=4, num_classes=3, **CONV_8X8)
     torch.manual_seed(0)
     plain = ResNet3d(**kwargs).eval()
-    cl = ResNet3d(**kwargs, channels_last=True).eval()
+    cl = ResNet3d(**kwargs).eval()
     cl.load_state_dict(plain.state_dict())
+    prologue = BatchPrologue(device="cpu", channels_last=True)
+    prologue.prepare_model(cl)
     assert cl.stem.conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
     x = torch.randn(1, 3, 4, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(cl(x), plain(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(cl(prologue.video({"video": x})), plain(x), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, match", [
