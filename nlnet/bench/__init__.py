@@ -5,7 +5,7 @@ by side, data loader, a resumed torchrun) is a function ``run(settings, recorder
 run in its own process with its own time budget by :mod:`nlnet.bench.check`. ``--cpu-rehearsal``
 runs every part on the CPU with tiny shapes, so the check is known to work before GPU time is spent.
 Nothing here reads a config: ``tools/gpu_check.py`` composes the configs the parts need and hands
-them over as plain containers. :mod:`nlnet.bench.data_pipeline` is ``tools/bench_data.py``'s
-comparison with pytorchvideo's Kinetics dataset (pytorchvideo is imported by benchmarks and model
-conversion only, never by the library's data pipeline).
+them over as plain containers.
+pytorchvideo is imported only by the benchmarks (its models here, its Kinetics dataset in
+``tools/bench_data.py``) and by model conversion, never by the library's data pipeline.
 """

@@ -41,13 +41,9 @@ class AttentionFigureHook(HookBase):
                  queries: Sequence[Sequence[float]] | None = None, num_queries: int = 3, top_k: int = 5,
                  panel_size: int = 128, tag: str = "attention") -> None:
         self.writer = writer
-        self.video = video
-        self.num_frames = num_frames
-        self.sampling_rate = sampling_rate
-        self.short_side = short_side
-        self.crop_size = crop_size
-        self.mean = tuple(mean)
-        self.std = tuple(std)
+        self.video = video  # decoded once by before_train, with these test-view settings
+        self.view = dict(num_frames=num_frames, sampling_rate=sampling_rate, short_side=short_side,
+                         crop_size=crop_size, mean=tuple(mean), std=tuple(std))
         self.blocks = list(blocks)
         self.queries = queries
         self.num_queries = num_queries
@@ -74,9 +70,7 @@ class AttentionFigureHook(HookBase):
     def before_train(self) -> None:
         if self.writer is None or not self._block_names():
             return
-        self.clip, self.frames = decode_clip(self.video, num_frames=self.num_frames, sampling_rate=self.sampling_rate,
-                                             short_side=self.short_side, crop_size=self.crop_size, mean=self.mean,
-                                             std=self.std)
+        self.clip, self.frames = decode_clip(self.video, **self.view)
 
     def after_eval(self, metrics: dict[str, Any]) -> None:
         if self.writer is None or self.clip is None:
