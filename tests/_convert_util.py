@@ -91,7 +91,7 @@ def write_caffe2(path, blobs: dict[str, torch.Tensor], *, momentum: bool = True,
 
 def clip_for(arch: Arch, size: int, batch: int = 2, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 3, arch.clip.frames, size, size, generator=generator).to(dtype)
+    return torch.randn(batch, 3, arch.clip.num_frames, size, size, generator=generator).to(dtype)
 
 
 def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

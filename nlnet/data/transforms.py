@@ -3,7 +3,7 @@
 Train: short side rescaled to a random size in ``scale`` ([256, 320] in the paper), a random
 ``crop_size`` square crop, horizontal flip with probability 0.5, ImageNet mean/std.
 Test: short side ``short_side`` (256), ``num_crops`` square crops spread along the long side
-(left/centre/right or top/middle/bottom for 3).
+(left/centre/right or top/middle/bottom for 3); ``ViewProtocol`` is that test as data (with T, tau, clips).
 
 Random choices are drawn up front from the item's seeded ``numpy`` generator into a
 ``TrainParams`` and passed explicitly to ``v2.functional`` calls, so an item's augmentation is a
@@ -24,10 +24,12 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
+from nlnet.utils.errors import ConfigError
+
 from .decoding import scaled_size
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TrainParams", "TrainTransform", "EvalTransform", "crop_offsets",
-           "normalize", "scaled_stats"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TrainParams", "TrainTransform", "EvalTransform", "ViewProtocol",
+           "crop_offsets", "normalize", "scaled_stats"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -202,3 +204,52 @@ class EvalTransform:
     def __call__(self, video: torch.Tensor, crop_index: int) -> torch.Tensor:
         """uint8 (T, C, H, W) -> normalised float32 (C, T, crop, crop) (see :meth:`crop`)."""
         return normalize(self.crop(video, crop_index), self.mean, self.std)
+
+
+@dataclass(frozen=True)
+class ViewProtocol:
+    """How a video becomes the model's input views (the multi-view test of paper §4.1).
+
+    Attributes:
+        num_frames: T, frames per clip.
+        sampling_rate: tau, stride between sampled frames (in frames of the video's average rate).
+        short_side: the short side frames are resized to.
+        crop_size: side of each square crop.
+        num_clips: clips per video, uniformly spaced in time (the first starts at the first frame,
+            the last ends at the last one; ``nlnet.data.sampling.eval_clip_start``).
+        num_crops: crops per clip along the long side.
+        mean: per-channel mean of RGB values on the [0, 1] scale.
+        std: per-channel standard deviation on the same scale.
+    """
+
+    num_frames: int
+    sampling_rate: int
+    short_side: int = 256
+    crop_size: int = 256
+    num_clips: int = 10
+    num_crops: int = 3
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        for name in ("num_frames", "sampling_rate", "short_side", "crop_size", "num_clips", "num_crops"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"views.{name}={value!r}: must be a positive integer")
+        if self.crop_size > self.short_side:
+            raise ConfigError(f"views.crop_size={self.crop_size} exceeds views.short_side={self.short_side}")
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ConfigError(f"views.mean={list(self.mean)}, views.std={list(self.std)}: need 3 values each "
+                              "(R, G, B on the [0, 1] scale), std > 0")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """(C, T, H, W) of one view."""
+        return (3, self.num_frames, self.crop_size, self.crop_size)
+
+    def transform(self) -> EvalTransform:
+        """The spatial test transform: short-side resize, ``num_crops`` crops, normalisation."""
+        return EvalTransform(crop_size=self.crop_size, short_side=self.short_side, num_crops=self.num_crops,
+                             mean=self.mean, std=self.std)

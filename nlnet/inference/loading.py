@@ -14,62 +14,13 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from nlnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
+from nlnet.data.transforms import ViewProtocol
 from nlnet.engine.checkpoint import load_checkpoint, load_model_state
 from nlnet.engine.launch import build_model
 from nlnet.engine.weights import stored_model_config
 from nlnet.utils.errors import ConfigError
 
 __all__ = ["ViewProtocol", "TrainedModel", "load_trained_model"]
-
-
-@dataclass(frozen=True)
-class ViewProtocol:
-    """How a video becomes the model's input views (the multi-view test of paper §4.1).
-
-    Attributes:
-        num_frames: T, frames per clip.
-        sampling_rate: tau, stride between sampled frames (in frames of the video's average rate).
-        short_side: the short side frames are resized to.
-        crop_size: side of each square crop.
-        num_clips: clips per video, uniformly spaced in time (the first starts at the first frame,
-            the last ends at the last one; ``nlnet.data.sampling.eval_clip_start``).
-        num_crops: crops per clip along the long side.
-        mean: per-channel mean of RGB values on the [0, 1] scale.
-        std: per-channel standard deviation on the same scale.
-    """
-
-    num_frames: int
-    sampling_rate: int
-    short_side: int = 256
-    crop_size: int = 256
-    num_clips: int = 10
-    num_crops: int = 3
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-
-    def __post_init__(self) -> None:
-        for name in ("num_frames", "sampling_rate", "short_side", "crop_size", "num_clips", "num_crops"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"views.{name}={value!r}: must be a positive integer")
-        if self.crop_size > self.short_side:
-            raise ConfigError(f"views.crop_size={self.crop_size} exceeds views.short_side={self.short_side}")
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ConfigError(f"views.mean={list(self.mean)}, views.std={list(self.std)}: need 3 values each "
-                              "(R, G, B on the [0, 1] scale), std > 0")
-
-    @property
-    def input_shape(self) -> tuple[int, int, int, int]:
-        """(C, T, H, W) of one view."""
-        return (3, self.num_frames, self.crop_size, self.crop_size)
-
-    def transform(self) -> EvalTransform:
-        """The spatial test transform: short-side resize, ``num_crops`` crops, normalisation."""
-        return EvalTransform(crop_size=self.crop_size, short_side=self.short_side, num_crops=self.num_crops,
-                             mean=self.mean, std=self.std)
 
 
 @dataclass

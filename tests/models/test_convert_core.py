@@ -3,6 +3,7 @@ Kinetics-400 class list and the docs table of published models."""
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,12 @@ import nlnet.models as models
 import nlnet.models.convert as convert
 from conftest import ROOT, compose
 from nlnet.config import instantiate
-from nlnet.models.convert.arch import deep_merge
+from nlnet.inference import ViewProtocol
+from nlnet.inference.loading import _protocol
+from nlnet.models.convert.arch import Clip, data_config, deep_merge
 from nlnet.models.convert.caffe2 import CAFFE2_TABLE
 from nlnet.resources import kinetics400_classes, kinetics400_classes_path
+from nlnet.utils.errors import ConfigError
 
 ARCHS = [(source, name) for source, handler in convert.SOURCES.items() for name in handler.archs]
 
@@ -67,6 +71,24 @@ def test_checkpoint_config_rebuilds_the_network(tmp_path):
     assert val["label_map"] == kinetics400_classes_path() and Path(val["label_map"]).is_file()
     assert config["trainer"] == OmegaConf.to_container(base.trainer, resolve=True)  # the rest is the base config
     assert checkpoint["class_names"] == kinetics400_classes() and checkpoint["iteration"] == 0
+
+
+@pytest.mark.parametrize("source, name", ARCHS)
+def test_source_clip_is_the_stored_test_protocol(source, name):
+    """A source's clip is a ViewProtocol, and the ``data.val`` node a conversion stores reads back (as
+    ``load_trained_model`` reads it) as the same views."""
+    arch = convert.SOURCES[source].arch(name)
+    assert isinstance(arch.clip, ViewProtocol)
+    views = ViewProtocol(**{f.name: getattr(arch.clip, f.name) for f in fields(ViewProtocol)})
+    assert _protocol(data_config(arch, kinetics_classes=False)["val"], None, name) == views
+
+
+def test_clip_checks_its_views():
+    assert Clip(num_frames=8, sampling_rate=8).mean == (0.45,) * 3
+    with pytest.raises(ConfigError, match="views.crop_size=320 exceeds views.short_side=256"):
+        Clip(num_frames=8, sampling_rate=8, crop_size=320)
+    with pytest.raises(ConfigError, match="views.num_frames=0: must be a positive integer"):
+        Clip(num_frames=0, sampling_rate=8)
 
 
 def test_deep_merge_keeps_base_keys():

@@ -80,7 +80,8 @@ def test_pyth_with_cfg_computes_pyslowfast_network(tmp_path, changes):
     x = clip_for(conversion.arch, 65, batch=1, dtype=torch.float64)  # res3 9 x 9: NL pooling floors to 4
     assert_matches(conversion.model, x, as_caffe2(state, PYSLOWFAST_TABLE, CAFFE2_TABLE), geometry_of(conversion.arch))
     data = conversion.data_config
-    assert (data["num_frames"], data["sampling_rate"]) == (conversion.arch.clip.frames, conversion.arch.clip.rate)
+    clip = conversion.arch.clip
+    assert (data["num_frames"], data["sampling_rate"]) == (clip.num_frames, clip.sampling_rate)
     assert (data["val"]["test_scale"], data["val"]["test_crop_size"], data["val"]["num_clips"],
             data["val"]["num_crops"]) == (256, 256, 10, 3)
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from nlnet.data.transforms import ViewProtocol
 from nlnet.models.resnet3d import DEPTHS
 from nlnet.resources import kinetics400_classes_path
 
@@ -37,26 +38,16 @@ OFFICIAL_NL = {"pairwise": "embedded_gaussian", "scale": True, "pool_before": Tr
 
 
 @dataclass(frozen=True)
-class Clip:
-    """The input pipeline of a source, on nlnet's [0, 1] RGB scale.
+class Clip(ViewProtocol):
+    """A source's input pipeline: its test views (``ViewProtocol``, on nlnet's [0, 1] RGB scale) and training crop.
 
-    Attributes:
-        frames, rate: clip length T and sampling rate tau (``data.num_frames``, ``data.sampling_rate``).
-        test_scale: short side at test time; test_crop: side of each test crop.
-        clips, crops: temporal clips and spatial crops per test video.
-        mean, std: per-channel normalisation of values in [0, 1] (a source's 0-255 values / 255), in the
-            source's channel order (a BGR source's are reversed into nlnet's RGB order).
-        train_crop, train_scale: the training crop and short-side range (for fine-tuning).
+    ``mean``, ``std`` are in the source's channel order (a BGR source's are reversed into nlnet's RGB
+    order by :func:`data_config`) and default to the (0.45,) * 3 / (0.225,) * 3 most sources use.
+    ``train_crop``, ``train_scale``: the training crop and short-side range (for fine-tuning).
     """
 
-    frames: int
-    rate: int
-    test_scale: int = 256
-    test_crop: int = 256
-    clips: int = 10
-    crops: int = 3
-    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
-    std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+    mean: tuple[float, ...] = (0.45, 0.45, 0.45)
+    std: tuple[float, ...] = (0.225, 0.225, 0.225)
     train_crop: int = 224
     train_scale: tuple[int, int] = (256, 320)
 
@@ -137,7 +128,7 @@ class Arch:
     @property
     def clip_name(self) -> str:
         """``"8x8"``, ``"32x2"``: T x tau (``"2D"`` for an ImageNet network)."""
-        return "2D" if self.image_2d else f"{self.clip.frames}x{self.clip.rate}"
+        return "2D" if self.image_2d else f"{self.clip.num_frames}x{self.clip.sampling_rate}"
 
 
 def temporal_kernels(arch: Arch) -> list[list[int]]:
@@ -202,16 +193,16 @@ def data_config(arch: Arch, *, kinetics_classes: bool) -> dict[str, Any]:
     label_map = kinetics400_classes_path() if kinetics_classes else None
 
     def common() -> dict[str, Any]:  # fresh lists in each subtree
-        return {"num_frames": clip.frames, "sampling_rate": clip.rate, "mean": list(mean), "std": list(std),
-                "label_map": label_map}
+        return {"num_frames": clip.num_frames, "sampling_rate": clip.sampling_rate, "mean": list(mean),
+                "std": list(std), "label_map": label_map}
 
     return {
-        "num_frames": clip.frames,
-        "sampling_rate": clip.rate,
+        "num_frames": clip.num_frames,
+        "sampling_rate": clip.sampling_rate,
         "label_map": label_map,
         "train": {**common(), "crop_size": clip.train_crop, "train_scale": list(clip.train_scale)},
-        "val": {**common(), "test_scale": clip.test_scale, "test_crop_size": clip.test_crop,
-                "num_clips": clip.clips, "num_crops": clip.crops},
+        "val": {**common(), "test_scale": clip.short_side, "test_crop_size": clip.crop_size,
+                "num_clips": clip.num_clips, "num_crops": clip.num_crops},
     }
 
 

@@ -86,23 +86,23 @@ def _official(name: str, clip: Clip, geometry: dict, *, family, depth: int = 50,
 
 
 def _archs() -> dict[str, Arch]:
-    clip8, clip32 = Clip(frames=8, rate=8), Clip(frames=32, rate=2)
-    clip32x4, clip128 = Clip(frames=32, rate=4), Clip(frames=128, rate=1)
+    clip8, clip32 = Clip(num_frames=8, sampling_rate=8), Clip(num_frames=32, sampling_rate=2)
+    clip32x4, clip128 = Clip(num_frames=32, sampling_rate=4), Clip(num_frames=128, sampling_rate=1)
     out: list[Arch] = []
     for prefix, family in (("c2d", _C2D), ("i3d", _I3D)):
         for depth in (50, 101):
             for nl_name, nl in (("", NO_NL), ("_nl", NL_FIVE if depth == 50 else _R101_NL)):
                 for clip, geometry in ((clip8, _CLIP_8X8), (clip32, _CLIP_ORG)):
-                    name = f"{prefix}{nl_name}_r{depth}_{clip.frames}x{clip.rate}"
+                    name = f"{prefix}{nl_name}_r{depth}_{clip.num_frames}x{clip.sampling_rate}"
                     out.append(_official(name, clip, geometry, family=family, depth=depth, nl=nl, head_pool_t=4,
                                          published=PUBLISHED.get(name, ())))
     for nl_name, nl in (("", NO_NL), ("_nl", NL_FIVE)):  # frozen BN, res5 T = 16 (pool5 [16, 7, 7])
         for clip, geometry in ((clip32x4, _CLIP_8X8), (clip128, _CLIP_ORG)):
-            name = f"i3d{nl_name}_r50_{clip.frames}x{clip.rate}_affine"
+            name = f"i3d{nl_name}_r50_{clip.num_frames}x{clip.sampling_rate}_affine"
             out.append(_official(name, clip, geometry, family=_I3D, nl=nl, head_pool_t=16, affine=True,
                                  published=PUBLISHED.get(name, ())))
     for depth in (50, 101):
-        out.append(Arch(name=f"resnet{depth}_2d", clip=Clip(frames=1, rate=1, train_crop=224), depth=depth,
+        out.append(Arch(name=f"resnet{depth}_2d", clip=Clip(num_frames=1, sampling_rate=1), depth=depth,
                         image_2d=True, num_classes=1000, hint=f"r{depth}_pretrain",
                         published=((f"r{depth}_pretrain_c2_model_iter450450_clean.pkl", None, None),)))
     return {a.name: a for a in out}

@@ -63,21 +63,21 @@ def _pyslowfast(name: str, family: str, clip: Clip, *, depth: int = 50, nl=NO_NL
                "sub_sample": any(k > 1 for k in pool_size), "pool_size": list(pool_size)}
     return Arch(name=name, clip=clip, depth=depth, temporal=temporal, temporal_blocks=temporal_blocks,
                 stem_kernel_t=stem_t, pool2_t=pool2_t, nonlocal_blocks=nl, nonlocal_options=options,
-                nonlocal_groups=tuple(groups), head_pool_t=clip.frames // pool2_t, head_pool_hw=crop // 32,
+                nonlocal_groups=tuple(groups), head_pool_t=clip.num_frames // pool2_t, head_pool_hw=crop // 32,
                 head_test=_HEAD_ACT[head_act], dropout=dropout, bgr=bgr, published=published)
 
 
 def _archs() -> dict[str, Arch]:
     out = []
     for frames, rate in ((8, 8), (32, 2)):
-        clip = Clip(frames=frames, rate=rate)
+        clip = Clip(num_frames=frames, sampling_rate=rate)
         for family in ("c2d", "i3d"):
             for depth in (50, 101):
                 for nl_name, nl in (("", NO_NL), ("_nl", NL_FIVE)):
                     name = f"{family}{nl_name}_r{depth}_{frames}x{rate}"
                     out.append(_pyslowfast(name, family, clip, depth=depth, nl=nl, published=PUBLISHED.get(name, ())))
     # C2D_NOPOOL: assumed to be c2d without the temporal pool after s2 (PySlowFast's "slow_c2d")
-    out.append(_pyslowfast("c2d_nopool_r50_8x8", "slow_c2d", Clip(frames=8, rate=8),
+    out.append(_pyslowfast("c2d_nopool_r50_8x8", "slow_c2d", Clip(num_frames=8, sampling_rate=8),
                            published=PUBLISHED["c2d_nopool_r50_8x8"]).replace(hint="nopool"))
     return {a.name: a for a in out}
 
@@ -126,13 +126,13 @@ def arch_from_cfg(cfg: dict) -> Arch:
         raise ConversionError(f"PySlowFast NONLOCAL.INSTANTIATION={instantiation} / MODEL.HEAD_ACT={head_act}: "
                               f"supported {list(_INSTANTIATION)} / {list(_HEAD_ACT)}")
     crop, test_crop = int(_get(cfg, "DATA.TRAIN_CROP_SIZE", 224)), int(_get(cfg, "DATA.TEST_CROP_SIZE", 256))
-    clip = Clip(frames=int(_get(cfg, "DATA.NUM_FRAMES", 8)), rate=int(_get(cfg, "DATA.SAMPLING_RATE", 8)),
-                test_scale=test_crop, test_crop=test_crop, clips=int(_get(cfg, "TEST.NUM_ENSEMBLE_VIEWS", 10)),
-                crops=int(_get(cfg, "TEST.NUM_SPATIAL_CROPS", 3)),
+    clip = Clip(num_frames=int(_get(cfg, "DATA.NUM_FRAMES", 8)), sampling_rate=int(_get(cfg, "DATA.SAMPLING_RATE", 8)),
+                short_side=test_crop, crop_size=test_crop, num_clips=int(_get(cfg, "TEST.NUM_ENSEMBLE_VIEWS", 10)),
+                num_crops=int(_get(cfg, "TEST.NUM_SPATIAL_CROPS", 3)),
                 mean=tuple(_get(cfg, "DATA.MEAN", [0.45] * 3)), std=tuple(_get(cfg, "DATA.STD", [0.225] * 3)),
                 train_crop=crop, train_scale=tuple(_get(cfg, "DATA.TRAIN_JITTER_SCALES", [256, 320])))
     depth, nl = int(_get(cfg, "RESNET.DEPTH", 50)), stage_lists(loc[0] for loc in _get(cfg, "NONLOCAL.LOCATION", [[[]]] * 4))
-    name = f"{family}{'_nl' if any(nl) else ''}_r{depth}_{clip.frames}x{clip.rate} (from the stored cfg)"
+    name = f"{family}{'_nl' if any(nl) else ''}_r{depth}_{clip.num_frames}x{clip.sampling_rate} (from the stored cfg)"
     return _pyslowfast(name, family, clip, depth=depth, nl=nl,
                        instantiation=instantiation, groups=[g[0] for g in _get(cfg, "NONLOCAL.GROUP", [[1]] * 4)],
                        pool_size=pools[0] if pools else (1, 2, 2), crop=crop, head_act=head_act,

@@ -52,19 +52,19 @@ def table_for(arch: Arch) -> KeyTable:
 
 def _hub(name: str, clip: Clip, *, temporal, stem_t: int, pool2_t: int, published=()) -> Arch:
     return Arch(name=name, clip=clip, temporal=temporal, stem_kernel_t=stem_t, pool2_t=pool2_t,
-                head_pool_t=clip.frames // pool2_t, head_test="logits", published=published)
+                head_pool_t=clip.num_frames // pool2_t, head_test="logits", published=published)
 
 
 # hub/resnet.py docstrings and PySlowFast projects/pytorchvideo/README.md (Kinetics-400, 3 crops x 10 clips):
 # file (https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/<file>), top-1, top-5.
 _ARCHS = [
-    _hub("c2d_r50_8x8", Clip(frames=8, rate=8), temporal=C2D, stem_t=1, pool2_t=2,
+    _hub("c2d_r50_8x8", Clip(num_frames=8, sampling_rate=8), temporal=C2D, stem_t=1, pool2_t=2,
          published=(("C2D_8x8_R50.pyth", "71.46", "89.68"),)),
-    _hub("i3d_r50_8x8", Clip(frames=8, rate=8), temporal=I3D, stem_t=5, pool2_t=2,
+    _hub("i3d_r50_8x8", Clip(num_frames=8, sampling_rate=8), temporal=I3D, stem_t=5, pool2_t=2,
          published=(("I3D_8x8_R50.pyth", "73.27", "90.70"),)),
-    _hub("slow_r50_8x8", Clip(frames=8, rate=8), temporal=SLOW, stem_t=1, pool2_t=1,
+    _hub("slow_r50_8x8", Clip(num_frames=8, sampling_rate=8), temporal=SLOW, stem_t=1, pool2_t=1,
          published=(("SLOW_8x8_R50.pyth", "74.58", "91.63"),)),
-    _hub("slow_r50_4x16", Clip(frames=4, rate=16), temporal=SLOW, stem_t=1, pool2_t=1,
+    _hub("slow_r50_4x16", Clip(num_frames=4, sampling_rate=16), temporal=SLOW, stem_t=1, pool2_t=1,
          published=(("SLOW_4x16_R50.pyth", "72.40", "90.18"),)),
 ]
 
