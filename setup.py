@@ -31,7 +31,7 @@ EXPORT_REQUIRE = [
 ]
 # dev includes export: CI (scripts/test.sh installs .[dev]) then runs the ONNX round trips instead of
 # skipping them (about 45 MB of wheels).
-DEV_REQUIRE = ["pytest==9.2.0", "pytest-timeout==2.4.0", *EXPORT_REQUIRE]
+DEV_REQUIRE = ["pytest==9.2.0", "pytest-timeout==2.4.0", "pytest-xdist==3.8.0", "execnet==2.1.2", *EXPORT_REQUIRE]
 
 setup(
     name="nlnet",
