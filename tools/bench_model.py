@@ -32,7 +32,7 @@ import torch.nn as nn
 from nlnet.utils.cli import pin_threads, threads_line
 
 FIVE_NL = "model.net.nonlocal_blocks=[[],[1,3],[1,3,5],[]]"
-DEFAULT_CASES = [f"nlnet i3d_r50=model=i3d_r50_8x8", f"nlnet i3d_r50 + 5 NL=model=i3d_r50_8x8 {FIVE_NL}"]
+DEFAULT_CASES = ["nlnet i3d_r50=model=i3d_r50_8x8", f"nlnet i3d_r50 + 5 NL=model=i3d_r50_8x8 {FIVE_NL}"]
 PYTORCHVIDEO = "pytorchvideo i3d_r50"
 
 

@@ -147,8 +147,8 @@ def run_case(case: dict[str, Any], mem_limit_gb: float) -> dict[str, Any]:
 def format_table(results: list[dict[str, Any]], device: str) -> str:
     """Markdown: one row per (shape, pairwise), auto vs reference side by side."""
     unit = "GPU max allocated" if device.startswith("cuda") else "peak RSS above setup"
-    lines = [f"| input (B, C, T, H, W) | pairwise | auto fwd+bwd (s) | reference fwd+bwd (s) | speed-up "
-             f"| auto memory (MB) | reference memory (MB) | memory ratio (ref / auto) |",
+    lines = ["| input (B, C, T, H, W) | pairwise | auto fwd+bwd (s) | reference fwd+bwd (s) | speed-up "
+             "| auto memory (MB) | reference memory (MB) | memory ratio (ref / auto) |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     by_key = {(tuple(r["shape"]), r["pairwise"], r["impl"]): r for r in results}
     for shape, pairwise in dict.fromkeys((tuple(r["shape"]), r["pairwise"]) for r in results):

@@ -223,7 +223,7 @@ def _build_hooks(cfg: Any, trainer: Trainer, data: _Data, manager: CheckpointMan
                                  periods=(int(t_cfg.checkpoint_period), int(t_cfg.eval_period))))
     hooks.append(H.Checkpointer(manager=manager, period=int(t_cfg.checkpoint_period),
                                 extra={"config": C.to_container(cfg), "class_names": data.classes}))
-    eval_set = final_test = None
+    eval_set, final_test = None, None
     if t_cfg.eval_period > 0:
         eval_set = C.instantiate(cfg.data.val, **({} if t_cfg.eval_multi_view else {"num_clips": 1, "num_crops": 1}))
         val_set = eval_set
@@ -234,11 +234,12 @@ def _build_hooks(cfg: Any, trainer: Trainer, data: _Data, manager: CheckpointMan
         test_set = C.instantiate(cfg.data.val)
         eval_set = eval_set or test_set
 
-        def final_test() -> dict[str, Any]:
+        def test_and_record() -> dict[str, Any]:
             metrics, path = _test_and_write(model, test_set, output_dir=run_dir, checkpoint=manager.path(trainer.iter),
                                             **data.eval_kw)
             results.update(metrics=metrics, results_path=path)
             return {**metrics, "tag": "test"}
+        final_test = test_and_record
         hooks.append(H.EvalHook(period=0, evaluate=final_test, at_end=True))
     hooks.append(H.MetricLogger(period=int(t_cfg.log_period)))
     if cfg.get("logger") and "_target_" in cfg.logger:
