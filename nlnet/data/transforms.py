@@ -220,6 +220,8 @@ class ViewProtocol:
         num_crops: crops per clip along the long side.
         mean: per-channel mean of RGB values on the [0, 1] scale.
         std: per-channel standard deviation on the same scale.
+        decode_resize: the decoder scales frames to ``short_side`` (FFmpeg) instead of the transform
+            resizing them after decoding at native size (``VideoDataset(decode_resize=...)``).
     """
 
     num_frames: int
@@ -230,6 +232,7 @@ class ViewProtocol:
     num_crops: int = 3
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    decode_resize: bool = False
 
     def __post_init__(self) -> None:
         for name in ("num_frames", "sampling_rate", "short_side", "crop_size", "num_clips", "num_crops"):

@@ -260,6 +260,7 @@ def _sidecar(trained: TrainedModel, report: ExportReport, *, batch: int | str) -
                      "short_side": protocol.short_side, "crop_size": protocol.crop_size,
                      "num_clips": protocol.num_clips, "num_crops": protocol.num_crops,
                      "mean": list(protocol.mean), "std": list(protocol.std),
+                     "decode_resize": protocol.decode_resize,
                      "views": "num_clips clips uniformly spaced in time x num_crops crops along the long "
                               "side; average the softmax over the views (nlnet.inference.Predictor)"},
         "class_names": list(trained.class_names),

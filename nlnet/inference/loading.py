@@ -67,7 +67,7 @@ def _protocol(val: Any, views: Mapping[str, Any] | None, path: str) -> ViewProto
     stored = dict(num_frames=val.get("num_frames"), sampling_rate=val.get("sampling_rate"),
                   short_side=short_side, crop_size=val.get("test_crop_size") or short_side,
                   num_clips=val.get("num_clips"), num_crops=val.get("num_crops"), mean=val.get("mean"),
-                  std=val.get("std"))
+                  std=val.get("std"), decode_resize=val.get("decode_resize"))
     given = {k: v for k, v in (views or {}).items() if v is not None}
     merged = {**{k: v for k, v in stored.items() if v is not None}, **given}
     if "num_frames" not in merged or "sampling_rate" not in merged:

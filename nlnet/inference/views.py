@@ -156,7 +156,7 @@ class VideoViewStream(IterableDataset):
                 windows, clips = plan_clips(info, protocol, self.timeline)
                 for start, groups in clips.items():
                     video = read_clip(reader, num_frames=protocol.num_frames, sampling_rate=protocol.sampling_rate,
-                                      start=start, short_side=protocol.short_side)  # (T, 3, H, W)
+                                      start=start, short_side=protocol.short_side if protocol.decode_resize else None)
                     views = torch.stack([transform(video, c) for c in range(protocol.num_crops)])
                     yield ClipViews(video=index, groups=groups, views=views)  # (crops, C, T, H, W)
         except (VideoDecodeError, OSError) as exc:  # the record names the file: the reason alone

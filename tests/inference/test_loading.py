@@ -20,7 +20,7 @@ def test_model_weights_names_and_protocol_come_from_the_checkpoint(trained_check
     assert trained.protocol == ViewProtocol(
         num_frames=val["num_frames"], sampling_rate=val["sampling_rate"], short_side=val["test_scale"],
         crop_size=val["test_crop_size"], num_clips=val["num_clips"], num_crops=val["num_crops"],
-        mean=val["mean"], std=val["std"])
+        mean=val["mean"], std=val["std"], decode_resize=val["decode_resize"])
     assert trained.iteration == state["iteration"]
 
 

@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+import torch
 
+from nlnet.data import VideoDataset
 from nlnet.data.decoding import VideoInfo
+from nlnet.data.synthetic import write_video
+from nlnet.data.transforms import normalize
 from nlnet.data.sampling import clip_span, eval_clip_start
 from nlnet.inference import Timeline, ViewProtocol, Window, clip_starts, timeline_windows
-from nlnet.inference.views import plan_clips
+from nlnet.inference.views import ClipViews, VideoViewStream, plan_clips
 from nlnet.utils.errors import ConfigError
 
 
@@ -69,3 +74,23 @@ def test_plan_decodes_each_clip_once_for_every_group_it_serves():
 def test_bad_timeline_is_one_line(kwargs, key):
     with pytest.raises(ConfigError, match=key):
         Timeline(**kwargs)
+
+
+@pytest.mark.parametrize("decode_resize", [False, True])
+def test_stream_views_are_the_test_datasets_views(tmp_path, decode_resize):
+    """predict's views of a video equal tools/test.py's (VideoDataset in test mode) bit for bit, with the
+    resize done where the stored protocol says (here 40 -> 32 pixels: FFmpeg's and torchvision's
+    resizes differ)."""
+    rng = np.random.default_rng(0)
+    write_video(tmp_path / "clip.mp4", rng.integers(0, 256, (30, 40, 56, 3), dtype=np.uint8), fps=25)
+    (tmp_path / "list.txt").write_text("clip.mp4 0\n")
+    dataset = VideoDataset(root=tmp_path, annotations=tmp_path / "list.txt", mode="test", num_frames=4,
+                           sampling_rate=3, test_scale=32, test_crop_size=32, num_clips=2, num_crops=3,
+                           decode_resize=decode_resize)
+    protocol = ViewProtocol(num_frames=4, sampling_rate=3, short_side=32, crop_size=32, num_clips=2, num_crops=3,
+                            decode_resize=decode_resize)
+    stream = [r for r in VideoViewStream(paths=[str(tmp_path / "clip.mp4")], protocol=protocol)
+              if isinstance(r, ClipViews)]
+    assert len(stream) == 2
+    expected = torch.stack([normalize(dataset[i]["video"], dataset.mean, dataset.std) for i in range(6)])
+    assert torch.equal(torch.cat([r.views for r in stream]), expected)
