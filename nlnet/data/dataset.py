@@ -17,6 +17,7 @@ them whatever the number of DataLoader workers (``nlnet.engine.loader.collate``)
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Sequence
 
@@ -179,7 +180,9 @@ class VideoDataset(Dataset):
             except VideoDecodeError as e:
                 failures.append(self._record_failure(path, e.reason))
                 continue
-            video = self.train_transform.crop(frames, params, flip=False if self.flip_on_device else None)
+            # with flip_on_device the worker returns the unflipped crop and the item says whether to flip
+            video = self.train_transform.crop(frames, dataclasses.replace(params, flip=False)
+                                              if self.flip_on_device else params)
             return self._item(video, video_index, 0, True, failures, params.flip)
         size = self.train_transform.crop_size
         return self._item(torch.zeros(3, self.num_frames, size, size, dtype=torch.uint8), video_index, 0, False,

@@ -140,15 +140,14 @@ class TrainTransform:
             flip=bool(rng.random() < self.flip_prob),
         )
 
-    def crop(self, video: torch.Tensor, params: TrainParams, *, flip: bool | None = None) -> torch.Tensor:
-        """uint8 (T, C, H, W) -> uint8 (C, T, crop, crop): resize, crop, flip (``flip``: override
-        ``params.flip``, e.g. False when the batch prologue flips on the device)."""
+    def crop(self, video: torch.Tensor, params: TrainParams) -> torch.Tensor:
+        """uint8 (T, C, H, W) -> uint8 (C, T, crop, crop): resize, crop, flip."""
         video = _resize_short_side(video, params.short_side)
         h, w = video.shape[-2:]
         top = int(round(params.top * (h - self.crop_size)))
         left = int(round(params.left * (w - self.crop_size)))
         video = F.crop(video, top, left, self.crop_size, self.crop_size)
-        if params.flip if flip is None else flip:
+        if params.flip:
             video = F.horizontal_flip(video)
         return _to_ctwh(video)
 

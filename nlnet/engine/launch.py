@@ -110,7 +110,7 @@ def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
         write_plan(run_dir, budget=budget, recipe_max_iter=int(t_cfg.max_iter))
     iteration = int(state["iteration"]) if state is not None else 0
     writer = open_writer(os.path.join(run_dir, "tensorboard"), purge_step=iteration) \
-        if cfg.get("logger") and "_target_" in cfg.logger else None
+        if _uses_tensorboard(cfg) else None
     results: dict[str, Any] = {}
     try:
         hooks, final_test = _build_hooks(cfg, trainer, data, manager, run_dir=run_dir, writer=writer,
@@ -164,6 +164,11 @@ def _build_data(cfg: Any, model: nn.Module, device: torch.device) -> _Data:
                      num_replicas=du.get_world_size(), rank=du.get_rank(), worker_threads=eval_kw["worker_threads"],
                      failures={})  # one log line per bad file
     return _Data(train_set=train_set, classes=classes, loader_kw=loader_kw, eval_kw=eval_kw)
+
+
+def _uses_tensorboard(cfg: Any) -> bool:
+    """Whether the run logs to TensorBoard (a ``logger`` node; ``logger=null`` turns it off)."""
+    return bool(cfg.get("logger")) and "_target_" in cfg.logger
 
 
 def _eval_settings(cfg: Any, device: torch.device, class_names: list[str]) -> dict[str, Any]:
@@ -225,8 +230,8 @@ def _build_hooks(cfg: Any, trainer: Trainer, data: _Data, manager: CheckpointMan
                                 extra={"config": C.to_container(cfg), "class_names": data.classes}))
     eval_set, final_test = None, None
     if t_cfg.eval_period > 0:
-        eval_set = C.instantiate(cfg.data.val, **({} if t_cfg.eval_multi_view else {"num_clips": 1, "num_crops": 1}))
-        val_set = eval_set
+        val_set = eval_set = C.instantiate(cfg.data.val,
+                                           **({} if t_cfg.eval_multi_view else {"num_clips": 1, "num_crops": 1}))
         hooks.append(H.EvalHook(period=int(t_cfg.eval_period), at_end=not t_cfg.test_at_end,
                                 evaluate=lambda: {**_evaluate_with_videos(model, val_set, **data.eval_kw)[0],
                                                   "tag": "val"}))
@@ -242,7 +247,7 @@ def _build_hooks(cfg: Any, trainer: Trainer, data: _Data, manager: CheckpointMan
         final_test = test_and_record
         hooks.append(H.EvalHook(period=0, evaluate=final_test, at_end=True))
     hooks.append(H.MetricLogger(period=int(t_cfg.log_period)))
-    if cfg.get("logger") and "_target_" in cfg.logger:
+    if _uses_tensorboard(cfg):
         hparams = {"model": str(cfg.model.net.get("_target_")), "depth": cfg.model.net.get("depth"),
                    "nonlocal_blocks": str(cfg.model.net.get("nonlocal_blocks")),
                    "pairwise": cfg.model.get("nonlocal", {}).get("pairwise"), "lr": cfg.optim.get("lr"),
@@ -376,7 +381,7 @@ def _test(cfg: Any, checkpoint: str, output_dir: str, device: torch.device) -> d
     start = time.perf_counter()
     metrics, path = _test_and_write(model, dataset, output_dir=output_dir, checkpoint=os.path.abspath(checkpoint),
                                     **_eval_settings(cfg, device, class_names))
-    if cfg.get("logger") and "_target_" in cfg.logger:
+    if _uses_tensorboard(cfg):
         writer = open_writer(os.path.join(output_dir, "tensorboard"))
         if writer is not None:
             with writer:

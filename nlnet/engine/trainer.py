@@ -194,7 +194,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "iteration": self.iter,
             "loader": self.data.state_dict() if hasattr(self.data, "state_dict") else {},
-            "hooks": {type(h).__qualname__: h.state_dict() for h in self.hooks if h.state_dict()},
+            "hooks": {type(h).__qualname__: s for h in self.hooks if (s := h.state_dict())},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
