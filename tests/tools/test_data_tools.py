@@ -70,3 +70,11 @@ def test_prepare(tmp_path, run):
     with open(tmp_path / "out" / "k.csv") as f:
         assert [r["youtube_id"] for r in csv.DictReader(f)] == ["xyz"]
     assert "already done: 1" in run("prepare_kinetics.py", *args)[1]
+
+
+def test_bench_decode_resize_times_both_settings(run, tmp_path):
+    code, out = run("bench_decode_resize.py", "--out", tmp_path, "--sizes", "96x64", "--videos", 1,
+                    "--seconds", 1.5, "--clip", "4x2", "--clips", 2, "--repeats", 1)
+    row = next(line for line in out.splitlines() if line.startswith("96x64"))
+    on, off, ratio = (float(v) for v in row.split("|")[1:])
+    assert code == 0 and on > 0 and off > 0 and ratio == pytest.approx(off / on, abs=0.01)
