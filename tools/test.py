@@ -28,7 +28,7 @@ def main(cfg) -> None:
     if not os.path.isfile(cfg.checkpoint):  # before importing torch (seconds)
         raise ConfigError(f"checkpoint: file not found: {cfg.checkpoint}")
     from nlnet.config import apply_overrides
-    from nlnet.engine.checkpoint import read_checkpoint_config
+    from nlnet.checkpoint.files import read_checkpoint_config
     from nlnet.engine.launch import test
 
     stored = read_checkpoint_config(cfg.checkpoint)

@@ -19,20 +19,19 @@ import torch.nn as nn
 from nlnet import config as C
 from nlnet.engine import distributed as du
 from nlnet.engine import hooks as H
-from nlnet.engine.attention_hook import clip_of_dataset
-from nlnet.engine.checkpoint import CheckpointManager, checkpoint_run_dir, load_checkpoint, load_model_state
-from nlnet.engine.evaluation import evaluate, write_results
-from nlnet.engine.loader import EndlessLoader, build_eval_loader
-from nlnet.engine.prologue import BatchPrologue
-from nlnet.engine.report import write_plan
-from nlnet.engine.schedule import ScheduleBudget, build_scheduler
-from nlnet.engine.tensorboard import open_writer, write_eval_metrics
+from nlnet.engine.hooks.attention import clip_of_dataset
+from nlnet.checkpoint.files import CheckpointManager, checkpoint_run_dir, load_checkpoint, load_model_state
+from nlnet.evaluation.multiview import evaluate, write_results
+from nlnet.data.loader import EndlessLoader, build_eval_loader
+from nlnet.data.prologue import BatchPrologue
+from nlnet.engine.run_dir import own_run_directory, restore_rng, write_plan
+from nlnet.solver.schedule import ScheduleBudget, build_scheduler
+from nlnet.engine.hooks.tensorboard import open_writer, write_eval_metrics
 from nlnet.engine.trainer import Trainer
-from nlnet.engine.weights import load_init_checkpoint, load_pretrained, stored_model_config
+from nlnet.checkpoint.weights import load_init_checkpoint, load_pretrained, stored_model_config
 from nlnet.utils.errors import CheckpointError, ConfigError, one_line
-from nlnet.utils.io import exclusive_lock, remove_stale_temporaries
 from nlnet.utils.logger import get_logger, setup_logging
-from nlnet.utils.seeding import seed_everything, set_rng_state
+from nlnet.utils.seeding import seed_everything
 
 
 def build_model(model_cfg: Any) -> nn.Module:
@@ -49,22 +48,6 @@ def check_num_classes(model: nn.Module, classes: list[str], annotations: Any) ->
         )
 
 
-@contextlib.contextmanager
-def _own_run_directory(run_dir: str) -> Iterator[None]:
-    """Rank 0 locks the run directory against a second writer and removes what interrupted writes left;
-    every rank sets up logging."""
-    holder: contextlib.AbstractContextManager = exclusive_lock(run_dir) if du.is_main_process() else \
-        contextlib.nullcontext()
-    with holder as previous:
-        setup_logging(run_dir, rank=du.get_rank())
-        if previous:
-            get_logger().warning(f"took over the lock of {run_dir} left by {previous}, which is no longer running")
-        if du.is_main_process():
-            for path in remove_stale_temporaries(run_dir) + remove_stale_temporaries(os.path.join(run_dir, "checkpoints")):
-                get_logger().info(f"removed {path}, left by an interrupted write")
-        yield
-
-
 # ---- training ---------------------------------------------------------------------------------------
 def train(cfg: Any) -> dict[str, Any]:
     """Train (and optionally test) the run ``cfg`` describes; resumes from ``cfg.resume`` or from the
@@ -78,7 +61,7 @@ def train(cfg: Any) -> dict[str, Any]:
     run_dir = os.path.abspath(str(cfg.run_dir))
     device = du.init_distributed(str(t_cfg.device))
     try:
-        with _own_run_directory(run_dir):
+        with own_run_directory(run_dir):
             return _train(cfg, run_dir, device)
     finally:
         du.cleanup()
@@ -255,7 +238,7 @@ def _build_hooks(cfg: Any, trainer: Trainer, data: _Data, manager: CheckpointMan
                    "precision": str(t_cfg.precision)}
         hooks.append(C.instantiate(cfg.logger, writer=writer, config_text=config_text, hparams=hparams,
                                    class_names=data.classes))
-        # attention figures of the first validation video at each evaluation (nlnet.engine.attention_hook)
+        # attention figures of the first validation video at each evaluation (nlnet.engine.hooks.attention)
         if t_cfg.get("attention_figures") and eval_set is not None and eval_set.num_videos:
             hooks.append(C.instantiate(t_cfg.attention_figures, writer=writer, **clip_of_dataset(eval_set)))
     if t_cfg.progress_bar:
@@ -300,14 +283,7 @@ def _resume(trainer: Trainer, path: str, state: dict[str, Any], *, seed: int) ->
     except (KeyError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint {path} does not fit this run ({one_line(e)}); resume from a checkpoint "
                               "of the same configuration, or use another run directory") from e
-    rank, world = du.get_rank(), du.get_world_size()
-    rng_states = state.get("rng_states") or []
-    if state.get("world_size") == world and len(rng_states) == world:
-        set_rng_state(rng_states[rank])
-    else:
-        get_logger().warning(f"checkpoint written by {state.get('world_size')} processes, resuming with {world}: "
-                             "random streams are re-seeded (the data order is kept)")
-        seed_everything(seed + rank + 1_000_003 * trainer.iter)
+    restore_rng(state.get("rng_states") or [], written_by=state.get("world_size"), seed=seed, iteration=trainer.iter)
     get_logger().info(f"resumed from {path} at iteration {trainer.iter}")
 
 

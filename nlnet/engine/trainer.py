@@ -12,8 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nlnet.engine import distributed as du
-from nlnet.engine.evaluation import autocast_context
-from nlnet.engine.prologue import BatchPrologue
+from nlnet.utils.precision import autocast_context
+from nlnet.data.prologue import BatchPrologue
 from nlnet.utils.metrics import topk_accuracy
 
 

@@ -1,6 +1,6 @@
 """A trained model and its test-time input pipeline, rebuilt from an nlnet checkpoint.
 
-A checkpoint (``nlnet.engine.checkpoint``) holds the weights, the resolved training config and the
+A checkpoint (``nlnet.checkpoint.files``) holds the weights, the resolved training config and the
 class names. The config's ``model.net`` node rebuilds the network; its ``data.val`` node is the
 multi-view test protocol the model was evaluated with (paper §4.1: clips x crops, short side, crop,
 mean/std), which ``predict`` and ``export`` use by default.
@@ -15,9 +15,9 @@ import torch
 import torch.nn as nn
 
 from nlnet.data.transforms import ViewProtocol
-from nlnet.engine.checkpoint import load_checkpoint, load_model_state
+from nlnet.checkpoint.files import load_checkpoint, load_model_state
 from nlnet.engine.launch import build_model
-from nlnet.engine.weights import stored_model_config
+from nlnet.checkpoint.weights import stored_model_config
 from nlnet.utils.errors import ConfigError
 
 __all__ = ["ViewProtocol", "TrainedModel", "load_trained_model"]

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from nlnet.data.decoding import VideoInfo
-from nlnet.engine.evaluation import autocast_context
+from nlnet.utils.precision import autocast_context
 from nlnet.inference.loading import TrainedModel, ViewProtocol
 from nlnet.inference.views import (WHOLE_VIDEO, ClipViews, Timeline, VideoDone, VideoFailed, VideoViewStream,
                                    Window)

@@ -29,7 +29,7 @@ def one_line_error(run, capsys) -> str:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, tiny_videos):
     """Bad files the table refers to as {name}."""
-    from nlnet.engine.checkpoint import atomic_save
+    from nlnet.checkpoint.files import atomic_save
     from nlnet.engine.launch import train
 
     folder = tmp_path_factory.mktemp("bad_inputs")
@@ -140,7 +140,7 @@ TEST_TABLE = [
 @pytest.mark.parametrize("args, expected", TEST_TABLE, ids=[" ".join(row[0]).split("{")[-1] for row in TEST_TABLE])
 def test_test_tool_bad_input_is_one_line(files, tmp_path, capsys, args, expected):
     from nlnet.config import apply_overrides
-    from nlnet.engine.checkpoint import read_checkpoint_config
+    from nlnet.checkpoint.files import read_checkpoint_config
     from nlnet.engine.launch import test
 
     args = [a.format(**files) for a in args] + [f"output_dir={tmp_path}", "data.num_workers=0"]
@@ -199,7 +199,7 @@ def test_tools_as_commands_print_one_line(files, tmp_path, args, expected):
 def test_a_full_disk_is_one_line(files, tmp_path, capsys, monkeypatch):
     import errno
 
-    import nlnet.engine.checkpoint as checkpoint
+    import nlnet.checkpoint.files as checkpoint
     from nlnet.engine.launch import train
 
     def no_space(obj, f):

@@ -34,7 +34,7 @@ def test_missing_checkpoint_is_one_line(tmp_path):
 
 
 def test_test_tool_reuses_the_stored_config_with_overrides(tiny_videos, tmp_path, monkeypatch):
-    from nlnet.engine.checkpoint import CheckpointManager
+    from nlnet.checkpoint.files import CheckpointManager
     from nlnet.engine.launch import train
 
     run_dir = tmp_path / "run"

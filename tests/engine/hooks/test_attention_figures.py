@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from nlnet.data.synthetic import write_video
-from nlnet.engine.attention_hook import AttentionFigureHook
+from nlnet.engine.hooks.attention import AttentionFigureHook
 from nlnet.engine.hooks import EvalHook
-from nlnet.engine.tensorboard import TensorBoardLogger, open_writer
-from nlnet.engine.schedule import MultiStepSchedule, build_scheduler
+from nlnet.engine.hooks.tensorboard import TensorBoardLogger, open_writer
+from nlnet.solver.schedule import MultiStepSchedule, build_scheduler
 from nlnet.engine.trainer import Trainer
 from nlnet.models import NonLocalBlock, ResNet3d
 

@@ -7,7 +7,7 @@ import os
 import pytest
 from torch.utils.data import Dataset
 
-from nlnet.engine.loader import EndlessLoader, ResumableDistributedSampler, ShardSampler, collate
+from nlnet.data.loader import EndlessLoader, ResumableDistributedSampler, ShardSampler, collate
 from nlnet.utils.errors import ConfigError, DataError
 from nlnet.utils.logger import get_logger
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import compose, tiny_overrides
-from nlnet.engine.checkpoint import CheckpointManager, load_checkpoint
+from nlnet.checkpoint.files import CheckpointManager, load_checkpoint
 from nlnet.engine.launch import train
-from nlnet.engine.schedule import CosineSchedule, MultiStepSchedule, ScheduleBudget
+from nlnet.solver.schedule import CosineSchedule, MultiStepSchedule, ScheduleBudget
 from nlnet.utils.errors import ConfigError
 
 

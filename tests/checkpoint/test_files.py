@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nlnet.engine.checkpoint import (CheckpointManager, atomic_save, checkpoint_run_dir, load_checkpoint,
+from nlnet.checkpoint.files import (CheckpointManager, atomic_save, checkpoint_run_dir, load_checkpoint,
                                      load_model_state, read_checkpoint_config)
 from nlnet.utils.errors import CheckpointError
 from nlnet.utils.seeding import get_rng_state, seed_everything, set_rng_state

@@ -10,7 +10,6 @@ other views were decoded depends on the workers; the result must not.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -22,8 +21,9 @@ import torch
 import torch.nn as nn
 
 from nlnet.engine import distributed as du
-from nlnet.engine.prologue import BatchPrologue
+from nlnet.data.prologue import BatchPrologue
 from nlnet.utils.io import atomic_path
+from nlnet.utils.precision import autocast_context
 from nlnet.utils.metrics import confusion_matrix, mean_class_accuracy, per_class_accuracy, topk_correct
 
 
@@ -57,16 +57,6 @@ class VideoPredictions:
     def evaluated(self) -> torch.Tensor:
         """(num_videos,) bool: videos with at least one decodable view."""
         return self.num_views > 0
-
-
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` for "bf16"/"fp16", a no-op for "fp32"."""
-    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision not in dtypes:
-        raise ValueError(f"trainer.precision={precision!r}: valid choices are fp32, bf16, fp16")
-    return torch.autocast(device_type=device.type, dtype=dtypes[precision])
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from typing import Any
 import torch.nn as nn
 
 from nlnet import config as C
-from nlnet.engine.checkpoint import CheckpointManager, load_checkpoint
+from nlnet.checkpoint.files import CheckpointManager, load_checkpoint
 from nlnet.models.inflate import LoadReport, inflate_from_2d, load_finetune
 from nlnet.utils.errors import ConfigError, one_line
 from nlnet.utils.logger import get_logger

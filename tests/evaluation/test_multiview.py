@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from nlnet.engine import distributed as du
-from nlnet.engine.evaluation import (ViewPredictions, aggregate_views, compute_metrics, evaluate, fail_whole_videos,
+from nlnet.evaluation.multiview import (ViewPredictions, aggregate_views, compute_metrics, evaluate, fail_whole_videos,
                                      gather_views, predict_views, write_results)
-from nlnet.engine.loader import ShardSampler
+from nlnet.data.loader import ShardSampler
 
 # 4 videos x 2 views, 3 classes. Softmax scores chosen so that single views disagree with the average:
 # video 0 (label 0): views favour 1 then 0 -> mean favours 0;  video 1 (label 1): both favour 2;
@@ -82,7 +82,7 @@ def test_predict_views_uses_softmax_of_the_model_in_eval_mode():
 
 def test_predict_views_normalises_uint8_clips_with_the_prologue():
     from nlnet.data.transforms import normalize
-    from nlnet.engine.prologue import BatchPrologue
+    from nlnet.data.prologue import BatchPrologue
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 2 * 2 * 2, 3)).eval()
     video = torch.randint(256, (2, 3, 2, 2, 2), dtype=torch.uint8)

@@ -8,8 +8,8 @@ from torchvision.transforms.v2 import functional as F
 
 from nlnet.data import IMAGENET_MEAN, IMAGENET_STD, VideoDataset
 from nlnet.data.synthetic import index_frames, write_video
-from nlnet.engine.loader import collate
-from nlnet.engine.prologue import BatchPrologue
+from nlnet.data.loader import collate
+from nlnet.data.prologue import BatchPrologue
 
 HEADER = "label,youtube_id,time_start,time_end,split\n"
 

@@ -5,7 +5,7 @@ this module reads from each row's run folder (``runs/<row name>/<overrides>``)::
 
     config.yaml      the resolved config (written at every start); its ``paper`` node names the
                      table, the row and the published top-1 / top-5 (PAPER.md)
-    schedule.json    the planned iterations after the budget rule (:func:`write_plan`, at every start)
+    schedule.json    the planned iterations after the budget rule (``nlnet.engine.run_dir.write_plan``, at every start)
     checkpoints/     checkpoint_<iteration>.pt: how far training got
     results.json     the multi-view test: top1, top5 and the checkpoint tested
 
@@ -23,24 +23,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nlnet.engine.checkpoint import CheckpointManager
-from nlnet.engine.schedule import ScheduleBudget
-from nlnet.utils.io import atomic_path
+from nlnet.checkpoint.files import CheckpointManager
+from nlnet.engine.run_dir import PLAN_FILE
 
-PLAN_FILE = "schedule.json"
 _ITERATION = re.compile(r"checkpoint_(\d+)\.pt$")
-
-
-def write_plan(run_dir: str, *, budget: ScheduleBudget, recipe_max_iter: int) -> str:
-    """Write ``<run_dir>/schedule.json``: the recipe's ``max_iter`` and what this run plans after the
-    budget rule (unit, reference and total batch, factor, ``max_iter``). Returns its path."""
-    plan = {"unit": budget.unit, "reference_batch_size": budget.reference_batch_size,
-            "total_batch_size": budget.total_batch_size, "factor": budget.factor,
-            "recipe_max_iter": recipe_max_iter, "max_iter": budget.iterations(recipe_max_iter)}
-    path = os.path.join(run_dir, PLAN_FILE)
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        json.dump(plan, f, indent=1)
-    return path
 
 
 def _read_json(path: str) -> dict[str, Any] | None:

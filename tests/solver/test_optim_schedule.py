@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from nlnet.engine.optim import build_optimizer, param_groups
-from nlnet.engine.schedule import CosineSchedule, MultiStepSchedule, build_scheduler
+from nlnet.solver.optim import build_optimizer, param_groups
+from nlnet.solver.schedule import CosineSchedule, MultiStepSchedule, build_scheduler
 
 
 def small_net():

@@ -12,11 +12,11 @@ from omegaconf import OmegaConf
 
 from conftest import compose, tiny_overrides
 from nlnet.config import instantiate
-from nlnet.engine import weights
-from nlnet.engine.checkpoint import CheckpointManager, atomic_save, load_checkpoint
+from nlnet.checkpoint import weights
+from nlnet.checkpoint.files import CheckpointManager, atomic_save, load_checkpoint
 from nlnet.engine.launch import test as launch_test
 from nlnet.engine.launch import train
-from nlnet.engine.weights import stored_model_config
+from nlnet.checkpoint.weights import stored_model_config
 from nlnet.models.inflate import inflate_from_2d, torchvision_to_resnet3d_key
 from nlnet.utils.errors import ConfigError
 

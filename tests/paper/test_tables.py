@@ -1,10 +1,10 @@
-"""nlnet.engine.report: what a run folder says about a paper row, and the printed table."""
+"""nlnet.paper.tables: what a run folder says about a paper row, and the printed table."""
 import json
 from pathlib import Path
 
-from nlnet.engine.report import (COLUMNS, Published, RunProgress, TableRow, read_progress, to_csv, to_markdown,
-                                 write_plan)
-from nlnet.engine.schedule import ScheduleBudget
+from nlnet.engine.run_dir import write_plan
+from nlnet.paper.tables import COLUMNS, Published, RunProgress, TableRow, read_progress, to_csv, to_markdown
+from nlnet.solver.schedule import ScheduleBudget
 
 
 def make_run(root: Path, *, checkpoints=(), results_at=None, top1=70.0, plan=None) -> str:

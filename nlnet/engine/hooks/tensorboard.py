@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from nlnet.engine import distributed as du
-from nlnet.engine.hooks import is_due, memory_mb
+from nlnet.engine.hooks.timing import is_due, memory_mb
 from nlnet.engine.trainer import HookBase
 
 

@@ -97,7 +97,7 @@ class ScheduleBudget:
     A recipe gives its schedule in iterations of ``reference_batch_size`` clips (the paper: 400k
     iterations of 64 clips, 8 GPUs x 8; the 128-frame fine-tuning: 16 clips, 8 GPUs x 2). With a
     total batch B (processes x data.batch_size) the lr already scales linearly with B
-    (``nlnet.engine.optim``); the schedule either keeps its iteration counts ("iterations": fewer
+    (``nlnet.solver.optim``); the schedule either keeps its iteration counts ("iterations": fewer
     epochs when B is smaller) or keeps the number of epochs ("epochs": every iteration count x
     reference / B, rounded; Goyal et al.'s linear scaling rule, what epoch-based PySlowFast and
     mmaction2 schedules do).
