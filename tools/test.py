@@ -29,7 +29,7 @@ def main(cfg) -> None:
         raise ConfigError(f"checkpoint: file not found: {cfg.checkpoint}")
     from nlnet.config import apply_overrides
     from nlnet.checkpoint.files import read_checkpoint_config
-    from nlnet.engine.launch import test
+    from nlnet.engine.test import test
 
     stored = read_checkpoint_config(cfg.checkpoint)
     test(apply_overrides(stored, cfg, HydraConfig.get().overrides.task, own_keys=_OWN_KEYS))

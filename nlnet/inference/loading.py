@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from nlnet.data.transforms import ViewProtocol
 from nlnet.checkpoint.files import load_checkpoint, load_model_state
-from nlnet.engine.launch import build_model
+from nlnet.engine.test import build_model
 from nlnet.checkpoint.weights import stored_model_config
 from nlnet.utils.errors import ConfigError
 

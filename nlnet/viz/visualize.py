@@ -10,7 +10,7 @@ from typing import Any
 from nlnet import config as C
 from nlnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from nlnet.checkpoint.files import load_checkpoint
-from nlnet.engine.launch import build_model
+from nlnet.engine.test import build_model
 from nlnet.checkpoint.weights import stored_model_config
 from nlnet.utils.errors import ConfigError
 from nlnet.viz import attention_figure, decode_clip, format_point, resolve_block, write_outputs

@@ -14,8 +14,8 @@ from conftest import compose, tiny_overrides
 from nlnet.config import instantiate
 from nlnet.checkpoint import weights
 from nlnet.checkpoint.files import CheckpointManager, atomic_save, load_checkpoint
-from nlnet.engine.launch import test as launch_test
-from nlnet.engine.launch import train
+from nlnet.engine.test import test as launch_test
+from nlnet.engine.train import train
 from nlnet.checkpoint.weights import stored_model_config
 from nlnet.models.inflate import inflate_from_2d, torchvision_to_resnet3d_key
 from nlnet.utils.errors import ConfigError

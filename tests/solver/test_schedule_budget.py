@@ -10,7 +10,7 @@ import torch
 
 from conftest import compose, tiny_overrides
 from nlnet.checkpoint.files import CheckpointManager, load_checkpoint
-from nlnet.engine.launch import train
+from nlnet.engine.train import train
 from nlnet.solver.schedule import CosineSchedule, MultiStepSchedule, ScheduleBudget
 from nlnet.utils.errors import ConfigError
 

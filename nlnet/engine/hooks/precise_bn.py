@@ -12,7 +12,6 @@ import torch.nn as nn
 
 from nlnet.data.prologue import BatchPrologue
 from nlnet.engine import distributed as du
-from nlnet.engine.hooks.timing import is_due
 from nlnet.engine.trainer import HookBase
 from nlnet.utils.logger import get_logger
 from nlnet.utils.precision import autocast_context

@@ -1,5 +1,5 @@
 """TensorBoard: the writer of a run, the logger hook (scalars, config, confusion matrix, hparams) and the
-one function that writes an evaluation, shared by training and ``launch.test``."""
+one function that writes an evaluation, shared by training and ``nlnet.engine.test``."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -47,7 +47,7 @@ def confusion_figure(confusion: Sequence[Sequence[int]], class_names: Sequence[s
 def write_eval_metrics(writer: Any, metrics: dict[str, Any], step: int, *, tag: str,
                        class_names: Sequence[str] = ()) -> None:
     """An evaluation in TensorBoard: ``<tag>/top1``, ``top5``, ``mean_class_accuracy`` and, when the
-    metrics have one, the confusion matrix as a figure (used in training and by ``launch.test``)."""
+    metrics have one, the confusion matrix as a figure (used in training and by ``nlnet.engine.test``)."""
     for key in ("top1", "top5", "mean_class_accuracy"):
         writer.add_scalar(f"{tag}/{key}", metrics[key], step)
     confusion = metrics.get("confusion_matrix")

@@ -96,7 +96,7 @@ def test_training_run_logs_attention_figures_through_config(tiny_videos, tmp_pat
     """`trainer.attention_figures` (on by default) puts the figure of the first validation video in the
     run's TensorBoard at the final test of a model with a non-local block."""
     from conftest import compose, tiny_overrides
-    from nlnet.engine.launch import train
+    from nlnet.engine.train import train
 
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(tiny_videos, str(run_dir))

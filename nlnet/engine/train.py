@@ -1,7 +1,7 @@
-"""The composition roots: ``train(cfg)`` and ``test(cfg)``, called by ``tools/train.py`` and
-``tools/test.py``. They validate the config before any heavy work (``nlnet.config.validate``), turn it
-into objects (``nlnet.config.instantiate``) and assemble the trainer and its hooks. No other engine
-module sees a config.
+"""The composition root of training: ``train(cfg)``, called by ``tools/train.py``. It validates the
+config before any heavy work (``nlnet.config.validate``), turns it into objects
+(``nlnet.config.instantiate``) and assembles the trainer and its hooks; the test at the end is
+``nlnet.engine.test``'s. No other engine module sees a config.
 """
 from __future__ import annotations
 
@@ -19,24 +19,20 @@ import torch.nn as nn
 from nlnet import config as C
 from nlnet.engine import distributed as du
 from nlnet.engine import hooks as H
-from nlnet.engine.hooks.attention import clip_of_dataset
-from nlnet.checkpoint.files import CheckpointManager, checkpoint_run_dir, load_checkpoint, load_model_state
-from nlnet.evaluation.multiview import evaluate, write_results
-from nlnet.data.loader import EndlessLoader, build_eval_loader
+from nlnet.checkpoint.files import CheckpointManager, load_checkpoint, load_model_state
+from nlnet.checkpoint.weights import load_init_checkpoint, load_pretrained
+from nlnet.data.loader import EndlessLoader
 from nlnet.data.prologue import BatchPrologue
+from nlnet.engine.hooks.attention import clip_of_dataset
+from nlnet.engine.hooks.tensorboard import open_writer
 from nlnet.engine.run_dir import own_run_directory, restore_rng, write_plan
-from nlnet.solver.schedule import ScheduleBudget, build_scheduler
-from nlnet.engine.hooks.tensorboard import open_writer, write_eval_metrics
+from nlnet.engine.settings import EvalSettings, LoaderSettings
+from nlnet.engine.test import build_model, eval_settings, evaluate_dataset, metrics_line, test_and_write, uses_tensorboard
 from nlnet.engine.trainer import Trainer
-from nlnet.checkpoint.weights import load_init_checkpoint, load_pretrained, stored_model_config
+from nlnet.solver.schedule import ScheduleBudget, build_scheduler
 from nlnet.utils.errors import CheckpointError, ConfigError, one_line
-from nlnet.utils.logger import get_logger, setup_logging
+from nlnet.utils.logger import get_logger
 from nlnet.utils.seeding import seed_everything
-
-
-def build_model(model_cfg: Any) -> nn.Module:
-    """The network of a ``model`` config (``instantiate(model_cfg.net)``; errors name the config key)."""
-    return C.instantiate(model_cfg.net)
 
 
 def check_num_classes(model: nn.Module, classes: list[str], annotations: Any) -> None:
@@ -73,8 +69,8 @@ class _Data:
 
     train_set: Any
     classes: list[str]
-    loader_kw: dict[str, Any]
-    eval_kw: dict[str, Any]
+    loader: LoaderSettings
+    evaluation: EvalSettings
 
 
 def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
@@ -93,10 +89,11 @@ def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
         write_plan(run_dir, budget=budget, recipe_max_iter=int(t_cfg.max_iter))
     iteration = int(state["iteration"]) if state is not None else 0
     writer = open_writer(os.path.join(run_dir, "tensorboard"), purge_step=iteration) \
-        if _uses_tensorboard(cfg) else None
+        if uses_tensorboard(cfg) else None
     results: dict[str, Any] = {}
+    signals = H.SignalHandler()  # the first hook; its signal sets the exit code
     try:
-        hooks, final_test = _build_hooks(cfg, trainer, data, manager, run_dir=run_dir, writer=writer,
+        hooks, final_test = _build_hooks(cfg, trainer, data, manager, signals, run_dir=run_dir, writer=writer,
                                          config_text=config_text, results=results)
         trainer.register_hooks(hooks)
         if state is not None:  # after the hooks: they get their state back too
@@ -112,7 +109,6 @@ def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
     finally:
         if writer is not None:
             writer.close()
-    signals = next(h for h in hooks if isinstance(h, H.SignalHandler))
     return _summarize(trainer, run_dir, results, seconds=time.perf_counter() - start, stop_signal=signals.stop_signal)
 
 
@@ -142,29 +138,11 @@ def _build_data(cfg: Any, model: nn.Module, device: torch.device) -> _Data:
     check_num_classes(model, classes, cfg.data.train.get("annotations"))
     get_logger().info(f"model: {type(model).__name__} with {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
                       f"parameters; training set: {len(train_set)} clips, {len(classes)} classes")
-    eval_kw = _eval_settings(cfg, device, classes)
-    loader_kw = dict(batch_size=int(cfg.data.batch_size), num_workers=eval_kw["num_workers"],
-                     num_replicas=du.get_world_size(), rank=du.get_rank(), worker_threads=eval_kw["worker_threads"],
-                     failures={})  # one log line per bad file
-    return _Data(train_set=train_set, classes=classes, loader_kw=loader_kw, eval_kw=eval_kw)
-
-
-def _uses_tensorboard(cfg: Any) -> bool:
-    """Whether the run logs to TensorBoard (a ``logger`` node; ``logger=null`` turns it off)."""
-    return bool(cfg.get("logger")) and "_target_" in cfg.logger
-
-
-def _eval_settings(cfg: Any, device: torch.device, class_names: list[str]) -> dict[str, Any]:
-    """The keyword arguments of :func:`_evaluate_with_videos` (validation, final test, ``test``)."""
-    return dict(device=device, precision=str(cfg.trainer.precision), channels_last=bool(cfg.trainer.channels_last),
-                batch_size=int(cfg.trainer.get("eval_batch_size") or cfg.data.batch_size),
-                num_workers=int(cfg.data.num_workers), worker_threads=int(cfg.data.get("worker_threads") or 1),
-                class_names=class_names)
-
-
-def _metrics_line(m: dict[str, Any]) -> str:
-    return (f"test: top1 {m['top1']:.2f}% top5 {m['top5']:.2f}% mean class {m['mean_class_accuracy']:.2f}% "
-            f"({m['num_videos']} videos x {m['views_per_video']} views, {m['failed_videos']} failed)")
+    loader = LoaderSettings(batch_size=int(cfg.data.batch_size), num_workers=int(cfg.data.num_workers),
+                            worker_threads=int(cfg.data.get("worker_threads") or 1), num_replicas=du.get_world_size(),
+                            rank=du.get_rank())  # its failures: one log line per bad file
+    return _Data(train_set=train_set, classes=classes, loader=loader,
+                 evaluation=eval_settings(cfg, device, classes))
 
 
 def _build_trainer(cfg: Any, model: nn.Module, data: _Data, device: torch.device) -> tuple[Trainer, ScheduleBudget]:
@@ -188,7 +166,7 @@ def _build_trainer(cfg: Any, model: nn.Module, data: _Data, device: torch.device
     if t_cfg.compile:
         train_module = torch.compile(train_module)
     loader = EndlessLoader(dataset=data.train_set, seed=int(t_cfg.seed), pin_memory=device.type == "cuda",
-                           **data.loader_kw)
+                           **data.loader.loader_kwargs())
     trainer = Trainer(model=model, optimizer=optimizer, scheduler=build_scheduler(optimizer, schedule=schedule),
                       data=loader, max_iter=max_iter, device=device, train_module=train_module,
                       precision=str(t_cfg.precision), grad_clip_norm=t_cfg.grad_clip_norm,
@@ -196,16 +174,16 @@ def _build_trainer(cfg: Any, model: nn.Module, data: _Data, device: torch.device
     return trainer, budget
 
 
-def _build_hooks(cfg: Any, trainer: Trainer, data: _Data, manager: CheckpointManager, *, run_dir: str, writer: Any,
-                 config_text: str, results: dict[str, Any]) -> tuple[list[H.HookBase], Callable[[], Any] | None]:
+def _build_hooks(cfg: Any, trainer: Trainer, data: _Data, manager: CheckpointManager, signals: H.SignalHandler, *,
+                 run_dir: str, writer: Any, config_text: str, results: dict[str, Any]) -> tuple[list[H.HookBase], Callable[[], Any] | None]:
     """The hooks in their order (see ``nlnet.engine.hooks``), and the final test (None when off), which
     fills ``results`` with its metrics and results path."""
     t_cfg, model = cfg.trainer, trainer.model
-    hooks: list[H.HookBase] = [H.SignalHandler()]
+    hooks: list[H.HookBase] = [signals]
     if t_cfg.precise_bn_iters > 0:
         def precise_bn_batches(iteration: int) -> Iterator[Any]:
             with contextlib.closing(EndlessLoader(dataset=data.train_set, seed=int(t_cfg.seed) + 1 + iteration,
-                                                  **data.loader_kw)) as batches:
+                                                  **data.loader.loader_kwargs())) as batches:
                 yield from batches
         hooks.append(H.PreciseBN(batches=precise_bn_batches, num_iters=int(t_cfg.precise_bn_iters),
                                  periods=(int(t_cfg.checkpoint_period), int(t_cfg.eval_period))))
@@ -216,21 +194,21 @@ def _build_hooks(cfg: Any, trainer: Trainer, data: _Data, manager: CheckpointMan
         val_set = eval_set = C.instantiate(cfg.data.val,
                                            **({} if t_cfg.eval_multi_view else {"num_clips": 1, "num_crops": 1}))
         hooks.append(H.EvalHook(period=int(t_cfg.eval_period), at_end=not t_cfg.test_at_end,
-                                evaluate=lambda: {**_evaluate_with_videos(model, val_set, **data.eval_kw)[0],
+                                evaluate=lambda: {**evaluate_dataset(model, val_set, data.evaluation)[0],
                                                   "tag": "val"}))
     if t_cfg.test_at_end:
         test_set = C.instantiate(cfg.data.val)
         eval_set = eval_set or test_set
 
         def test_and_record() -> dict[str, Any]:
-            metrics, path = _test_and_write(model, test_set, output_dir=run_dir, checkpoint=manager.path(trainer.iter),
-                                            **data.eval_kw)
+            metrics, path = test_and_write(model, test_set, data.evaluation, output_dir=run_dir,
+                                           checkpoint=manager.path(trainer.iter))
             results.update(metrics=metrics, results_path=path)
             return {**metrics, "tag": "test"}
         final_test = test_and_record
         hooks.append(H.EvalHook(period=0, evaluate=final_test, at_end=True))
     hooks.append(H.MetricLogger(period=int(t_cfg.log_period)))
-    if _uses_tensorboard(cfg):
+    if uses_tensorboard(cfg):
         hparams = {"model": str(cfg.model.net.get("_target_")), "depth": cfg.model.net.get("depth"),
                    "nonlocal_blocks": str(cfg.model.net.get("nonlocal_blocks")),
                    "pairwise": cfg.model.get("nonlocal", {}).get("pairwise"), "lr": cfg.optim.get("lr"),
@@ -257,7 +235,7 @@ def _summarize(trainer: Trainer, run_dir: str, results: dict[str, Any], *, secon
     else:
         log.info(f"training finished: iteration {trainer.iter} of {trainer.max_iter} ({seconds:.0f}s)")
         if results:
-            log.info(_metrics_line(results["metrics"]))
+            log.info(metrics_line(results["metrics"]))
             log.info(f"results: {results['results_path']}")
         log.info(f"TensorBoard: tensorboard --logdir {run_dir}")
     return summary
@@ -287,81 +265,3 @@ def _resume(trainer: Trainer, path: str, state: dict[str, Any], *, seed: int) ->
     get_logger().info(f"resumed from {path} at iteration {trainer.iter}")
 
 
-# ---- evaluation -------------------------------------------------------------------------------------
-def _evaluate_with_videos(model: nn.Module, dataset: Any, *, device: torch.device, precision: str,
-                          channels_last: bool, batch_size: int, num_workers: int, worker_threads: int,
-                          class_names: list[str]) -> tuple:
-    if getattr(dataset, "full_frame", False):  # whole frames: sizes differ between videos, one clip a batch
-        batch_size = 1
-    loader = build_eval_loader(dataset=dataset, batch_size=batch_size, num_workers=num_workers,
-                               num_replicas=du.get_world_size(), rank=du.get_rank(),
-                               pin_memory=device.type == "cuda", worker_threads=worker_threads)
-    return evaluate(model, loader, num_videos=int(dataset.num_videos), num_classes=len(class_names), device=device,
-                    class_names=class_names, views_per_video=int(dataset.num_views), precision=precision,
-                    prologue=BatchPrologue.for_dataset(dataset, device=device, channels_last=channels_last))
-
-
-def _test_and_write(model: nn.Module, dataset: Any, *, output_dir: str, checkpoint: str | None,
-                    **kw: Any) -> tuple[dict[str, Any], str]:
-    metrics, videos = _evaluate_with_videos(model, dataset, **kw)
-    path = os.path.join(output_dir, "results.json")
-    if du.is_main_process():
-        path = write_results(output_dir, metrics, videos, class_names=kw["class_names"],
-                             video_paths=list(getattr(dataset, "video_paths", []) or []),
-                             extra={"checkpoint": checkpoint})
-        for failed, reason in sorted(videos.failures.items()):
-            get_logger().warning(f"cannot decode {failed} ({reason}); left out of the results")
-    du.barrier()
-    return metrics, path
-
-
-def test(cfg: Any) -> dict[str, Any]:
-    """Multi-view test of ``cfg.checkpoint``; writes ``results.json`` and ``per_video_scores.json`` in
-    ``cfg.output_dir`` (default: the checkpoint's run directory).
-
-    ``cfg`` is the checkpoint's stored config with the command line's overrides applied
-    (``nlnet.config.apply_overrides``).
-
-    Returns:
-        The metrics (top1, top5, mean_class_accuracy, ...) plus results_path.
-    """
-    checkpoint = str(cfg.checkpoint)
-    if not os.path.isfile(checkpoint):
-        raise ConfigError(f"checkpoint: file not found: {checkpoint}")
-    output_dir = os.path.abspath(str(cfg.get("output_dir") or checkpoint_run_dir(checkpoint)))
-    C.validate(cfg, splits=("val",))
-    device = du.init_distributed(str(cfg.trainer.device))
-    try:
-        return _test(cfg, checkpoint, output_dir, device)
-    finally:
-        du.cleanup()
-
-
-def _test(cfg: Any, checkpoint: str, output_dir: str, device: torch.device) -> dict[str, Any]:
-    if cfg.trainer.get("num_threads"):
-        torch.set_num_threads(int(cfg.trainer.num_threads))
-    setup_logging(output_dir, rank=du.get_rank(), filename="test_log.txt")
-    log = get_logger()
-    state = load_checkpoint(checkpoint, map_location="cpu")
-    model = build_model(stored_model_config(cfg.model))  # never inflates: the weights are the checkpoint's
-    load_model_state(model, state, checkpoint)
-    dataset = C.instantiate(cfg.data.val)
-    prologue = BatchPrologue.for_dataset(dataset, device=device, channels_last=bool(cfg.trainer.channels_last))
-    prologue.prepare_model(model)
-    class_names = list(state.get("class_names") or dataset.classes)
-    if list(dataset.classes) != class_names:
-        raise ConfigError(f"data.val.annotations: its {len(dataset.classes)} classes differ from the "
-                          f"{len(class_names)} the checkpoint was trained on")
-    log.info(f"testing {checkpoint} (iteration {state.get('iteration')}) on {dataset.num_videos} videos x "
-             f"{dataset.num_views} views of {dataset.num_frames} frames at stride {dataset.sampling_rate}")
-    start = time.perf_counter()
-    metrics, path = _test_and_write(model, dataset, output_dir=output_dir, checkpoint=os.path.abspath(checkpoint),
-                                    **_eval_settings(cfg, device, class_names))
-    if _uses_tensorboard(cfg):
-        writer = open_writer(os.path.join(output_dir, "tensorboard"))
-        if writer is not None:
-            with writer:
-                write_eval_metrics(writer, metrics, int(state.get("iteration", 0)), tag="test", class_names=class_names)
-    log.info(f"{_metrics_line(metrics)} in {time.perf_counter() - start:.0f}s")
-    log.info(f"results: {path}")
-    return {**metrics, "results_path": path}

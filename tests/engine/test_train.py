@@ -14,7 +14,7 @@ import torch
 
 from conftest import PYTHON, ROOT, compose, tiny_overrides, tool_env
 from nlnet.checkpoint.files import CheckpointManager, load_checkpoint
-from nlnet.engine.launch import train
+from nlnet.engine.train import train
 from nlnet.utils.errors import CheckpointError, ConfigError, UserError
 from nlnet.utils.io import exclusive_lock
 
