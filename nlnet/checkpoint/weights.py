@@ -1,17 +1,18 @@
 """Where a model's weights come from, outside its constructor (as torchvision's and timm's factories
 load them): ImageNet inflation on a fresh training start (:func:`load_pretrained`, config key
 ``model.pretrained``) or another run's weights (:func:`load_init_checkpoint`, ``model.init_checkpoint``),
-and a checkpoint's own network (:func:`stored_model_config`, used by
-``tools/test.py`` and ``tools/visualize_attention.py``, which never inflate).
+and a checkpoint's own network (:func:`upgrade_model_config`, used by ``nlnet.checkpoint.restore``,
+which never inflates).
 """
 from __future__ import annotations
 
+import copy
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch.nn as nn
 
-from nlnet import config as C
 from nlnet.checkpoint.files import CheckpointManager, load_checkpoint
 from nlnet.models.inflate import LoadReport, inflate_from_2d, load_finetune
 from nlnet.utils.errors import ConfigError, one_line
@@ -75,8 +76,9 @@ def load_init_checkpoint(model: nn.Module, source: str, *, pretrained: str | Non
     return report
 
 
-def stored_model_config(model_cfg: Any) -> Any:
-    """A copy of a checkpoint's stored ``model`` config that rebuilds the network it was trained as.
+def upgrade_model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a checkpoint's stored ``model`` config (plain dicts and lists) that rebuilds the network
+    it was trained as.
 
     The one place that reads configs written by older nlnet versions:
 
@@ -87,7 +89,7 @@ def stored_model_config(model_cfg: Any) -> Any:
     - a non-local block without ``pool_ceil_mode`` pooled with ceil (``pool_ceil_mode: true``);
     - a Gaussian block without ``scale_gaussian`` was scaled by C^-1/2 when ``scale`` was true.
     """
-    model_cfg = C.from_container(C.to_container(model_cfg))  # a resolved, writable copy
+    model_cfg = copy.deepcopy(dict(model_cfg))
     net = model_cfg["net"]
     for key in ("pretrained", "channels_last"):
         if key in net:
@@ -100,3 +102,10 @@ def stored_model_config(model_cfg: Any) -> Any:
             if "scale_gaussian" not in node:
                 node["scale_gaussian"] = bool(node.get("scale", False)) and node.get("pairwise") == "gaussian"
     return model_cfg
+
+
+def stored_model_config(model_cfg: Any) -> Any:
+    """:func:`upgrade_model_config` of a ``model`` config node, as a config node again (for Hydra's
+    ``instantiate``; ``tools/paper_table.py``)."""
+    from nlnet import config as C  # the one Hydra bridge, only for this config-node form
+    return C.from_container(upgrade_model_config(C.to_container(model_cfg)))

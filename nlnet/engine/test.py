@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 
 from nlnet import config as C
-from nlnet.checkpoint.files import checkpoint_run_dir, load_checkpoint, load_model_state
-from nlnet.checkpoint.weights import stored_model_config
+from nlnet.checkpoint.files import checkpoint_run_dir
+from nlnet.checkpoint.restore import restore_checkpoint
 from nlnet.data.loader import build_eval_loader
 from nlnet.data.prologue import BatchPrologue
 from nlnet.engine import distributed as du
@@ -21,11 +21,6 @@ from nlnet.engine.settings import EvalSettings
 from nlnet.evaluation.multiview import evaluate, write_results
 from nlnet.utils.errors import ConfigError
 from nlnet.utils.logger import get_logger, setup_logging
-
-
-def build_model(model_cfg: Any) -> nn.Module:
-    """The network of a ``model`` config (``instantiate(model_cfg.net)``; errors name the config key)."""
-    return C.instantiate(model_cfg.net)
 
 
 def evaluate_dataset(model: nn.Module, dataset: Any, settings: EvalSettings) -> tuple:
@@ -106,17 +101,17 @@ def _test(cfg: Any, checkpoint: str, output_dir: str, device: torch.device) -> d
         torch.set_num_threads(int(cfg.trainer.num_threads))
     setup_logging(output_dir, rank=du.get_rank(), filename="test_log.txt")
     log = get_logger()
-    state = load_checkpoint(checkpoint, map_location="cpu")
-    model = build_model(stored_model_config(cfg.model))  # never inflates: the weights are the checkpoint's
-    load_model_state(model, state, checkpoint)
+    # never inflates: the weights are the checkpoint's; the network is the (overridden) config's
+    restored = restore_checkpoint(checkpoint, config={"model": C.to_container(cfg.model)})
+    model = restored.model
     dataset = C.instantiate(cfg.data.val)
     prologue = BatchPrologue.for_dataset(dataset, device=device, channels_last=bool(cfg.trainer.channels_last))
     prologue.prepare_model(model)
-    class_names = list(state.get("class_names") or dataset.classes)
+    class_names = list(restored.class_names or dataset.classes)
     if list(dataset.classes) != class_names:
         raise ConfigError(f"data.val.annotations: its {len(dataset.classes)} classes differ from the "
                           f"{len(class_names)} the checkpoint was trained on")
-    log.info(f"testing {checkpoint} (iteration {state.get('iteration')}) on {dataset.num_videos} videos x "
+    log.info(f"testing {checkpoint} (iteration {restored.iteration}) on {dataset.num_videos} videos x "
              f"{dataset.num_views} views of {dataset.num_frames} frames at stride {dataset.sampling_rate}")
     start = time.perf_counter()
     metrics, path = test_and_write(model, dataset, eval_settings(cfg, device, class_names), output_dir=output_dir,
@@ -125,7 +120,7 @@ def _test(cfg: Any, checkpoint: str, output_dir: str, device: torch.device) -> d
         writer = open_writer(os.path.join(output_dir, "tensorboard"))
         if writer is not None:
             with writer:
-                write_eval_metrics(writer, metrics, int(state.get("iteration", 0)), tag="test", class_names=class_names)
+                write_eval_metrics(writer, metrics, int(restored.iteration or 0), tag="test", class_names=class_names)
     log.info(f"{metrics_line(metrics)} in {time.perf_counter() - start:.0f}s")
     log.info(f"results: {path}")
     return {**metrics, "results_path": path}

@@ -27,7 +27,7 @@ from nlnet.engine.hooks.attention import clip_of_dataset
 from nlnet.engine.hooks.tensorboard import open_writer
 from nlnet.engine.run_dir import own_run_directory, restore_rng, write_plan
 from nlnet.engine.settings import EvalSettings, LoaderSettings
-from nlnet.engine.test import build_model, eval_settings, evaluate_dataset, metrics_line, test_and_write, uses_tensorboard
+from nlnet.engine.test import eval_settings, evaluate_dataset, metrics_line, test_and_write, uses_tensorboard
 from nlnet.engine.trainer import Trainer
 from nlnet.solver.schedule import ScheduleBudget, build_scheduler
 from nlnet.utils.errors import CheckpointError, ConfigError, one_line
@@ -124,7 +124,7 @@ def _setup_process(t_cfg: Any, run_dir: str, device: torch.device) -> None:
 
 def _build_model(cfg: Any, *, fresh_start: bool) -> nn.Module:
     """The network; on a fresh start, initialised from another run (fine-tuning) or ImageNet weights."""
-    model = build_model(cfg.model)
+    model = C.instantiate(cfg.model.net)  # errors name the config key
     if fresh_start and cfg.model.get("init_checkpoint"):
         load_init_checkpoint(model, str(cfg.model.init_checkpoint), pretrained=cfg.model.get("pretrained"))
     elif fresh_start and cfg.model.get("pretrained"):  # ImageNet inflation

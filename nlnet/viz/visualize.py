@@ -8,11 +8,8 @@ import os
 from typing import Any
 
 from nlnet import config as C
+from nlnet.checkpoint.restore import restore_checkpoint
 from nlnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from nlnet.checkpoint.files import load_checkpoint
-from nlnet.engine.test import build_model
-from nlnet.checkpoint.weights import stored_model_config
-from nlnet.utils.errors import ConfigError
 from nlnet.viz import attention_figure, decode_clip, format_point, resolve_block, write_outputs
 
 
@@ -29,18 +26,15 @@ def _stored(stored: Any, path: str, default: Any = None) -> Any:
 def visualize(cfg: Any) -> list[str]:
     """Write the figures ``cfg`` asks for (``configs/visualize.yaml``); returns the paths written.
 
-    The model is rebuilt from the config stored in the checkpoint (:func:`stored_model_config`; it
-    never inflates ImageNet weights) and gets the checkpoint's weights; the clip geometry comes from
-    the stored ``data.val`` unless ``cfg.clip.*`` sets it.
+    The model is rebuilt from the config stored in the checkpoint
+    (:func:`~nlnet.checkpoint.restore.restore_checkpoint`; it never inflates ImageNet weights) and gets
+    the checkpoint's weights; the clip geometry comes from the stored ``data.val`` unless ``cfg.clip.*``
+    sets it.
     """
     if not os.path.isfile(cfg.video):
         raise FileNotFoundError(f"video={cfg.video}: no such file")
-    state = load_checkpoint(cfg.checkpoint)
-    if "config" not in state or "model" not in state:
-        raise ConfigError(f"checkpoint={cfg.checkpoint}: not an nlnet training checkpoint (no stored config/model)")
-    stored = C.from_container(state["config"])
-    model = build_model(stored_model_config(stored.model))
-    model.load_state_dict(state["model"])
+    restored = restore_checkpoint(cfg.checkpoint)
+    model, stored = restored.model, restored.config
     block = resolve_block(model, cfg.block)  # fails early, listing the model's blocks
 
     def clip_value(key: str, stored_key: str, default: Any = None) -> Any:
@@ -48,8 +42,8 @@ def visualize(cfg: Any) -> list[str]:
         return value if value is not None else _stored(stored, f"data.val.{stored_key}", default)
 
     short_side = clip_value("short_side", "test_scale", 256)
-    mean = C.to_container(_stored(stored, "data.val.mean")) or IMAGENET_MEAN
-    std = C.to_container(_stored(stored, "data.val.std")) or IMAGENET_STD
+    mean = _stored(stored, "data.val.mean") or IMAGENET_MEAN
+    std = _stored(stored, "data.val.std") or IMAGENET_STD
     clip, frames = decode_clip(cfg.video, num_frames=clip_value("num_frames", "num_frames"),
                                sampling_rate=clip_value("sampling_rate", "sampling_rate"), short_side=short_side,
                                crop_size=clip_value("crop_size", "test_crop_size") or short_side, mean=mean, std=std)
@@ -57,7 +51,7 @@ def visualize(cfg: Any) -> list[str]:
                               num_queries=cfg.num_queries, selection=cfg.query_selection, top_k=cfg.top_k,
                               heatmap=cfg.heatmap, arrows=cfg.arrows, panel_size=cfg.panel_size, device=cfg.device)
     mapping = result.capture.mapping
-    classes = state.get("class_names") or []
+    classes = restored.class_names or []
     predicted = int(result.capture.logits.argmax())
     print(f"block {block} ({result.capture.attention.scope}): queries on a {mapping.query_shape} grid, keys on "
           f"{mapping.key_shape}, strides (t, y, x) {mapping.strides}; predicted class "

@@ -161,8 +161,8 @@ class Source:
 
     def build(self, arch: Arch) -> nn.Module:
         """The nlnet model of ``arch`` (random init; the conversion fills every tensor)."""
-        from nlnet.config import instantiate  # the one config bridge; builds what tools/test.py builds
-        return instantiate(model_config(arch)["net"])
+        from nlnet.models.builder import build_model  # builds what tools/test.py builds from the stored config
+        return build_model(model_config(arch)["net"])
 
     def arch(self, name: str) -> Arch:
         if name not in self.archs:
