@@ -87,7 +87,7 @@ def test_tool_errors(tiny_run, tmp_path):
     missing = tmp_path / "nope.mp4"
     with pytest.raises(FileNotFoundError, match=f"video={missing}: no such file"):
         visualize(compose(f"checkpoint={ckpt}", f"video={missing}", f"out={tmp_path}/a.png"))
-    with pytest.raises(FileNotFoundError, match="checkpoint not found: .*none.pt"):
+    with pytest.raises(FileNotFoundError, match="checkpoint: file not found: .*none.pt"):
         visualize(compose(f"checkpoint={tmp_path}/none.pt", f"video={video}", f"out={tmp_path}/a.png"))
     with pytest.raises(ValueError, match=r"y=99 is outside the clip"):
         visualize(compose(f"checkpoint={ckpt}", f"video={video}", "queries=[[0,99,3]]", f"out={tmp_path}/a.png"))
