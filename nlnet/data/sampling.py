@@ -87,26 +87,30 @@ def read_frames(reader: VideoReader, times: np.ndarray, *, short_side: int | Non
     return torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, H, W, C) -> (T, C, H, W)
 
 
-def segment_times(duration: float, fps: float, *, num_segments: int, num_frames: int, sampling_rate: int,
+def segment_times(video_frames: int, fps: float, *, num_segments: int, num_frames: int, sampling_rate: int,
                   offsets: Sequence[float]) -> np.ndarray:
     """Target times of segment sampling: ``num_segments`` equal segments of the video, in each a run of
     ``num_frames // num_segments`` frames at stride ``sampling_rate``.
 
+    Positions are whole frames, as mmaction2's ``SampleFrames``: a segment of L frames leaves
+    ``L - span + 1`` first frames for a run spanning ``span`` frames, and ``offset`` picks
+    ``floor(offset * (L - span + 1))`` of them (one-frame runs: frame L/2 of each segment at 0.5).
+
     Args:
-        duration: video length in seconds; fps: its average frame rate.
+        video_frames: frames in the video; fps: its average frame rate.
         num_segments: N; num_frames: frames in all (a multiple of N).
-        sampling_rate: stride within a run, in frames of the video's rate.
-        offsets: per segment, where the run starts as a fraction in [0, 1] of the room the segment
-            leaves (uniform random in training, 0.5, the centre, in testing).
+        sampling_rate: stride within a run, in frames.
+        offsets: per segment, a fraction in [0, 1) (uniform random in training, 0.5, the centre, in
+            testing).
     Returns:
-        (num_frames,) float64 seconds, segment after segment. A segment shorter than its run starts
-        at the segment's start (the decoder clamps targets past the end).
+        (num_frames,) float64 seconds (frame start times), segment after segment. A segment shorter
+        than its run starts at the segment's start (the decoder clamps targets past the end).
     """
     run = num_frames // num_segments
-    segment = duration / num_segments
-    room = max(segment - clip_span(run, sampling_rate, fps), 0.0)
-    starts = np.arange(num_segments, dtype=np.float64) * segment + np.asarray(offsets, dtype=np.float64) * room
-    return (starts[:, None] + np.arange(run, dtype=np.float64)[None, :] * (sampling_rate / fps)).reshape(-1)
+    segment = video_frames / num_segments
+    positions = max(segment - ((run - 1) * sampling_rate + 1) + 1, 1.0)
+    starts = np.floor(np.arange(num_segments) * segment + np.asarray(offsets, dtype=np.float64) * positions)
+    return (starts[:, None] + np.arange(run)[None, :] * sampling_rate).reshape(-1).astype(np.float64) / fps
 
 
 class DenseSampler:
@@ -159,7 +163,7 @@ class SegmentSampler:
 
     def train_times(self, info, offsets: Sequence[float], *, num_frames: int, sampling_rate: int) -> np.ndarray:
         self.check(num_frames)
-        return segment_times(info.duration, info.fps, num_segments=self.num_segments, num_frames=num_frames,
+        return segment_times(info.num_frames, info.fps, num_segments=self.num_segments, num_frames=num_frames,
                              sampling_rate=sampling_rate, offsets=offsets)
 
     def test_times(self, info, clip_index: int, num_clips: int, *, num_frames: int, sampling_rate: int) -> np.ndarray:
@@ -167,5 +171,5 @@ class SegmentSampler:
         if not 0 <= clip_index < num_clips:
             raise IndexError(f"clip_index {clip_index} outside 0..{num_clips - 1}")
         offsets = [(clip_index + 0.5) / num_clips] * self.num_segments
-        return segment_times(info.duration, info.fps, num_segments=self.num_segments, num_frames=num_frames,
+        return segment_times(info.num_frames, info.fps, num_segments=self.num_segments, num_frames=num_frames,
                              sampling_rate=sampling_rate, offsets=offsets)
