@@ -76,9 +76,11 @@ def main() -> None:
 
 def data_config_sets(name: str, overrides: list[str], report: str) -> list[tuple]:
     """(report path, reader, root, T, tau) of the training and test sets of configs/data/NAME.yaml."""
-    from nlnet.config import compose_config, instantiate
+    from nlnet.config import compose_config, instantiate, validate
 
-    data = compose_config("train", [f"data={name}", *overrides]).data
+    cfg = compose_config("train", [f"data={name}", *overrides])
+    validate(cfg)  # data.root, data.split, ... : one line naming the key
+    data = cfg.data
     sets = []
     for split in ("train", "val"):
         node = data[split]
