@@ -76,7 +76,7 @@ def main() -> None:
             if key not in costs:
                 costs[key] = clip_cost(instantiate(stored_model_config(cfg.model).net), frames=frames, size=size)
             cost = costs[key]
-        published = Published.from_config(OmegaConf.to_container(cfg.get("paper") or {}),
+        published = Published.from_config(OmegaConf.to_container(cfg.paper) if cfg.get("paper") else {},
                                           default_row=os.path.basename(run_dir.rstrip("/")))
         progress = read_progress(run_dir, planned=int(cfg.trainer.max_iter))
         rows.append(TableRow(published=published, progress=progress, run_dir=os.path.relpath(run_dir),

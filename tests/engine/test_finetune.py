@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import PYTHON, ROOT, compose, tiny_overrides, tool_env
 from mini_datasets import make_folder, make_ucf101
@@ -88,22 +89,30 @@ def test_finetune_experiments_compose_with_their_recipe():
 def test_three_split_sweep_and_its_mean(kinetics_checkpoint, tmp_path):
     data = tmp_path / "ucf101"
     make_ucf101(data)
-    overrides = finetune_overrides("finetune/ucf101", str(data), kinetics_checkpoint)
-    command = [PYTHON, str(ROOT / "tools" / "train.py"), "-m", *overrides, "model.net.num_classes=3",
-               "data.split=1,2,3"]
+    # finetune/ucf101 with the tiny network and clips, as a config (a sweep folder's name lists overrides)
+    conf = tmp_path / "conf" / "experiment" / "finetune"
+    conf.mkdir(parents=True)
+    tiny = [o for o in finetune_overrides("finetune/ucf101", str(data), kinetics_checkpoint)
+            if o.split("=")[0] not in ("experiment", "data.root", "model", "model.init_checkpoint", "logger")]
+    base = {"defaults": ["/experiment/finetune/ucf101", {"override /model": "tiny"}, {"override /logger": "none"}],
+            "name": "finetune/tiny_ucf101", **OmegaConf.to_container(OmegaConf.from_dotlist(tiny))}
+    base["model"]["net"]["num_classes"] = 3
+    (conf / "tiny_ucf101.yaml").write_text("# @package _global_\n" + OmegaConf.to_yaml(OmegaConf.create(base)))
+    command = [PYTHON, str(ROOT / "tools" / "train.py"), "-m", "experiment=finetune/tiny_ucf101",
+               f"hydra.searchpath=[file://{tmp_path / 'conf'}]", f"data.root={data}",
+               f"model.init_checkpoint={kinetics_checkpoint}", "data.split=1,2,3"]
     done = subprocess.run(command, cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    runs = sorted(glob.glob(str(tmp_path / "runs" / "finetune" / "ucf101" / "*data.split=*")))
-    assert [r.rsplit("data.split=", 1)[1] for r in runs] == ["1", "2", "3"]
+    runs = sorted(glob.glob(str(tmp_path / "runs" / "finetune" / "tiny_ucf101" / "data.split=*")))
+    assert [os.path.basename(r) for r in runs] == ["data.split=1", "data.split=2", "data.split=3"]
     top1 = [json.load(open(os.path.join(r, "results.json")))["top1"] for r in runs]
-    table = subprocess.run([PYTHON, str(ROOT / "tools" / "paper_table.py"), "runs/finetune/ucf101", "--mean",
+    table = subprocess.run([PYTHON, str(ROOT / "tools" / "paper_table.py"), "runs/finetune/tiny_ucf101", "--mean",
                             "--no-cost", "--csv"], cwd=tmp_path, env=tool_env(), capture_output=True, text=True,
                            timeout=300)
     assert table.returncode == 0, table.stderr[-3000:]
     lines = table.stdout.strip().splitlines()
     assert len(lines) == 1 + 3 + 1 and lines[-1].split(",")[1] == "mean"
-    header = lines[0].split(",")
-    column = header.index("nlnet top-1")
+    column = lines[0].split(",").index("nlnet top-1")
     assert [float(line.split(",")[column]) for line in lines[1:4]] == pytest.approx([round(t, 2) for t in top1])
     assert float(lines[-1].split(",")[column]) == pytest.approx(sum(top1) / 3, abs=0.006)
     assert "mean of 3 of 3 runs" in lines[-1]
