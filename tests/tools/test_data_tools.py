@@ -128,3 +128,58 @@ def test_prepare_dataset_reencodes_ssv2(tmp_path, run):
     with VideoReader(table.records[0].path) as video:
         assert video.stream.codec_context.name == "h264" and video.info.num_frames == 16
     assert "written: 0, already done: 10" in run("prepare_dataset.py", "--src", tmp_path / "raw", "--out", out)[1]
+
+
+def _bad_ucf_label(root):
+    path = root / "ucfTrainTestlist" / "trainlist01.txt"
+    path.write_text(path.read_text() + "YoYo/v_YoYo_g07_c01.avi 102\r\n")
+    return "ucf101", [], rf"{path}:13: label 102 is not in classInd.txt \(1..3\)"
+
+
+def _bad_ssv2_template(root):
+    path = root / "labels" / "something-something-v2-train.json"
+    path.write_text(path.read_text().replace("Holding [something] next to [something]", "Juggling [something]"))
+    return "ssv2", [], rf"{path}:2: template 'Juggling something' \(video 1000\) is not in "
+
+
+def _empty_class_folder(root):
+    (root / "val" / "emu").mkdir()
+    return "folder", [], rf"{root / 'val' / 'emu'}: empty class folder"
+
+
+def _missing_hmdb_split_files(root):
+    for path in (root / "testTrainMulti_7030_splits").glob("*_test_split2.txt"):
+        path.unlink()
+    return "hmdb51", ["data.split=2"], rf"{root / 'testTrainMulti_7030_splits'}: no <class>_test_split2.txt file"
+
+
+@pytest.mark.parametrize("spoil", [_bad_ucf_label, _bad_ssv2_template, _empty_class_folder, _missing_hmdb_split_files])
+def test_bad_dataset_inputs_are_one_line(tmp_path, run, spoil):
+    import mini_datasets
+    from nlnet.utils.errors import UserError
+    make = {"_bad_ucf_label": mini_datasets.make_ucf101, "_bad_ssv2_template": mini_datasets.make_ssv2,
+            "_empty_class_folder": mini_datasets.make_folder,
+            "_missing_hmdb_split_files": mini_datasets.make_hmdb51}[spoil.__name__]
+    make(tmp_path / "data")
+    name, overrides, message = spoil(tmp_path / "data")
+    with pytest.raises(UserError, match=message) as error:
+        run("check_dataset.py", "--data", name, f"data.root={tmp_path / 'data'}", *overrides,
+            "--report", tmp_path / "check.json")
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.slow
+def test_train_with_a_bad_split_file_exits_with_one_line(tmp_path):
+    import re
+    import subprocess
+
+    import mini_datasets
+    from conftest import PYTHON, tool_env
+    mini_datasets.make_ucf101(tmp_path / "ucf")
+    _, _, message = _bad_ucf_label(tmp_path / "ucf")
+    done = subprocess.run([PYTHON, str(REPO / "tools" / "train.py"), "data=ucf101", "model=tiny",
+                           f"data.root={tmp_path / 'ucf'}", "model.net.num_classes=3", "trainer.device=cpu",
+                           f"run_dir={tmp_path / 'run'}"], cwd=tmp_path, env=tool_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
+    assert done.stderr.startswith("error: data.train: ") and re.search(message, done.stderr), done.stderr
