@@ -248,7 +248,8 @@ class VideoDataset(Dataset):
         with self._reader(self.video_paths[video_index]) as reader:
             times = self.sampler.test_times(reader.info, clip_index, self.num_clips, num_frames=self.num_frames,
                                             sampling_rate=self.sampling_rate)
-            frames = read_frames(reader, times, short_side=self.test_transform.short_side if self.decode_resize else None)
+            short_side = self.test_transform.short_side if self.decode_resize else None
+            frames = read_frames(reader, times, short_side=short_side)
         self._cache_key, self._cache_value = key, frames
         return frames
 

@@ -38,7 +38,8 @@ def folder_data(tmp_path_factory) -> str:
 
 
 def finetune_overrides(experiment: str, data_root: str, checkpoint: str, run_dir: str | None = None) -> list[str]:
-    shared = [o for o in tiny_overrides(data_root, run_dir) if not o.startswith(("experiment=", "model.net.num_classes"))]
+    shared = [o for o in tiny_overrides(data_root, run_dir)
+              if not o.startswith(("experiment=", "model.net.num_classes"))]
     return [f"experiment={experiment}", *TINY_MODEL, *shared, f"model.init_checkpoint={checkpoint}",
             "trainer.device=cpu", "trainer.schedule_unit=iterations", "logger=none"]
 
@@ -116,3 +117,15 @@ def test_three_split_sweep_and_its_mean(kinetics_checkpoint, tmp_path):
     assert [float(line.split(",")[column]) for line in lines[1:4]] == pytest.approx([round(t, 2) for t in top1])
     assert float(lines[-1].split(",")[column]) == pytest.approx(sum(top1) / 3, abs=0.006)
     assert "mean of 3 of 3 runs" in lines[-1]
+
+
+def test_ssv2_config_builds_segment_sampling_and_the_flip_swaps(tmp_path):
+    from mini_datasets import make_ssv2
+    make_ssv2(tmp_path)
+    cfg = compose("train", ["experiment=finetune/ssv2", f"data.root={tmp_path}", "model.init_checkpoint=x.pt",
+                            "data.num_frames=4", "data.num_segments=4", "data.train.crop_size=32",
+                            "data.train.train_scale=[32,32]", "data.val.test_scale=32", "data.val.test_crop_size=32"])
+    train_set, val_set = instantiate(cfg.data.train), instantiate(cfg.data.val)
+    assert train_set.flip_labels == {1: 2, 2: 1, 3: 4, 4: 3, 5: 6, 6: 5}  # left <-> right, by labels.json index
+    assert type(train_set.sampler).__name__ == type(val_set.sampler).__name__ == "SegmentSampler"
+    assert val_set.num_views == 3 and val_set.labels == [1, 4, 0]
