@@ -88,7 +88,7 @@ def check_dataset(
         DataError: the annotation file cannot be read or lists no video.
     """
     table = reader.read() if reader is not None else read_annotations(annotations, root, label_map=label_map)
-    annotations = reader.source if reader is not None else annotations
+    annotations = getattr(reader, "source", type(reader).__name__) if reader is not None else annotations
     min_frames = (num_frames - 1) * sampling_rate + 1
     options = dict(min_frames=min_frames, full=full, max_frame_pixels=max_frame_pixels, decode_timeout=decode_timeout)
     jobs = [(r.path, options) for r in table.records]

@@ -120,7 +120,8 @@ class VideoDataset(Dataset):
         self.root = str(root)
         if reader is None and annotations is None:
             raise ValueError("VideoDataset needs annotations=<file> or reader=<a nlnet.data.readers reader>")
-        self.annotations = str(annotations if reader is None else reader.source)
+        # what was read, for messages (a reader's ``source`` when it names one)
+        self.annotations = str(annotations if reader is None else getattr(reader, "source", type(reader).__name__))
         self.sampler = sampler if sampler is not None else DenseSampler()
         self.sampler.check(num_frames)
         self.mode = mode

@@ -46,7 +46,8 @@ _THREE_SPLITS = (1, 2, 3)
 
 
 class Reader(Protocol):
-    """What ``VideoDataset`` needs of a reader: ``source`` (what was read, for messages) and ``read()``."""
+    """What ``VideoDataset`` needs of a reader: ``read()``; ``source`` (what was read, named in messages)
+    is optional."""
 
     source: str
 
