@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from nlnet.utils.errors import DataError
 
 from .annotations import read_annotations
 from .decoding import DECODE_TIMEOUT, MAX_FRAME_PIXELS, VideoDecodeError, VideoReader
+from .multilabel import clip_target
 from .sampling import eval_clip_start, read_clip, train_clip_start
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
 
@@ -71,6 +72,10 @@ class VideoDataset(Dataset):
         max_frame_pixels: a video with larger frames (width x height) is a failure, not decoded
             (None: no cap).
         decode_timeout: a clip that takes longer to decode (seconds) is a failure (None: no limit).
+        reader: an annotation reader (``read() -> Annotations``, e.g. ``nlnet.data.multilabel.CharadesReader``)
+            used instead of ``annotations`` and ``label_map``. With a multi-label table (``multi_label``)
+            an item's ``label`` is a multi-hot (K,) float32 target (``nlnet.data.multilabel.clip_target``):
+            the actions overlapping the training clip's time span, all the video's actions in testing.
     """
 
     def __init__(
@@ -99,6 +104,7 @@ class VideoDataset(Dataset):
         decode_threads: int = 1,
         max_frame_pixels: int | None = MAX_FRAME_PIXELS,
         decode_timeout: float | None = DECODE_TIMEOUT,
+        reader: Any | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}: valid choices are {MODES}")
@@ -122,13 +128,16 @@ class VideoDataset(Dataset):
         self.reader_options = dict(threads=decode_threads, max_frame_pixels=max_frame_pixels,
                                    decode_timeout=decode_timeout)  # VideoReader's, for every video
         self.epoch = 0
-        table = read_annotations(annotations, root, label_map=label_map)
+        table = reader.read() if reader is not None else read_annotations(annotations, root, label_map=label_map)
         if not table.records:
             raise DataError(f"none of the {len(table.missing)} videos listed in {annotations} is under {root} "
                             f"(first: {table.missing[0]})")
         self.classes = table.classes
         self.video_paths = [r.path for r in table.records]
         self.labels = [r.label for r in table.records]
+        self.multi_label = table.multi_label
+        self.records = table.records
+        self._train_window: tuple[float, float] | None = None  # the last training clip's (start_s, end_s)
         self.num_missing = len(table.missing)
         self.failures: dict[str, str] = {}  # path -> reason, in this process (worker)
         self.train_transform = TrainTransform(crop_size=crop_size, scale=tuple(train_scale), flip_prob=flip_prob,
@@ -190,7 +199,11 @@ class VideoDataset(Dataset):
 
     def _item(self, video: torch.Tensor, video_index: int, view_index: int, ok: bool, failures: list,
               flip: bool) -> dict:
-        item = {"video": video, "label": self.labels[video_index], "video_index": video_index,
+        label = self.labels[video_index]
+        if self.multi_label:
+            window = self._train_window if self.mode == "train" else None
+            label = clip_target(self.records[video_index], len(self.classes), window)
+        item = {"video": video, "label": label, "video_index": video_index,
                 "view_index": view_index, "ok": ok, "failures": failures}
         if self.flip_on_device and self.mode == "train":
             item["flip"] = flip
@@ -200,8 +213,12 @@ class VideoDataset(Dataset):
         """uint8 (T, C, H, W) frames of a training clip at position ``u`` in [0, 1)."""
         with self._reader(path) as reader:
             return read_clip(reader, num_frames=self.num_frames, sampling_rate=self.sampling_rate,
-                             start=lambda duration, span: train_clip_start(duration, span, u),
+                             start=lambda duration, span: self._note_window(train_clip_start(duration, span, u), span),
                              short_side=short_side if self.decode_resize else None)
+
+    def _note_window(self, start: float, span: float) -> float:
+        self._train_window = (start, start + span)
+        return start
 
     def _test_item(self, index: int) -> dict:
         video_index, view_index = divmod(index, self.num_views)
