@@ -23,7 +23,7 @@ from nlnet.engine.evaluation import VideoPredictions, compute_metrics
 from nlnet.utils.errors import ConfigError
 from nlnet.utils.metrics import mean_average_precision, topk_accuracy
 
-__all__ = ["AGGREGATIONS", "SingleLabel", "MultiLabel", "objective_for", "compute_multilabel_metrics",
+__all__ = ["AGGREGATIONS", "SingleLabel", "MultiLabel", "objective_for", "objective_of", "compute_multilabel_metrics",
            "metrics_summary"]
 
 AGGREGATIONS = ("mean", "max")
@@ -95,10 +95,15 @@ class MultiLabel:
         return compute_multilabel_metrics(videos, class_names=class_names, views_per_video=views_per_video)
 
 
+def objective_of(multi_label: bool, *, aggregation: str | None = None) -> SingleLabel | MultiLabel:
+    """The objective of single- or multi-label data, with ``aggregation`` (None: its default)."""
+    kind = MultiLabel if multi_label else SingleLabel
+    return kind() if aggregation is None else kind(aggregation=aggregation)
+
+
 def objective_for(dataset: Any, *, aggregation: str | None = None) -> SingleLabel | MultiLabel:
     """The objective of a dataset's labels (its ``multi_label``), with ``aggregation`` (None: its default)."""
-    kind = MultiLabel if getattr(dataset, "multi_label", False) else SingleLabel
-    return kind() if aggregation is None else kind(aggregation=aggregation)
+    return objective_of(bool(getattr(dataset, "multi_label", False)), aggregation=aggregation)
 
 
 def compute_multilabel_metrics(videos: VideoPredictions, *, class_names: Sequence[str] | None = None,
