@@ -213,7 +213,8 @@ class VideoDataset(Dataset):
         """uint8 (T, C, H, W) frames of a training clip at position ``u`` in [0, 1)."""
         with self._reader(path) as reader:
             return read_clip(reader, num_frames=self.num_frames, sampling_rate=self.sampling_rate,
-                             start=lambda duration, span: self._note_window(train_clip_start(duration, span, u), span),
+                             start=lambda duration, span: self._note_window(train_clip_start(duration, span, u),
+                                                                            span),
                              short_side=short_side if self.decode_resize else None)
 
     def _note_window(self, start: float, span: float) -> float:

@@ -63,7 +63,8 @@ def read_charades_classes(path: str | os.PathLike) -> tuple[list[str], list[str]
     return ids, names
 
 
-def parse_actions(text: str, *, index: dict[str, int], length: float, where: str) -> tuple[tuple[int, float, float], ...]:
+def parse_actions(text: str, *, index: dict[str, int], length: float,
+                  where: str) -> tuple[tuple[int, float, float], ...]:
     """The ``(class, start_s, end_s)`` of a Charades ``actions`` cell (``c092 11.90 21.20;c147 0.00 12.60``).
 
     An end past ``length`` is clipped to it; a span that does not overlap the video at all is an error.
@@ -85,7 +86,8 @@ def parse_actions(text: str, *, index: dict[str, int], length: float, where: str
             if len(parts) != 3:
                 raise ValueError
         except (IndexError, ValueError):
-            raise DataError(f"{where}: expected actions like 'c092 11.90 21.20;c147 0.00 12.60', got {action!r}") from None
+            raise DataError(f"{where}: expected actions like 'c092 11.90 21.20;c147 0.00 12.60', "
+                            f"got {action!r}") from None
         if cls not in index:
             raise DataError(f"{where}: action {cls} is not in the class file ({len(index)} classes, "
                             f"{min(index)}..{max(index)})")

@@ -327,7 +327,8 @@ def make_synthetic_charades(
                                                rng=rng, noise=noise)
             write_video(videos / f"{vid}.mp4", frames, fps=fps, preset="veryfast")
             seconds = segment_frames / fps
-            actions = ";".join(f"c{label:03d} {i * seconds:.2f} {(i + 1) * seconds:.2f}" for i, label in enumerate(labels))
+            actions = ";".join(f"c{label:03d} {i * seconds:.2f} {(i + 1) * seconds:.2f}"
+                               for i, label in enumerate(labels))
             rows.append({"id": vid, "subject": "S01", "scene": "Synthetic", "quality": 7, "relevance": 7,
                          "verified": "Yes", "script": "", "objects": "", "descriptions": "", "actions": actions,
                          "length": f"{len(frames) / fps:.2f}"})

@@ -50,8 +50,8 @@ def confusion_figure(confusion: Sequence[Sequence[int]], class_names: Sequence[s
 def write_eval_metrics(writer: Any, metrics: dict[str, Any], step: int, *, tag: str,
                        class_names: Sequence[str] = ()) -> None:
     """An evaluation in TensorBoard: ``<tag>/top1``, ``top5``, ``mean_class_accuracy`` (multi-label:
-    ``<tag>/map``) and, when the
-    metrics have one, the confusion matrix as a figure (used in training and by ``launch.test``)."""
+    ``<tag>/map``) and, when the metrics have one, the confusion matrix as a figure (used in training and
+    by ``launch.test``)."""
     for key in (k for k in EVAL_SCALARS if k in metrics):
         writer.add_scalar(f"{tag}/{key}", metrics[key], step)
     confusion = metrics.get("confusion_matrix")

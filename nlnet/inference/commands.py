@@ -39,7 +39,8 @@ def _print_prediction(result: VideoPrediction, class_names: Sequence[str], k: in
     print(f"{result.path}: {info.duration:.2f}s, {result.num_views} views")
     print("  " + _format_top(result.scores, class_names, k, "\n  ", threshold))
     for w in result.timeline:
-        print(f"    {w.window.start:7.2f}-{w.window.end:.2f}s  {_format_top(w.scores, class_names, k, ' | ', threshold)}")
+        top = _format_top(w.scores, class_names, k, " | ", threshold)
+        print(f"    {w.window.start:7.2f}-{w.window.end:.2f}s  {top}")
 
 
 def _labels_at(result: VideoPrediction, class_names: Sequence[str], threshold: float | None = None):

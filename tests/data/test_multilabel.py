@@ -111,6 +111,7 @@ def test_dataset_targets_follow_the_clip_in_time(tmp_path):
     assert seen == {1, 2}  # clips inside one motion and across both
     test = VideoDataset(mode="test", num_clips=2, num_crops=1, test_scale=32, **common)
     item = test[0]
-    assert item["label"].nonzero().flatten().tolist() == list(test.records[0].labels) and len(test.records[0].labels) == 2
+    labels = list(test.records[0].labels)
+    assert item["label"].nonzero().flatten().tolist() == labels and len(labels) == 2
     batch = torch.utils.data.default_collate([test[0], test[1]])
     assert batch["label"].shape == (2, 3) and batch["label"].dtype == torch.float32

@@ -52,7 +52,8 @@ def test_losses_and_probabilities():
     assert MultiLabel().loss(logits, target) == pytest.approx(
         float(-(target * logits.sigmoid().log() + (1 - target) * (1 - logits.sigmoid()).log()).mean()))
     assert torch.equal(MultiLabel().probabilities(logits), logits.sigmoid())
-    assert SingleLabel().loss(logits, torch.tensor([2])) == pytest.approx(float(F.cross_entropy(logits, torch.tensor([2]))))
+    label = torch.tensor([2])
+    assert SingleLabel().loss(logits, label) == pytest.approx(float(F.cross_entropy(logits, label)))
     assert SingleLabel().batch_metrics(logits, torch.tensor([0])) == {"top1": 100.0, "top5": 100.0}
     assert MultiLabel().batch_metrics(logits, target) == {}
 
@@ -93,7 +94,8 @@ def test_the_trainer_trains_on_multi_hot_targets():
     target = (x[:, :3] > 0).float()  # learnable: class k present where feature k is positive
     batch = {"video": x.view(8, 4, 1, 1, 1), "label": target}
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    trainer = Trainer(model=model, optimizer=optimizer, scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1),
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1)
+    trainer = Trainer(model=model, optimizer=optimizer, scheduler=scheduler,
                       data=iter([batch] * 60), max_iter=60, device=torch.device("cpu"), objective=MultiLabel())
     trainer.train()
     assert trainer.storage.latest("loss") < 0.3 and "top1" not in trainer.storage.names()

@@ -15,7 +15,7 @@ from nlnet.data.decoding import VideoReader
 from nlnet.data.sampling import clip_span, clip_times, eval_clip_start
 from nlnet.data.synthetic import make_synthetic_charades
 from nlnet.engine.objectives import MultiLabel
-from nlnet.inference import Predictor, Timeline, load_trained_model
+from nlnet.inference import Predictor, load_trained_model
 from nlnet.inference.commands import run_export, run_predict
 from nlnet.inference.predict import select_classes
 from nlnet.utils.errors import ConfigError

@@ -33,9 +33,10 @@ def test_average_precision_is_the_mean_precision_at_each_positive(seed):
 
 def test_tied_scores_form_one_threshold():
     # at 0.5: 1 of 2 correct (precision 1/2, recall 1/2); at 0.2: 2 of 3 (precision 2/3, recall 1)
-    assert average_precision(torch.tensor([0.5, 0.5, 0.2]), torch.tensor([1, 0, 1])) == pytest.approx(0.5 / 2 + 0.5 * 2 / 3)
+    expected = 0.5 / 2 + 0.5 * 2 / 3
+    assert average_precision(torch.tensor([0.5, 0.5, 0.2]), torch.tensor([1, 0, 1])) == pytest.approx(expected)
     # order inside a tie does not matter
-    assert average_precision(torch.tensor([0.5, 0.5, 0.2]), torch.tensor([0, 1, 1])) == pytest.approx(0.5 / 2 + 0.5 * 2 / 3)
+    assert average_precision(torch.tensor([0.5, 0.5, 0.2]), torch.tensor([0, 1, 1])) == pytest.approx(expected)
 
 
 def test_a_class_without_positives_is_left_out_of_the_mean():
