@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from nlnet.data import VideoDataset
+from nlnet.data.annotations import VideoRecord
 from nlnet.data.multilabel import CharadesReader, MultiLabelListReader, clip_target, parse_actions
 from nlnet.data.synthetic import CHARADES_FIELDS, make_synthetic_charades
-from nlnet.data.annotations import VideoRecord
 from nlnet.utils.errors import DataError
 
 
