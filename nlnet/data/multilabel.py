@@ -128,6 +128,7 @@ class CharadesReader:
         self.classes = classes
         self.root = root
         self.extension = extension
+        self.source = str(annotations)  # what was read, named in messages
 
     def read(self) -> Annotations:
         """The present videos with all their actions (``labels``) and time spans (``spans``).
@@ -184,6 +185,7 @@ class MultiLabelListReader:
         self.root = root
         self.label_map = label_map
         self.num_classes = num_classes
+        self.source = str(annotations)
 
     def read(self) -> Annotations:
         """The present videos with their labels.
