@@ -33,6 +33,7 @@ class Restored:
         class_names: one name per output, or None when the checkpoint stores none.
         path: the checkpoint file.
         iteration: the training iteration of the checkpoint (None if not recorded).
+        multi_label: whether it was trained on multi-label data (sigmoid outputs).
     """
 
     model: nn.Module
@@ -40,6 +41,7 @@ class Restored:
     class_names: list[str] | None
     path: str
     iteration: int | None = None
+    multi_label: bool = False
 
 
 def _build(config: Mapping[str, Any], path: str) -> nn.Module:
@@ -87,4 +89,5 @@ def restore_checkpoint(checkpoint: str | os.PathLike, *, config: Mapping[str, An
         raise ConfigError(f"checkpoint={path}: {len(names)} class names for a model with {num_classes} outputs")
     iteration = state.get("iteration")
     return Restored(model=model, config=config, class_names=list(names) if names else None, path=path,
-                    iteration=int(iteration) if iteration is not None else None)
+                    iteration=int(iteration) if iteration is not None else None,
+                    multi_label=bool(state.get("multi_label", False)))

@@ -9,7 +9,7 @@ import json
 import os
 from collections.abc import Iterator
 
-from nlnet.engine import distributed as du
+from nlnet.utils import distributed as du
 from nlnet.solver.schedule import ScheduleBudget
 from nlnet.utils.io import atomic_path, exclusive_lock, remove_stale_temporaries
 from nlnet.utils.logger import get_logger, setup_logging

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -20,6 +21,8 @@ class EvalSettings:
         num_workers: loader worker processes (``data.num_workers``).
         worker_threads: threads each worker decodes with (``data.worker_threads``).
         class_names: one name per model output.
+        objective: the labels' objective (``nlnet.evaluation.objectives``): probabilities, view
+            aggregation and metrics of the test.
     """
 
     device: torch.device
@@ -29,6 +32,7 @@ class EvalSettings:
     num_workers: int
     worker_threads: int
     class_names: list[str]
+    objective: Any
 
 
 @dataclass(frozen=True)

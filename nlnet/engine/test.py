@@ -15,10 +15,11 @@ from nlnet.checkpoint.files import checkpoint_run_dir
 from nlnet.checkpoint.restore import restore_checkpoint
 from nlnet.data.loader import build_eval_loader
 from nlnet.data.prologue import BatchPrologue
-from nlnet.engine import distributed as du
+from nlnet.utils import distributed as du
 from nlnet.engine.hooks.tensorboard import open_writer, write_eval_metrics
 from nlnet.engine.settings import EvalSettings
 from nlnet.evaluation.multiview import evaluate, write_results
+from nlnet.evaluation.objectives import metrics_summary, objective_for
 from nlnet.utils.errors import ConfigError
 from nlnet.utils.logger import get_logger, setup_logging
 
@@ -36,7 +37,9 @@ def evaluate_dataset(model: nn.Module, dataset: Any, settings: EvalSettings) -> 
                     device=settings.device, class_names=class_names, views_per_video=int(dataset.num_views),
                     precision=settings.precision,
                     prologue=BatchPrologue.for_dataset(dataset, device=settings.device,
-                                                       channels_last=settings.channels_last))
+                                                       channels_last=settings.channels_last),
+                    probabilities=settings.objective.probabilities, aggregation=settings.objective.aggregation,
+                    metrics=settings.objective.metrics)
 
 
 def test_and_write(model: nn.Module, dataset: Any, settings: EvalSettings, *, output_dir: str,
@@ -48,20 +51,22 @@ def test_and_write(model: nn.Module, dataset: Any, settings: EvalSettings, *, ou
     if du.is_main_process():
         path = write_results(output_dir, metrics, videos, class_names=settings.class_names,
                              video_paths=list(getattr(dataset, "video_paths", []) or []),
-                             extra={"checkpoint": checkpoint})
+                             extra={"checkpoint": checkpoint, "view_aggregation": settings.objective.aggregation})
         for failed, reason in sorted(videos.failures.items()):
             get_logger().warning(f"cannot decode {failed} ({reason}); left out of the results")
     du.barrier()
     return metrics, path
 
 
-def eval_settings(cfg: Any, device: torch.device, class_names: list[str]) -> EvalSettings:
-    """The evaluation settings of a run config (validation, final test, ``test``)."""
+def eval_settings(cfg: Any, device: torch.device, class_names: list[str], dataset: Any) -> EvalSettings:
+    """The evaluation settings of a run config (validation, final test, ``test``); the objective is the
+    one of ``dataset``'s labels, with ``trainer.view_aggregation`` (null: its default)."""
     return EvalSettings(device=device, precision=str(cfg.trainer.precision),
                         channels_last=bool(cfg.trainer.channels_last),
                         batch_size=int(cfg.trainer.get("eval_batch_size") or cfg.data.batch_size),
                         num_workers=int(cfg.data.num_workers), worker_threads=int(cfg.data.get("worker_threads") or 1),
-                        class_names=class_names)
+                        class_names=class_names,
+                        objective=objective_for(dataset, aggregation=cfg.trainer.get("view_aggregation")))
 
 
 def uses_tensorboard(cfg: Any) -> bool:
@@ -69,8 +74,16 @@ def uses_tensorboard(cfg: Any) -> bool:
     return bool(cfg.get("logger")) and "_target_" in cfg.logger
 
 
+def check_label_kind(dataset: Any, multi_label: bool, key: str, trained_on: str) -> None:
+    """Refuse a multi-label dataset for a single-label model, or the reverse (one line naming ``key``)."""
+    kinds = {True: "multi-label", False: "single-label"}
+    if bool(getattr(dataset, "multi_label", False)) != multi_label:
+        raise ConfigError(f"{key}: a {kinds[not multi_label]} dataset, but {trained_on} is {kinds[multi_label]}; "
+                          f"use a {kinds[multi_label]} dataset (multi-label: data.*.reader)")
+
+
 def metrics_line(m: dict[str, Any]) -> str:
-    return (f"test: top1 {m['top1']:.2f}% top5 {m['top5']:.2f}% mean class {m['mean_class_accuracy']:.2f}% "
+    return (f"test: {metrics_summary(m, '%')} "
             f"({m['num_videos']} videos x {m['views_per_video']} views, {m['failed_videos']} failed)")
 
 
@@ -108,13 +121,15 @@ def _test(cfg: Any, checkpoint: str, output_dir: str, device: torch.device) -> d
     prologue = BatchPrologue.for_dataset(dataset, device=device, channels_last=bool(cfg.trainer.channels_last))
     prologue.prepare_model(model)
     class_names = list(restored.class_names or dataset.classes)
+    check_label_kind(dataset, restored.multi_label, "data.val", f"checkpoint {checkpoint}")
     if list(dataset.classes) != class_names:
         raise ConfigError(f"data.val.annotations: its {len(dataset.classes)} classes differ from the "
                           f"{len(class_names)} the checkpoint was trained on")
     log.info(f"testing {checkpoint} (iteration {restored.iteration}) on {dataset.num_videos} videos x "
              f"{dataset.num_views} views of {dataset.num_frames} frames at stride {dataset.sampling_rate}")
     start = time.perf_counter()
-    metrics, path = test_and_write(model, dataset, eval_settings(cfg, device, class_names), output_dir=output_dir,
+    metrics, path = test_and_write(model, dataset, eval_settings(cfg, device, class_names, dataset),
+                                   output_dir=output_dir,
                                    checkpoint=os.path.abspath(checkpoint))
     if uses_tensorboard(cfg):
         writer = open_writer(os.path.join(output_dir, "tensorboard"))

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from nlnet import config as C
-from nlnet.engine import distributed as du
+from nlnet.utils import distributed as du
 from nlnet.engine import hooks as H
 from nlnet.checkpoint.files import CheckpointManager, load_checkpoint, load_model_state
 from nlnet.checkpoint.weights import load_init_checkpoint, load_pretrained
@@ -27,7 +27,8 @@ from nlnet.engine.hooks.attention import clip_of_dataset
 from nlnet.engine.hooks.tensorboard import open_writer
 from nlnet.engine.run_dir import own_run_directory, restore_rng, write_plan
 from nlnet.engine.settings import EvalSettings, LoaderSettings
-from nlnet.engine.test import eval_settings, evaluate_dataset, metrics_line, test_and_write, uses_tensorboard
+from nlnet.engine.test import (check_label_kind, eval_settings, evaluate_dataset, metrics_line, test_and_write,
+                               uses_tensorboard)
 from nlnet.engine.trainer import Trainer
 from nlnet.solver.schedule import ScheduleBudget, build_scheduler
 from nlnet.utils.errors import CheckpointError, ConfigError, one_line
@@ -71,6 +72,7 @@ class _Data:
     classes: list[str]
     loader: LoaderSettings
     evaluation: EvalSettings
+    objective: Any
 
 
 def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
@@ -141,8 +143,9 @@ def _build_data(cfg: Any, model: nn.Module, device: torch.device) -> _Data:
     loader = LoaderSettings(batch_size=int(cfg.data.batch_size), num_workers=int(cfg.data.num_workers),
                             worker_threads=int(cfg.data.get("worker_threads") or 1), num_replicas=du.get_world_size(),
                             rank=du.get_rank())  # its failures: one log line per bad file
-    return _Data(train_set=train_set, classes=classes, loader=loader,
-                 evaluation=eval_settings(cfg, device, classes))
+    evaluation = eval_settings(cfg, device, classes, train_set)
+    return _Data(train_set=train_set, classes=classes, loader=loader, evaluation=evaluation,
+                 objective=evaluation.objective)
 
 
 def _build_trainer(cfg: Any, model: nn.Module, data: _Data, device: torch.device) -> tuple[Trainer, ScheduleBudget]:
@@ -170,7 +173,7 @@ def _build_trainer(cfg: Any, model: nn.Module, data: _Data, device: torch.device
     trainer = Trainer(model=model, optimizer=optimizer, scheduler=build_scheduler(optimizer, schedule=schedule),
                       data=loader, max_iter=max_iter, device=device, train_module=train_module,
                       precision=str(t_cfg.precision), grad_clip_norm=t_cfg.grad_clip_norm,
-                      prologue=prologue)
+                      prologue=prologue, objective=data.objective)
     return trainer, budget
 
 
@@ -188,16 +191,20 @@ def _build_hooks(cfg: Any, trainer: Trainer, data: _Data, manager: CheckpointMan
         hooks.append(H.PreciseBN(batches=precise_bn_batches, num_iters=int(t_cfg.precise_bn_iters),
                                  periods=(int(t_cfg.checkpoint_period), int(t_cfg.eval_period))))
     hooks.append(H.Checkpointer(manager=manager, period=int(t_cfg.checkpoint_period),
-                                extra={"config": C.to_container(cfg), "class_names": data.classes}))
+                                extra={"config": C.to_container(cfg), "class_names": data.classes,
+                                       "multi_label": data.objective.multi_label},
+                                best_metric=data.objective.best_metric))
     eval_set, final_test = None, None
     if t_cfg.eval_period > 0:
         val_set = eval_set = C.instantiate(cfg.data.val,
                                            **({} if t_cfg.eval_multi_view else {"num_clips": 1, "num_crops": 1}))
+        check_label_kind(val_set, data.objective.multi_label, "data.val", "data.train")
         hooks.append(H.EvalHook(period=int(t_cfg.eval_period), at_end=not t_cfg.test_at_end,
                                 evaluate=lambda: {**evaluate_dataset(model, val_set, data.evaluation)[0],
                                                   "tag": "val"}))
     if t_cfg.test_at_end:
         test_set = C.instantiate(cfg.data.val)
+        check_label_kind(test_set, data.objective.multi_label, "data.val", "data.train")
         eval_set = eval_set or test_set
 
         def test_and_record() -> dict[str, Any]:

@@ -8,7 +8,7 @@ mean/std), which ``predict`` and ``export`` use by default.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 import torch
@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from nlnet.checkpoint.restore import restore_checkpoint
 from nlnet.data.transforms import ViewProtocol
+from nlnet.evaluation.objectives import MultiLabel, SingleLabel, objective_of
 from nlnet.utils.errors import ConfigError
 
 __all__ = ["ViewProtocol", "TrainedModel", "load_trained_model"]
@@ -31,6 +32,8 @@ class TrainedModel:
         protocol: the stored test protocol (``data.val``).
         checkpoint: the file it came from.
         iteration: the training iteration of the checkpoint (None if not recorded).
+        objective: how outputs become probabilities and views combine: softmax and mean (single-label),
+            or a sigmoid per class and the checkpoint's ``trainer.view_aggregation`` (multi-label: max).
     """
 
     model: nn.Module
@@ -38,6 +41,7 @@ class TrainedModel:
     protocol: ViewProtocol
     checkpoint: str
     iteration: int | None = None
+    objective: SingleLabel | MultiLabel = field(default_factory=SingleLabel)
 
 
 def _protocol(val: Any, views: Mapping[str, Any] | None, path: str) -> ViewProtocol:
@@ -78,8 +82,10 @@ def load_trained_model(checkpoint: str | os.PathLike, *, views: Mapping[str, Any
     protocol = _protocol((restored.config.get("data") or {}).get("val"), views, restored.path)
     num_classes = getattr(restored.model, "num_classes", None)
     names = restored.class_names or [str(i) for i in range(num_classes or 0)]
+    aggregation = (restored.config.get("trainer") or {}).get("view_aggregation")
     return TrainedModel(model=restored.model, class_names=names, protocol=protocol, checkpoint=restored.path,
-                        iteration=restored.iteration)
+                        iteration=restored.iteration,
+                        objective=objective_of(restored.multi_label, aggregation=aggregation))
 
 
 def resolve_device(device: str) -> torch.device:

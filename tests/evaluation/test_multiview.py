@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from nlnet.engine import distributed as du
+from nlnet.utils import distributed as du
 from nlnet.evaluation.multiview import (ViewPredictions, aggregate_views, compute_metrics, evaluate, fail_whole_videos,
                                      gather_views, predict_views, write_results)
 from nlnet.data.loader import ShardSampler

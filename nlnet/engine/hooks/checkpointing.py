@@ -5,7 +5,7 @@ import math
 from typing import Any
 
 from nlnet.checkpoint.files import CheckpointManager, atomic_save
-from nlnet.engine import distributed as du
+from nlnet.utils import distributed as du
 from nlnet.engine.hooks.timing import is_due
 from nlnet.engine.trainer import HookBase
 from nlnet.utils.logger import get_logger

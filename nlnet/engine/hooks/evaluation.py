@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nlnet.engine.trainer import HookBase
+from nlnet.evaluation.objectives import metrics_summary
 from nlnet.utils.logger import get_logger
 
 
@@ -32,8 +33,7 @@ class EvalHook(HookBase):
             start = time.perf_counter()
             metrics = self.evaluate()
             get_logger().info(
-                f"{metrics.get('tag', 'validation')} at iteration {t.iter}: top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f} "
-                f"mean class {metrics['mean_class_accuracy']:.2f} ({metrics['num_videos']} videos, "
-                f"{time.perf_counter() - start:.1f}s)"
+                f"{metrics.get('tag', 'validation')} at iteration {t.iter}: {metrics_summary(metrics)} "
+                f"({metrics['num_videos']} videos, {time.perf_counter() - start:.1f}s)"
             )
             t.call_hooks("after_eval", metrics)

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from nlnet.data.prologue import BatchPrologue
-from nlnet.engine import distributed as du
+from nlnet.utils import distributed as du
 from nlnet.engine.trainer import HookBase
 from nlnet.utils.logger import get_logger
 from nlnet.utils.precision import autocast_context

@@ -5,7 +5,7 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
-from nlnet.engine import distributed as du
+from nlnet.utils import distributed as du
 from nlnet.engine.trainer import HookBase
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from nlnet.engine import distributed as du
+from nlnet.utils import distributed as du
 from nlnet.engine.trainer import HookBase
 from nlnet.utils.logger import get_logger
 
@@ -50,8 +50,9 @@ class MetricLogger(HookBase):
         done = t.iter - t.start_iter
         elapsed = time.perf_counter() - (self._start or time.perf_counter())
         eta = elapsed / max(done, 1) * (t.max_iter - t.iter)
+        batch_metrics = "".join(f" {name} {s.avg(name):.1f}" for name in t.objective.batch_metric_names)
         get_logger().info(
-            f"iter {t.iter}/{t.max_iter} loss {s.avg('loss'):.4f} top1 {s.avg('top1'):.1f} top5 {s.avg('top5'):.1f} "
+            f"iter {t.iter}/{t.max_iter} loss {s.avg('loss'):.4f}{batch_metrics} "
             f"lr {s.latest('lr'):.4g} data {s.avg('data_time'):.3f}s compute {s.avg('compute_time'):.3f}s "
             f"{s.avg('clips_per_s'):.1f} clips/s mem {memory_mb(t.device):.0f}MiB eta {_hms(eta)}"
         )
