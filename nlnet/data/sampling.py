@@ -19,6 +19,7 @@ import torch
 
 if TYPE_CHECKING:
     from .decoding import VideoReader
+    from .yuv import YuvClip
 
 __all__ = ["clip_span", "clip_times", "train_clip_start", "eval_clip_start", "read_clip"]
 
@@ -59,7 +60,8 @@ def eval_clip_start(duration: float, span: float, clip_index: int, num_clips: in
 
 
 def read_clip(reader: VideoReader, *, num_frames: int, sampling_rate: int,
-              start: float | Callable[[float, float], float], short_side: int | None = None) -> torch.Tensor:
+              start: float | Callable[[float, float], float], short_side: int | None = None,
+              planes: bool = False) -> torch.Tensor | YuvClip:
     """uint8 (T, C, H, W) frames of a T x tau clip (the one decoding path of datasets, inference, viz).
 
     Args:
@@ -68,9 +70,13 @@ def read_clip(reader: VideoReader, *, num_frames: int, sampling_rate: int,
         start: seconds from the first frame, or ``start(duration, span)`` giving them (e.g.
             ``lambda d, s: train_clip_start(d, s, u)``).
         short_side: the decoder scales frames to this short side (None: native size).
+        planes: return the same frames as YUV 4:2:0 planes (a ``nlnet.data.yuv.YuvClip``), not RGB.
     """
     info = reader.info
     if callable(start):
         start = start(info.duration, clip_span(num_frames, sampling_rate, info.fps))
-    frames, _ = reader.read(clip_times(start, num_frames, sampling_rate, info.fps), short_side=short_side)
+    times = clip_times(start, num_frames, sampling_rate, info.fps)
+    if planes:
+        return reader.read_planes(times, short_side=short_side)[0]
+    frames, _ = reader.read(times, short_side=short_side)
     return torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, H, W, C) -> (T, C, H, W)
