@@ -162,7 +162,7 @@ def _build_data(cfg: Any, model: nn.Module, device: torch.device) -> _Data:
     eval_kw = _eval_settings(cfg, device, classes)
     loader_kw = dict(batch_size=int(cfg.data.batch_size), num_workers=eval_kw["num_workers"],
                      num_replicas=du.get_world_size(), rank=du.get_rank(), worker_threads=eval_kw["worker_threads"],
-                     failures={})  # one log line per bad file
+                     failures={}, decoders={})  # one log line per bad file, per decoder
     return _Data(train_set=train_set, classes=classes, loader_kw=loader_kw, eval_kw=eval_kw)
 
 

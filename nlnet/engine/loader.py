@@ -171,17 +171,19 @@ class EndlessLoader:
             each new one is logged once. A batch with a failed item (the dataset ran out of other
             videos to try) stops training with a ``DataError``.
 
-    The decoders that ran (items' ``decoder``: ``"cpu"``, ``"cuda"`` or the reason NVDEC was not used)
-    are logged once each, a fallback as a warning, and kept in ``decoders`` (description -> clips).
+        decoders: the decoders that read the clips (items' ``decoder``: ``"cpu"``, ``"cuda"`` or the
+            reason NVDEC was not used) -> clips, shared like ``failures``: each new one is logged once,
+            a fallback from NVDEC as a warning.
     """
 
     def __init__(self, *, dataset: Dataset, batch_size: int, num_workers: int = 0, num_replicas: int = 1,
                  rank: int = 0, seed: int = 0, collate_fn: Callable | None = collate,
-                 pin_memory: bool = False, worker_threads: int = 1, failures: dict[str, str] | None = None) -> None:
+                 pin_memory: bool = False, worker_threads: int = 1, failures: dict[str, str] | None = None,
+                 decoders: dict[str, int] | None = None) -> None:
         self.dataset = dataset
         self.seed = seed
         self.failures = failures if failures is not None else {}
-        self.decoders: dict[str, int] = {}
+        self.decoders = decoders if decoders is not None else {}
         self.sampler = ResumableDistributedSampler(size=len(dataset), batch_size=batch_size,
                                                    num_replicas=num_replicas, rank=rank, seed=seed)
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
