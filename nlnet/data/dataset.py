@@ -272,6 +272,8 @@ class VideoDataset(Dataset):
         return self.color_convert == "device"
 
     def _reader(self, path: str) -> VideoReader:
+        if self.decoder.device == "cpu":
+            return VideoReader(path, **self.reader_options)
         reader, self.decoded_by = self.decoder.open(path, **self.reader_options)
         return reader
 
