@@ -94,6 +94,10 @@ def test_demo_trains_and_tests_with_cuda_decoding_requested_and_one_warning(tiny
     assert len(fallback) == 1 and "WARNING" in fallback[0], fallback
     assert "data: videos decoded by cpu (data.decode_device=cuda: " in fallback[0]
     assert any(line.split("] ", 1)[-1].startswith("test: top1") for line in log)  # and tested
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
+    assert any(tag.startswith("data/decoder") for tag in events.Tags()["tensors"]), events.Tags()
 
 
 @pytest.mark.gpu
