@@ -18,6 +18,7 @@ import json
 import os
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import av
@@ -38,26 +39,32 @@ __all__ = ["run_decode", "run_part", "compare_planes", "SETTINGS"]
 _ALL = "all"  # workers: every CPU but two (the main process and the system), as the "loader" part
 # (decode_device, color_convert, workers) of each measured row, the baseline first.
 ROWS = [("cpu", "worker", 1), ("cuda", "worker", 1), ("cpu", "worker", _ALL), ("cuda", "worker", _ALL),
-        ("cpu", "device", _ALL), ("cuda", "device", _ALL)]
+        ("cuda", "device", _ALL), ("cpu", "device", _ALL)]
 SETTINGS: dict[bool, dict[str, Any]] = {
     False: {"device": "cuda", "videos": {"count": 8, "width": 456, "height": 256, "frames": 250, "gop_size": 25},
             "clip": {"num_frames": 32, "sampling_rate": 2, "crop_size": 224, "train_scale": [256, 320]},
-            "batch": 8, "seconds": 6.0, "startup_s": 12.0, "min_items": 4000},
+            "batch": 8, "seconds": 5.0, "startup_s": 6.0, "min_items": 4000},
     True: {"device": "cpu", "videos": {"count": 2, "width": 48, "height": 32, "frames": 24, "gop_size": 8},
            "clip": {"num_frames": 4, "sampling_rate": 2, "crop_size": 24, "train_scale": [28, 34]},
            "batch": 2, "seconds": 0.5, "startup_s": 4.0, "min_items": 200},
 }
 
 
-def _videos(root: Path, spec: dict[str, Any], min_items: int) -> tuple[Path, list[Path]]:
-    """H.264 videos with one keyframe every ``gop_size`` frames, and a list repeating them."""
-    make_synthetic_dataset(root, num_classes=1, train_per_class=spec["count"], val_per_class=0,
-                           num_frames=spec["frames"], size=(spec["width"], spec["height"]), noise=8.0,
-                           gop_size=spec["gop_size"], seed=0)
-    paths = sorted(Path(root, "train").rglob("*.mp4"))
+def _videos(root: Path, spec: dict[str, Any], min_items: int,
+            videos: list[str] | None) -> tuple[Path, list[Path]]:
+    """H.264 videos with one keyframe every ``gop_size`` frames (``videos`` when given, else written
+    under ``root``), and a list under ``root`` repeating them."""
+    if videos:
+        paths = [Path(p).resolve() for p in videos]
+    else:
+        make_synthetic_dataset(root, num_classes=1, train_per_class=spec["count"], val_per_class=0,
+                               num_frames=spec["frames"], size=(spec["width"], spec["height"]), noise=8.0,
+                               gop_size=spec["gop_size"], seed=0)
+        paths = sorted(Path(root, "train").rglob("*.mp4"))
+    root.mkdir(parents=True, exist_ok=True)
     listing = root / "decode_list.txt"
     repeats = max(1, -(-min_items // len(paths)))
-    listing.write_text("".join(f"{p.relative_to(root)} 0\n" for _ in range(repeats) for p in paths))
+    listing.write_text("".join(f"{p} 0\n" for _ in range(repeats) for p in paths))
     return listing, paths
 
 
@@ -132,7 +139,8 @@ def _verdict(loader: float, step: float | None) -> dict[str, Any]:
 
 
 def run_decode(out_dir: str | os.PathLike, budget_s: float, cpu_rehearsal: bool, *,
-               step_clips_per_s: float | None = None) -> dict[str, Any]:
+               step_clips_per_s: float | None = None, videos: list[str] | None = None,
+               record: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """The decode part: bench videos under ``out_dir``, then every row of :data:`ROWS` that fits.
 
     Args:
@@ -140,6 +148,8 @@ def run_decode(out_dir: str | os.PathLike, budget_s: float, cpu_rehearsal: bool,
         budget_s: seconds for the whole part; rows that no longer fit are recorded as skipped.
         cpu_rehearsal: tiny shapes on the CPU (NVDEC rows then show the CPU fallback and its reason).
         step_clips_per_s: the train step's clips/s (the "train" part), for the GPU-/data-bound verdict.
+        videos: bench videos already written (the check's "videos" part); None: write them.
+        record: called with the result so far after each step (a part stopped at its budget keeps it).
 
     Returns:
         A JSON-able dict: machine facts, the planes comparison and one row per setting.
@@ -151,32 +161,37 @@ def run_decode(out_dir: str | os.PathLike, budget_s: float, cpu_rehearsal: bool,
     out = Path(out_dir)
     root = out / "decode_videos"
     start = time.perf_counter()
-    listing, paths = _videos(root, options["videos"], options["min_items"])
+    listing, paths = _videos(root, options["videos"], options["min_items"], videos)
     all_workers = max(1, (os.cpu_count() or 1) - 2)
     result: dict[str, Any] = {
         "mode": "cpu-rehearsal" if cpu_rehearsal else "gpu", "device": str(device), "cpus": os.cpu_count(),
         "libnvcuvid": nvcuvid_library(), "hwdevices": av.codec.hwaccel.hwdevices_available(),
-        "videos": {**options["videos"], "seconds_to_write": time.perf_counter() - start, "codec": "h264"},
+        "videos": {**options["videos"], "count": len(paths), "seconds_to_write": time.perf_counter() - start,
+                   "written_here": not videos, "codec": "h264"},
         "clip": options["clip"], "batch": options["batch"], "rows": []}
     try:
         result["planes"] = compare_planes(paths[0])
     except Exception as error:  # no device, no libnvcuvid: PyAV raises at open
         result["planes"] = {"status": "skipped", "reason": f"{type(error).__name__}: {error}".splitlines()[0]}
+    if record is not None:
+        record(result)
     for decode_device, color_convert, workers in ROWS:
         workers = all_workers if workers == _ALL else workers
         row: dict[str, Any] = {"decode_device": decode_device, "color_convert": color_convert, "workers": workers}
         if time.time() + options["seconds"] + options["startup_s"] > deadline:
-            result["rows"].append({**row, "status": "skipped", "reason": "part budget spent"})
-            continue
-        try:
-            dataset = VideoDataset(root=root, annotations=listing, mode="train", **options["clip"],
-                                   decode_device=decode_device, color_convert=color_convert)
-            row.update(measure(dataset, batch=options["batch"], workers=workers, seconds=options["seconds"],
-                               device=device), status="ok")
-            row.update(_verdict(row["clips_per_s"], step_clips_per_s))
-        except Exception as error:  # one failing setting must not cost the others
-            row.update(status="failed", reason=f"{type(error).__name__}: {error}".splitlines()[0][:300])
+            row.update(status="skipped", reason="part budget spent")
+        else:
+            try:
+                dataset = VideoDataset(root=root, annotations=listing, mode="train", **options["clip"],
+                                       decode_device=decode_device, color_convert=color_convert)
+                row.update(measure(dataset, batch=options["batch"], workers=workers, seconds=options["seconds"],
+                                   device=device), status="ok")
+                row.update(_verdict(row["clips_per_s"], step_clips_per_s))
+            except Exception as error:  # one failing setting must not cost the others
+                row.update(status="failed", reason=f"{type(error).__name__}: {error}".splitlines()[0][:300])
         result["rows"].append(row)
+        if record is not None:
+            record(result)
     with atomic_path(out / "gpu_decode.json") as tmp:
         Path(tmp).write_text(json.dumps(result, indent=1, default=str))
     return result
@@ -187,6 +202,9 @@ def run_part(settings: dict[str, Any], recorder: Any) -> None:
     rows = [r for r in (settings.get("results", {}).get("train") or {}).get("rows", [])
             if r.get("status") == "ok" and r.get("model") == "NL I3D R50" and r.get("clip") == "32x2"]
     step = max((r["clips_per_s"] for r in rows), default=None)
+    videos = (settings.get("results", {}).get("videos") or {}).get("bench_paths")
+    bench = (settings.get("results", {}).get("videos") or {}).get("bench_root")
     budget = float(settings["deadline"]) - time.time() - 5.0
-    recorder.set(**run_decode(Path(settings["work"]) / "decode", budget, bool(settings["rehearsal"]),
-                              step_clips_per_s=step))
+    run_decode(Path(settings["work"]) / "decode", budget, bool(settings["rehearsal"]), step_clips_per_s=step,
+               videos=[str(Path(bench) / p) for p in videos] if videos and bench else None,
+               record=lambda result: recorder.set(**result))

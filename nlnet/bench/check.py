@@ -75,7 +75,7 @@ PARTS = (
     Part(name="torchrun", target="nlnet.bench.resume:run", title="torchrun demo, stopped and resumed",
          needs=("videos",)),
     Part(name="decode", target="benchmarks.gpu_decode:run_part", title="decoding: CPU vs NVDEC, RGB in the "
-         "worker vs on the device", uses=("train",), after=("videos",)),
+         "worker vs on the device", uses=("train", "videos"), after=("videos",)),
 )
 
 

@@ -31,10 +31,10 @@ GPU: dict[str, Any] = {
     "device": "cuda",
     "rehearsal": False,
     "threads": None,  # torch's default intra-op threads
-    "total_budget": 530,
-    # env + tests + nonlocal + train + pytorchvideo + loader + torchrun + decode = 530 s; videos beside tests
+    "total_budget": 535,
+    # env + tests + nonlocal + train + pytorchvideo + loader + torchrun + decode = 535 s; videos beside tests
     "budgets": {"env": 15, "videos": 120, "tests": 90, "nonlocal": 45, "train": 150, "pytorchvideo": 40,
-                "loader": 45, "torchrun": 75, "decode": 70},
+                "loader": 45, "torchrun": 75, "decode": 75},
     "env": {"matmul_size": 8192, "repeats": 10},
     "tests": {"per_test_timeout": 120},
     "nonlocal": {"shapes": [[2, 512, 4, 28, 28], [2, 1024, 4, 14, 14],     # res3 / res4, 32-frame clips
@@ -63,9 +63,9 @@ CPU_REHEARSAL: dict[str, Any] = {
     "device": "cpu",
     "rehearsal": True,
     "threads": 1,  # OMP_NUM_THREADS for every part: on a loaded 2-core machine more threads only spin
-    "total_budget": 660,
+    "total_budget": 720,
     "budgets": {"env": 30, "videos": 120, "tests": 120, "nonlocal": 60, "train": 150, "pytorchvideo": 90,
-                "loader": 60, "torchrun": 150, "decode": 60},
+                "loader": 60, "torchrun": 150, "decode": 120},
     "env": {"matmul_size": 256, "repeats": 3},
     "tests": {"per_test_timeout": 120},
     "nonlocal": {"shapes": [[2, 16, 4, 8, 8], [2, 32, 2, 6, 6]], "precisions": ["fp32", "bf16"],
