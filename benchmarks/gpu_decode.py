@@ -5,7 +5,8 @@ second), it measures the training loader (``VideoDataset`` in train mode through
 each batch through the trainer's ``BatchPrologue``) with ``data.decode_device`` cpu and cuda,
 ``data.color_convert`` worker and device, with 1 and with all workers: clips/s, CPU seconds per
 clip (the loader's processes: main and workers), and the verdict of the "loader" part (GPU-bound or
-data-bound against the train step's clips/s, when the "train" part measured it). It also says
+data-bound against the train step's clips/s, when the "train" part measured it), and, in one process
+without a loader, the CPU ms per item of ``color_convert`` worker and device. It also says
 whether ``libnvcuvid`` was found, which decoder the workers actually used, and whether NVDEC's
 planes equal FFmpeg's software planes on every frame of a video (H.264 decoding is exact).
 
@@ -29,7 +30,7 @@ from av.codec.hwaccel import HWAccel
 from nlnet.data import VideoDataset
 from nlnet.data.hwdecode import nvcuvid_library
 from nlnet.data.synthetic import make_synthetic_dataset
-from nlnet.data.yuv import frame_planes
+from nlnet.data.yuv import frame_planes, yuv_to_rgb
 from nlnet.engine.loader import EndlessLoader
 from nlnet.engine.prologue import BatchPrologue
 from nlnet.utils.io import atomic_path
@@ -43,10 +44,10 @@ ROWS = [("cpu", "worker", 1), ("cuda", "worker", 1), ("cpu", "worker", _ALL), ("
 SETTINGS: dict[bool, dict[str, Any]] = {
     False: {"device": "cuda", "videos": {"count": 8, "width": 456, "height": 256, "frames": 250, "gop_size": 25},
             "clip": {"num_frames": 32, "sampling_rate": 2, "crop_size": 224, "train_scale": [256, 320]},
-            "batch": 8, "seconds": 5.0, "startup_s": 6.0, "min_items": 4000},
+            "batch": 8, "seconds": 5.0, "startup_s": 6.0, "min_items": 4000, "item_rounds": 3, "items": 8},
     True: {"device": "cpu", "videos": {"count": 2, "width": 48, "height": 32, "frames": 24, "gop_size": 8},
            "clip": {"num_frames": 4, "sampling_rate": 2, "crop_size": 24, "train_scale": [28, 34]},
-           "batch": 2, "seconds": 0.5, "startup_s": 4.0, "min_items": 200},
+           "batch": 2, "seconds": 0.5, "startup_s": 4.0, "min_items": 200, "item_rounds": 2, "items": 2},
 }
 
 
@@ -131,6 +132,27 @@ def measure(dataset: VideoDataset, *, batch: int, workers: int, seconds: float,
             "clip_shape": list(video.shape[1:])}
 
 
+def item_cpu_ms(root: Path, listing: Path, clip: dict[str, Any], *, items: int, rounds: int) -> dict[str, Any]:
+    """CPU ms per training item in this process (one thread, no loader), ``color_convert`` worker vs
+    device, rounds interleaved; and the CPU ms per clip of ``yuv_to_rgb`` on the device's items."""
+    torch.set_num_threads(1)
+    datasets = {mode: VideoDataset(root=root, annotations=listing, mode="train", **clip, color_convert=mode)
+                for mode in ("worker", "device")}
+    times: dict[str, list[float]] = {"worker": [], "device": [], "yuv_to_rgb_on_cpu": []}
+    for round_ in range(rounds):
+        for mode, dataset in datasets.items():
+            dataset.set_epoch(round_)
+            start = time.process_time()
+            batch = [dataset[i] for i in range(items)]
+            times[mode].append(1000 * (time.process_time() - start) / items)
+        y, uv = (torch.stack([item[key] for item in batch]) for key in ("video", "chroma"))
+        start = time.process_time()
+        yuv_to_rgb(y, uv, torch.tensor([item["yuv_format"] for item in batch]))
+        times["yuv_to_rgb_on_cpu"].append(1000 * (time.process_time() - start) / items)
+    best = {mode: min(values) for mode, values in times.items()}
+    return {"rounds_ms": times, "best_ms": best, "device_over_worker": best["device"] / best["worker"]}
+
+
 def _verdict(loader: float, step: float | None) -> dict[str, Any]:
     if not step:
         return {}
@@ -173,6 +195,8 @@ def run_decode(out_dir: str | os.PathLike, budget_s: float, cpu_rehearsal: bool,
         result["planes"] = compare_planes(paths[0])
     except Exception as error:  # no device, no libnvcuvid: PyAV raises at open
         result["planes"] = {"status": "skipped", "reason": f"{type(error).__name__}: {error}".splitlines()[0]}
+    result["item_cpu_ms"] = item_cpu_ms(root, listing, options["clip"], items=options["items"],
+                                        rounds=options["item_rounds"])
     if record is not None:
         record(result)
     for decode_device, color_convert, workers in ROWS:
