@@ -44,7 +44,7 @@ ROWS = [("cpu", "worker", 1), ("cuda", "worker", 1), ("cpu", "worker", _ALL), ("
 SETTINGS: dict[bool, dict[str, Any]] = {
     False: {"device": "cuda", "videos": {"count": 8, "width": 456, "height": 256, "frames": 250, "gop_size": 25},
             "clip": {"num_frames": 32, "sampling_rate": 2, "crop_size": 224, "train_scale": [256, 320]},
-            "batch": 8, "seconds": 5.0, "startup_s": 6.0, "min_items": 4000, "item_rounds": 3, "items": 8},
+            "batch": 8, "seconds": 3.0, "startup_s": 4.0, "min_items": 4000, "item_rounds": 3, "items": 8},
     True: {"device": "cpu", "videos": {"count": 2, "width": 48, "height": 32, "frames": 24, "gop_size": 8},
            "clip": {"num_frames": 4, "sampling_rate": 2, "crop_size": 24, "train_scale": [28, 34]},
            "batch": 2, "seconds": 0.5, "startup_s": 4.0, "min_items": 200, "item_rounds": 2, "items": 2},
