@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import av
@@ -35,7 +35,7 @@ from nlnet.engine.loader import EndlessLoader
 from nlnet.engine.prologue import BatchPrologue
 from nlnet.utils.io import atomic_path
 
-__all__ = ["run_decode", "run_part", "compare_planes", "SETTINGS"]
+__all__ = ["SETTINGS", "compare_planes", "run_decode", "run_part"]
 
 _ALL = "all"  # workers: every CPU but two (the main process and the system), as the "loader" part
 # (decode_device, color_convert, workers) of each measured row, the baseline first.

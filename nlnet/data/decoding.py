@@ -379,6 +379,8 @@ class VideoReader:
             key = id(frame)
             if key not in arrays:
                 width, height = scaled_size(frame.width, frame.height, short_side)
+                if frame.format.name == "nv12":  # NVDEC's layout: planar first, so RGB is the software path's
+                    frame = frame.reformat(format="yuv420p")
                 rgb = _reformatter().reformat(
                     frame, width, height, "rgb24", interpolation=self.interpolation, threads=1
                 )

@@ -13,10 +13,12 @@ that ran (``"cuda"``, or ``"cpu"`` with the reason), which items carry to the ma
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 
+import av
 from av.codec.hwaccel import HWAccel, hwdevices_available
 
 from nlnet.utils.errors import ConfigError
@@ -62,7 +64,8 @@ class Decoder:
 
     Args:
         device: ``"cpu"`` (FFmpeg's software decoders) or ``"cuda"`` (NVDEC through PyAV's hwaccel).
-        gpu: CUDA device index for NVDEC (None: the default device).
+        gpu: CUDA device index for NVDEC (None: ``LOCAL_RANK``, the device the trainer of this
+            process's rank computes on, ``nlnet.engine.distributed``).
     """
 
     def __init__(self, *, device: str = "cpu", gpu: int | None = None) -> None:
@@ -70,9 +73,10 @@ class Decoder:
         self.gpu = gpu
         self._pid: int | None = None  # the process whose probe ``_fallback`` holds (workers are forked)
         self._fallback: str | None = None  # why this process decodes on the CPU
+        self._retained: HWAccel | None = None  # holds the device's primary CUDA context for the process
 
     def __getstate__(self) -> dict:
-        return dict(self.__dict__, _pid=None, _fallback=None)  # a new process probes again
+        return dict(self.__dict__, _pid=None, _fallback=None, _retained=None)  # a new process probes again
 
     def fallback(self) -> str | None:
         """Why this process decodes on the CPU although ``device`` asks otherwise (None: it does not)."""
@@ -92,8 +96,11 @@ class Decoder:
             return VideoReader(path, **options), self._describe("cpu", self._fallback)
         if self.device == "cpu":
             return VideoReader(path, **options), "cpu"
-        hwaccel = HWAccel(self.device, device=None if self.gpu is None else str(self.gpu),
-                          allow_software_fallback=True)
+        gpu = self.gpu if self.gpu is not None else int(os.environ.get("LOCAL_RANK", "0"))
+        # every file opens its own FFmpeg device context; on the device's primary CUDA context, held
+        # for the whole process (``_retained``), that costs a reference, not a new CUDA context
+        hwaccel = HWAccel(self.device, device=str(gpu), allow_software_fallback=True,
+                          options={"primary_ctx": "1"} if self.device == "cuda" else None)
         try:
             reader = VideoReader(path, hwaccel=hwaccel, **options)
         except VideoDecodeError as error:
@@ -103,6 +110,9 @@ class Decoder:
         context = reader.stream.codec_context
         if not context.is_hwaccel:
             return reader, self._describe("cpu", f"NVDEC does not take codec {context.name}")
+        if self._retained is None:
+            with contextlib.suppress(OSError, NotImplementedError, av.FFmpegError):  # only a saving: never fail
+                self._retained = hwaccel.create(context.codec)
         return reader, self.device
 
     def _describe(self, decoder: str, reason: str) -> str:

@@ -23,13 +23,11 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
-__all__ = ["FORMATS", "YuvClip", "frame_format", "frame_planes", "yuv_to_rgb", "BATCH_KEYS"]
+__all__ = ["FORMATS", "YuvClip", "frame_format", "frame_planes", "yuv_to_rgb"]
 
 # (matrix, range) of a clip; items carry the index. Matrices by their (Kr, Kb) luma weights.
 FORMATS = (("bt601", "limited"), ("bt601", "full"), ("bt709", "limited"), ("bt709", "full"))
 _LUMA_WEIGHTS = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
-# Items' keys of a YUV clip besides ``video`` (the Y plane).
-BATCH_KEYS = ("chroma", "yuv_format")
 
 # FFmpeg's tags (AVColorSpace, AVColorRange) that select BT.709 and the full range; every other value
 # takes FFmpeg's defaults (BT.601, limited range; full for the yuvj formats).

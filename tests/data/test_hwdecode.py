@@ -4,10 +4,9 @@ import pickle
 import av
 import pytest
 import torch
-
 from conftest import compose, tiny_overrides
-from nlnet.data import VideoDataset
-from nlnet.data import decoding
+
+from nlnet.data import VideoDataset, decoding
 from nlnet.data.decoding import VideoDecodeError
 from nlnet.data.hwdecode import Decoder, nvcuvid_library
 from nlnet.engine.launch import train

@@ -96,9 +96,16 @@ def test_nv12_frames_give_the_same_planes_as_yuv420p(tmp_path, synthetic_frames)
     write_tagged(path, "libx264", 2, 0, synthetic_frames)
     frame = frames_of(path)[0]
     y, uv = frame_planes(frame)
-    y12, uv12 = frame_planes(frame.reformat(format="nv12"))  # NVDEC's frames arrive as nv12
+    nv12 = frame.reformat(format="nv12")  # NVDEC's frames arrive as nv12
+    y12, uv12 = frame_planes(nv12)
     np.testing.assert_array_equal(y, y12)
     np.testing.assert_array_equal(uv, uv12)
+    # and VideoReader converts them to the software frames' RGB, bit for bit
+    reader = VideoReader.__new__(VideoReader)
+    reader.interpolation = "BILINEAR"
+    for short_side in (None, 40):
+        (rgb, _), (rgb12, _) = (reader._convert([(0.0, f)], short_side) for f in (frame, nv12))
+        np.testing.assert_array_equal(rgb, rgb12)
 
 
 def random_clip(t=3, h=40, w=56, seed=0):
