@@ -393,7 +393,6 @@ class VideoReader:
             times.append(t)
         return np.stack(out), np.asarray(times)
 
-
     def _planes(self, chosen: list, short_side: int | None) -> tuple[YuvClip, np.ndarray]:
         planes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for _, frame in chosen:

@@ -170,7 +170,6 @@ class EndlessLoader:
         failures: videos that failed to decode (path -> reason), shared by the loaders of one run:
             each new one is logged once. A batch with a failed item (the dataset ran out of other
             videos to try) stops training with a ``DataError``.
-
         decoders: the decoders that read the clips (items' ``decoder``: ``"cpu"``, ``"cuda"`` or the
             reason NVDEC was not used) -> clips, shared like ``failures``: each new one is logged once,
             a fallback from NVDEC as a warning.

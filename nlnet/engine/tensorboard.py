@@ -61,8 +61,9 @@ def write_eval_metrics(writer: Any, metrics: dict[str, Any], step: int, *, tag: 
 
 class TensorBoardLogger(HookBase):
     """TensorBoard scalars (train loss, lr, top-1/top-5, data vs compute time, clips/s, memory; val
-    top-1/top-5/mean class accuracy), the config and the decoders that read the clips as text, the confusion matrix as a figure and hparams
-    with the final metrics. Writes nothing where ``writer`` is None (ranks other than 0).
+    top-1/top-5/mean class accuracy), the config and the decoders that read the clips as text, the confusion
+    matrix as a figure and hparams with the final metrics. Writes nothing where ``writer`` is None (ranks
+    other than 0).
 
     Args:
         writer: a ``torch.utils.tensorboard.SummaryWriter`` (created and closed by the caller, who
