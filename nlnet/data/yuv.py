@@ -7,7 +7,7 @@ chroma sample. The batch prologue (``nlnet.engine.prologue``) converts them to u
 :func:`yuv_to_rgb`, as FFmpeg's ``rgb24`` conversion does: the matrix the stream declares (BT.709,
 otherwise BT.601, FFmpeg's default) in the range it declares (full for JPEG-range streams, otherwise
 limited, 16-235 / 16-240), chroma repeated over its 2x2 block. ``docs/benchmarks.md`` gives the
-measured difference to FFmpeg's ``rgb24`` (at most a few levels, mean well under one).
+measured difference to FFmpeg's ``rgb24`` (at most 3 levels, about one on average).
 
 Layout: a :class:`YuvClip` holds uint8 ``y`` (T, 1, H, W) and ``uv`` (T, 2, ceil(H/2), ceil(W/2))
 (the (T, C, H, W) order of RGB clips); items carry ``y`` as ``video`` (1, T, H, W), ``uv`` as
