@@ -153,6 +153,17 @@ def item_cpu_ms(root: Path, listing: Path, clip: dict[str, Any], *, items: int, 
     return {"rounds_ms": times, "best_ms": best, "device_over_worker": best["device"] / best["worker"]}
 
 
+def summary_line(row: dict[str, Any]) -> str:
+    """One row in words: setting, clips/s, CPU-s per clip, verdict, the decoders that ran."""
+    setting = f"decode_device={row['decode_device']} color_convert={row['color_convert']} workers={row['workers']}"
+    if row.get("status") != "ok":
+        return f"{setting}: {row.get('status')} ({row.get('reason')})"
+    cpu = row.get("cpu_s_per_clip")
+    verdict = f", {row['verdict']} x{row['factor']:.2f}" if "verdict" in row else ""
+    return (f"{setting}: {row['clips_per_s']:.1f} clips/s, "
+            f"{'-' if cpu is None else f'{cpu:.3f}'} CPU-s/clip{verdict}; decoders {sorted(row['decoders'])}")
+
+
 def _verdict(loader: float, step: float | None) -> dict[str, Any]:
     if not step:
         return {}
@@ -186,6 +197,7 @@ def run_decode(out_dir: str | os.PathLike, budget_s: float, cpu_rehearsal: bool,
     listing, paths = _videos(root, options["videos"], options["min_items"], videos)
     all_workers = max(1, (os.cpu_count() or 1) - 2)
     result: dict[str, Any] = {
+        "summary": [],  # one line per row, first: the check's Markdown shows the start of the JSON
         "mode": "cpu-rehearsal" if cpu_rehearsal else "gpu", "device": str(device), "cpus": os.cpu_count(),
         "libnvcuvid": nvcuvid_library(), "hwdevices": av.codec.hwaccel.hwdevices_available(),
         "videos": {**options["videos"], "count": len(paths), "seconds_to_write": time.perf_counter() - start,
@@ -193,7 +205,7 @@ def run_decode(out_dir: str | os.PathLike, budget_s: float, cpu_rehearsal: bool,
         "clip": options["clip"], "batch": options["batch"], "rows": []}
     try:
         result["planes"] = compare_planes(paths[0])
-    except Exception as error:  # no device, no libnvcuvid: PyAV raises at open
+    except Exception as error:  # noqa: BLE001 - no device, no libnvcuvid: PyAV raises at open
         result["planes"] = {"status": "skipped", "reason": f"{type(error).__name__}: {error}".splitlines()[0]}
     result["item_cpu_ms"] = item_cpu_ms(root, listing, options["clip"], items=options["items"],
                                         rounds=options["item_rounds"])
@@ -211,9 +223,10 @@ def run_decode(out_dir: str | os.PathLike, budget_s: float, cpu_rehearsal: bool,
                 row.update(measure(dataset, batch=options["batch"], workers=workers, seconds=options["seconds"],
                                    device=device), status="ok")
                 row.update(_verdict(row["clips_per_s"], step_clips_per_s))
-            except Exception as error:  # one failing setting must not cost the others
+            except Exception as error:  # noqa: BLE001 - one failing setting must not cost the others
                 row.update(status="failed", reason=f"{type(error).__name__}: {error}".splitlines()[0][:300])
         result["rows"].append(row)
+        result["summary"].append(summary_line(row))
         if record is not None:
             record(result)
     with atomic_path(out / "gpu_decode.json") as tmp:

@@ -17,6 +17,9 @@ def test_cpu_rehearsal_measures_every_setting_and_says_which_decoder_ran(tmp_pat
     assert all(r["clips_per_s"] > 0 and r["cpu_s_per_clip"] > 0 for r in rows)
     assert all(r["verdict"] in ("GPU-bound", "data-bound") and r["factor"] >= 1 for r in rows)
     assert all(r["clip_shape"] == [3, 4, 24, 24] for r in rows)  # RGB in the model's input either way
+    assert list(result)[0] == "summary" and len(result["summary"]) == len(rows)
+    assert all(" clips/s, " in line and ("GPU-bound" in line or "data-bound" in line) for line in result["summary"])
+    assert set(result["item_cpu_ms"]["best_ms"]) == {"worker", "device", "yuv_to_rgb_on_cpu"}
     for row in rows:
         decoders = set(row["decoders"])
         if row["decode_device"] == "cpu":
