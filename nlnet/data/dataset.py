@@ -35,6 +35,7 @@ from nlnet.utils.errors import DataError
 from .annotations import read_annotations
 from .decoding import DECODE_TIMEOUT, MAX_FRAME_PIXELS, VideoDecodeError, VideoReader
 from .hwdecode import Decoder, check_choice
+from .multilabel import clip_target
 from .sampling import DenseSampler, read_frames
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
 from .yuv import YuvClip
@@ -54,6 +55,9 @@ class VideoDataset(Dataset):
             with ``reader``.
         reader: the dataset's annotation reader (``nlnet.data.readers``: UCF101, HMDB51, SSv2, class
             folders, lists); None: ``read_annotations(annotations, root, label_map=label_map)``.
+            With a multi-label table (``nlnet.data.multilabel``: Charades, multi-label lists) an item's
+            ``label`` is a multi-hot (K,) float32 target (``nlnet.data.multilabel.clip_target``): the
+            actions overlapping the training clip's time span, all the video's actions in testing.
         sampler: where clips lie in time (``nlnet.data.sampling``); None: :class:`DenseSampler`, the
             paper's one T x tau clip. :class:`SegmentSampler` spreads T frames over the whole video.
         flip_label_map: class swapped by the training flip (e.g. "... left to right" <-> "... right to
@@ -169,6 +173,9 @@ class VideoDataset(Dataset):
         self.classes = table.classes
         self.video_paths = [r.path for r in table.records]
         self.labels = [r.label for r in table.records]
+        self.multi_label = table.multi_label
+        self.records = table.records
+        self._train_window: tuple[float, float] | None = None  # the last training clip's (start_s, end_s)
         self.num_missing = len(table.missing)
         self.flip_labels = flip_label_swaps(flip_label_map or {}, self.classes)
         self.failures: dict[str, str] = {}  # path -> reason, in this process (worker)
@@ -238,7 +245,10 @@ class VideoDataset(Dataset):
     def _item(self, video: torch.Tensor | YuvClip, video_index: int, view_index: int, ok: bool, failures: list,
               flip: bool) -> dict:
         label = self.labels[video_index]
-        if flip and self.mode == "train":  # the flipped clip shows the mirrored class (SSv2's left/right)
+        if self.multi_label:
+            window = self._train_window if self.mode == "train" else None
+            label = clip_target(self.records[video_index], len(self.classes), window)
+        elif flip and self.mode == "train":  # the flipped clip shows the mirrored class (SSv2's left/right)
             label = self.flip_labels.get(label, label)
         item = {"video": video, "label": label, "video_index": video_index,
                 "view_index": view_index, "ok": ok, "failures": failures, "decoder": self.decoded_by}
@@ -254,6 +264,7 @@ class VideoDataset(Dataset):
         with self._reader(path) as reader:
             times = self.sampler.train_times(reader.info, u, num_frames=self.num_frames,
                                              sampling_rate=self.sampling_rate)
+            self._train_window = (float(times.min()), float(times.max()) + 1 / reader.info.fps)  # seconds
             return read_frames(reader, times, short_side=short_side if self.decode_resize else None,
                                planes=self._planes)
 
