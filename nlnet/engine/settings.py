@@ -46,6 +46,7 @@ class LoaderSettings:
         num_replicas: processes (DDP world size).
         rank: this process.
         failures: files that failed to decode, shared so that each is logged once.
+        decoders: the decoders the workers used, shared so that each is logged once.
     """
 
     batch_size: int
@@ -54,8 +55,10 @@ class LoaderSettings:
     num_replicas: int = 1
     rank: int = 0
     failures: dict[str, str] = field(default_factory=dict)
+    decoders: dict[str, int] = field(default_factory=dict)
 
     def loader_kwargs(self) -> dict:
         """The keyword arguments of ``nlnet.data.loader.EndlessLoader`` these settings fill."""
         return dict(batch_size=self.batch_size, num_workers=self.num_workers, worker_threads=self.worker_threads,
-                    num_replicas=self.num_replicas, rank=self.rank, failures=self.failures)
+                    num_replicas=self.num_replicas, rank=self.rank, failures=self.failures,
+                    decoders=self.decoders)

@@ -142,7 +142,7 @@ def _build_data(cfg: Any, model: nn.Module, device: torch.device) -> _Data:
                       f"parameters; training set: {len(train_set)} clips, {len(classes)} classes")
     loader = LoaderSettings(batch_size=int(cfg.data.batch_size), num_workers=int(cfg.data.num_workers),
                             worker_threads=int(cfg.data.get("worker_threads") or 1), num_replicas=du.get_world_size(),
-                            rank=du.get_rank())  # its failures: one log line per bad file
+                            rank=du.get_rank())  # its failures and decoders: one log line per bad file, per decoder
     evaluation = eval_settings(cfg, device, classes, train_set)
     return _Data(train_set=train_set, classes=classes, loader=loader, evaluation=evaluation,
                  objective=evaluation.objective)

@@ -65,8 +65,9 @@ def write_eval_metrics(writer: Any, metrics: dict[str, Any], step: int, *, tag: 
 
 class TensorBoardLogger(HookBase):
     """TensorBoard scalars (train loss, lr, top-1/top-5, data vs compute time, clips/s, memory; val
-    top-1/top-5/mean class accuracy), the config as text, the confusion matrix as a figure and hparams
-    with the final metrics. Writes nothing where ``writer`` is None (ranks other than 0).
+    top-1/top-5/mean class accuracy), the config and the decoders that read the clips as text, the confusion
+    matrix as a figure and hparams with the final metrics. Writes nothing where ``writer`` is None (ranks
+    other than 0).
 
     Args:
         writer: a ``torch.utils.tensorboard.SummaryWriter`` (created and closed by the caller, who
@@ -87,6 +88,7 @@ class TensorBoardLogger(HookBase):
         self.hparams = dict(hparams or {})
         self.class_names = list(class_names)
         self.final_metrics: dict[str, float] = {}
+        self._decoders: list[str] = []  # the decoders last written under "data/decoder"
 
     def state_dict(self) -> dict[str, Any]:
         return {"final_metrics": dict(self.final_metrics)}
@@ -111,6 +113,10 @@ class TensorBoardLogger(HookBase):
                 w.add_scalar(tag, s.avg(name), t.iter)
         w.add_scalar("train/lr", s.latest("lr"), t.iter)
         w.add_scalar("memory/peak_mib", memory_mb(t.device), t.iter)
+        decoders = getattr(t.data, "decoders", None)  # EndlessLoader's: which decoder read the clips
+        if decoders and sorted(decoders) != self._decoders:
+            self._decoders = sorted(decoders)
+            w.add_text("data/decoder", "\n".join(f"- {d}" for d in self._decoders), t.iter)
 
     def after_eval(self, metrics: dict[str, Any]) -> None:
         tag = metrics.get("tag", "val")
