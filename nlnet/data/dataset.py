@@ -37,7 +37,7 @@ from .decoding import DECODE_TIMEOUT, MAX_FRAME_PIXELS, VideoDecodeError, VideoR
 from .hwdecode import Decoder, check_choice
 from .multilabel import clip_target
 from .sampling import DenseSampler, read_frames
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, TrainTransform, ViewProtocol
 from .yuv import YuvClip
 
 __all__ = ["VideoDataset", "MODES", "COLOR_CONVERTS"]
@@ -74,6 +74,8 @@ class VideoDataset(Dataset):
         num_crops: test crops per clip along the long side (3).
         full_frame: test on the whole frame at short side ``test_scale``, one spatial view per clip
             (the paper's fully-convolutional test; ``num_crops`` and ``test_crop_size`` are unused).
+        clip_placement: the rule placing the dense test clips in time (``nlnet.data.placement``:
+            ``nlnet``, the default, ``pyslowfast`` or ``caffe2``; converted checkpoints store their source's).
         flip_prob: training horizontal flip probability (0.5).
         flip_on_device: leave the training flip to the batch prologue (items carry ``flip``); the
             model's input is bit-for-bit the same.
@@ -120,6 +122,7 @@ class VideoDataset(Dataset):
         num_clips: int = 10,
         num_crops: int = 3,
         full_frame: bool = False,
+        clip_placement: str = "nlnet",
         flip_prob: float = 0.5,
         flip_on_device: bool = False,
         mean: Sequence[float] = IMAGENET_MEAN,
@@ -152,7 +155,12 @@ class VideoDataset(Dataset):
         self.num_frames = num_frames
         self.sampling_rate = sampling_rate
         self.num_clips = num_clips if mode == "test" else 1
-        self.num_crops = num_crops if mode == "test" and not full_frame else 1
+        # the test views as one object (shared with predict, export and the attention figures)
+        self.view = ViewProtocol.from_dataset_node(dict(
+            num_frames=num_frames, sampling_rate=sampling_rate, test_scale=test_scale, test_crop_size=test_crop_size,
+            num_clips=num_clips, num_crops=num_crops, full_frame=full_frame, decode_resize=decode_resize, mean=mean,
+            std=std, clip_placement=clip_placement, sampler=self.sampler))
+        self.num_crops = self.view.num_crops if mode == "test" else 1
         self.full_frame = full_frame
         self.flip_on_device = flip_on_device
         self.mean, self.std = tuple(mean), tuple(std)
@@ -181,8 +189,7 @@ class VideoDataset(Dataset):
         self.failures: dict[str, str] = {}  # path -> reason, in this process (worker)
         self.train_transform = TrainTransform(crop_size=crop_size, scale=tuple(train_scale), flip_prob=flip_prob,
                                               mean=mean, std=std)
-        self.test_transform = EvalTransform(crop_size=None if full_frame else test_crop_size or test_scale,
-                                            short_side=test_scale, num_crops=self.num_crops, mean=mean, std=std)
+        self.test_transform = self.view.transform()
         self._cache_key = None  # test mode: the crops of one clip share one decode
         self._cache_value = None
 
@@ -292,10 +299,8 @@ class VideoDataset(Dataset):
         if key == self._cache_key:
             return self._cache_value
         with self._reader(self.video_paths[video_index]) as reader:
-            times = self.sampler.test_times(reader.info, clip_index, self.num_clips, num_frames=self.num_frames,
-                                            sampling_rate=self.sampling_rate)
-            short_side = self.test_transform.short_side if self.decode_resize else None
-            frames = read_frames(reader, times, short_side=short_side, planes=self._planes)
+            times = self.view.test_times(reader.info, clip_index)
+            frames = read_frames(reader, times, short_side=self.view.decode_short_side, planes=self._planes)
         self._cache_key, self._cache_value = key, frames
         return frames
 

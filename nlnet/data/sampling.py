@@ -85,7 +85,14 @@ def read_clip(reader: VideoReader, *, num_frames: int, sampling_rate: int,
 def read_frames(reader: VideoReader, times: np.ndarray, *, short_side: int | None = None,
                 planes: bool = False) -> torch.Tensor | YuvClip:
     """uint8 (T, C, H, W) frames shown at ``times`` (seconds from the first frame); with ``planes``
-    the same frames as YUV 4:2:0 planes (a ``nlnet.data.yuv.YuvClip``), not RGB."""
+    the same frames as YUV 4:2:0 planes (a ``nlnet.data.yuv.YuvClip``), not RGB. Times in any order
+    (a clip that wraps past the end, ``nlnet.data.placement``) are read in time order and put back."""
+    times = np.asarray(times, dtype=np.float64)
+    order = np.argsort(times, kind="stable")
+    if np.any(np.diff(times) < 0):
+        back = torch.from_numpy(np.argsort(order))  # position in time order of each requested frame
+        clip = read_frames(reader, times[order], short_side=short_side, planes=planes)
+        return type(clip)(clip.y[back], clip.uv[back], clip.format) if planes else clip[back]
     if planes:
         return reader.read_planes(times, short_side=short_side)[0]
     frames, _ = reader.read(times, short_side=short_side)
@@ -133,10 +140,12 @@ class DenseSampler:
         span = clip_span(num_frames, sampling_rate, info.fps)
         return clip_times(train_clip_start(info.duration, span, u), num_frames, sampling_rate, info.fps)
 
-    def test_times(self, info, clip_index: int, num_clips: int, *, num_frames: int, sampling_rate: int) -> np.ndarray:
-        span = clip_span(num_frames, sampling_rate, info.fps)
-        start = eval_clip_start(info.duration, span, clip_index, num_clips)
-        return clip_times(start, num_frames, sampling_rate, info.fps)
+    def test_times(self, info, clip_index: int, num_clips: int, *, num_frames: int, sampling_rate: int,
+                   placement: str = "nlnet") -> np.ndarray:
+        """Times of test clip ``clip_index``, placed by ``placement`` (``nlnet.data.placement``)."""
+        from .placement import placement_times  # placement builds on this module's clip arithmetic
+        return placement_times(placement, info, clip_index, num_clips, num_frames=num_frames,
+                               sampling_rate=sampling_rate)
 
 
 class SegmentSampler:
@@ -171,7 +180,9 @@ class SegmentSampler:
         return segment_times(info.num_frames, info.fps, num_segments=self.num_segments, num_frames=num_frames,
                              sampling_rate=sampling_rate, offsets=offsets)
 
-    def test_times(self, info, clip_index: int, num_clips: int, *, num_frames: int, sampling_rate: int) -> np.ndarray:
+    def test_times(self, info, clip_index: int, num_clips: int, *, num_frames: int, sampling_rate: int,
+                   placement: str = "nlnet") -> np.ndarray:
+        """Times of test clip ``clip_index`` (segments cover the whole video: ``placement`` is unused)."""
         self.check(num_frames)
         if not 0 <= clip_index < num_clips:
             raise IndexError(f"clip_index {clip_index} outside 0..{num_clips - 1}")

@@ -17,8 +17,8 @@ float32 input; calling a transform does both (inference, visualisation).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -260,6 +260,15 @@ class ViewProtocol:
         std: per-channel standard deviation on the same scale.
         decode_resize: the decoder scales frames to ``short_side`` (FFmpeg) instead of the transform
             resizing them after decoding at native size (``VideoDataset(decode_resize=...)``).
+        full_frame: the whole frame at short side ``short_side``, one spatial view per clip (the paper's
+            fully-convolutional test; ``num_crops`` becomes 1 and ``crop_size`` is unused).
+        clip_placement: the rule that places the dense test clips in time, one of
+            ``nlnet.data.placement.CLIP_PLACEMENTS`` (``nlnet``, ``pyslowfast``, ``caffe2``).
+        num_segments: None for dense clips (T frames at stride tau); N for segment sampling, T frames
+            in N runs over the whole video (``nlnet.data.sampling.SegmentSampler``, SSv2 recipes).
+
+    A stored ``data.val`` config node (``VideoDataset`` arguments) becomes a protocol through
+    :meth:`from_dataset_node`, the one place that maps its keys to these fields.
     """
 
     num_frames: int
@@ -271,12 +280,24 @@ class ViewProtocol:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     decode_resize: bool = False
+    full_frame: bool = False
+    clip_placement: str = "nlnet"
+    num_segments: int | None = None
 
     def __post_init__(self) -> None:
+        from .placement import check_placement  # placement builds on sampling, which this module precedes
         for name in ("num_frames", "sampling_rate", "short_side", "crop_size", "num_clips", "num_crops"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"views.{name}={value!r}: must be a positive integer")
+        check_placement(self.clip_placement, "views.clip_placement")
+        if self.num_segments is not None:
+            if not isinstance(self.num_segments, int) or self.num_segments < 1 or self.num_frames % self.num_segments:
+                raise ConfigError(f"views.num_segments={self.num_segments!r}: must be a positive integer dividing "
+                                  f"views.num_frames={self.num_frames}")
+        if self.full_frame:  # one spatial view: the whole frame
+            object.__setattr__(self, "num_crops", 1)
+            object.__setattr__(self, "crop_size", min(self.crop_size, self.short_side))  # unused
         if self.crop_size > self.short_side:
             raise ConfigError(f"views.crop_size={self.crop_size} exceeds views.short_side={self.short_side}")
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
@@ -285,12 +306,68 @@ class ViewProtocol:
             raise ConfigError(f"views.mean={list(self.mean)}, views.std={list(self.std)}: need 3 values each "
                               "(R, G, B on the [0, 1] scale), std > 0")
 
+    @classmethod
+    def from_dataset_node(cls, node: Mapping[str, Any], **overrides: Any) -> ViewProtocol:
+        """The protocol of a ``data.val`` node (``nlnet.data.VideoDataset`` arguments, as stored in a
+        checkpoint's config or given to the dataset); keys it lacks keep the dataset's defaults.
+
+        Args:
+            node: ``num_frames``, ``sampling_rate``, ``test_scale``, ``test_crop_size``, ``num_clips``,
+                ``num_crops``, ``full_frame``, ``decode_resize``, ``mean``, ``std``, ``clip_placement``
+                and ``sampler`` (a ``SegmentSampler`` or its config node, or None: dense clips).
+            overrides: field values on top (None values keep the node's).
+
+        Raises:
+            ConfigError: an unknown override, or no ``num_frames``/``sampling_rate`` anywhere.
+        """
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise ConfigError(f"views.{unknown[0]}: unknown key; valid keys: {', '.join(known)}")
+        sampler = node.get("sampler")
+        segments = sampler.get("num_segments") if isinstance(sampler, Mapping) else getattr(sampler, "num_segments",
+                                                                                              None)
+        short_side = node.get("test_scale")
+        stored = {field: node.get(key) for field, key in DATASET_KEYS.items()}
+        stored.update(crop_size=node.get("test_crop_size") or short_side, num_segments=segments)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        merged = {**{k: v for k, v in stored.items() if v is not None}, **given}
+        if "num_frames" not in merged or "sampling_rate" not in merged:
+            raise ConfigError("data.val has no num_frames / sampling_rate: pass views.num_frames=T "
+                              "views.sampling_rate=TAU (and views.short_side, views.crop_size)")
+        return cls(**merged)
+
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
-        """(C, T, H, W) of one view."""
-        return (3, self.num_frames, self.crop_size, self.crop_size)
+        """(C, T, H, W) of one view (full frame: the square ``short_side`` frame; other aspect ratios
+        give a longer W or H)."""
+        side = self.short_side if self.full_frame else self.crop_size
+        return (3, self.num_frames, side, side)
+
+    @property
+    def decode_short_side(self) -> int | None:
+        """The short side the decoder scales to (``decode_resize``), or None: native size."""
+        return self.short_side if self.decode_resize else None
+
+    def sampler(self) -> Any:
+        """Where a test clip's frames lie: ``DenseSampler`` or ``SegmentSampler(num_segments=N)``."""
+        from .sampling import DenseSampler, SegmentSampler
+        return DenseSampler() if self.num_segments is None else SegmentSampler(num_segments=self.num_segments)
+
+    def test_times(self, info: Any, clip_index: int) -> np.ndarray:
+        """Target times (T,) in seconds of test clip ``clip_index`` of a video with ``info``
+        (``nlnet.data.decoding.VideoInfo``): the sampler's, dense clips placed by ``clip_placement``."""
+        return self.sampler().test_times(info, clip_index, self.num_clips, num_frames=self.num_frames,
+                                         sampling_rate=self.sampling_rate, placement=self.clip_placement)
 
     def transform(self) -> EvalTransform:
-        """The spatial test transform: short-side resize, ``num_crops`` crops, normalisation."""
-        return EvalTransform(crop_size=self.crop_size, short_side=self.short_side, num_crops=self.num_crops,
-                             mean=self.mean, std=self.std)
+        """The spatial test transform: short-side resize, ``num_crops`` crops (or the full frame),
+        normalisation."""
+        return EvalTransform(crop_size=None if self.full_frame else self.crop_size, short_side=self.short_side,
+                             num_crops=self.num_crops, mean=self.mean, std=self.std)
+
+
+DATASET_KEYS = {"num_frames": "num_frames", "sampling_rate": "sampling_rate", "short_side": "test_scale",
+                "num_clips": "num_clips", "num_crops": "num_crops", "mean": "mean", "std": "std",
+                "decode_resize": "decode_resize", "full_frame": "full_frame", "clip_placement": "clip_placement"}
+"""ViewProtocol field -> the ``data.val`` key (``VideoDataset`` argument) it is stored under."""

@@ -8,7 +8,7 @@ mean/std), which ``predict`` and ``export`` use by default.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import torch
@@ -44,33 +44,14 @@ class TrainedModel:
     objective: SingleLabel | MultiLabel = field(default_factory=SingleLabel)
 
 
-def _protocol(val: Any, views: Mapping[str, Any] | None, path: str) -> ViewProtocol:
-    """The stored ``data.val`` protocol (``nlnet.data.VideoDataset`` arguments) with ``views`` on top."""
-    known = [f.name for f in fields(ViewProtocol)]
-    unknown = sorted(set(views or {}) - set(known))
-    if unknown:
-        raise ConfigError(f"views.{unknown[0]}: unknown key; valid keys: {', '.join(known)}")
-    val = val if isinstance(val, Mapping) else {}
-    short_side = val.get("test_scale")
-    stored = dict(num_frames=val.get("num_frames"), sampling_rate=val.get("sampling_rate"),
-                  short_side=short_side, crop_size=val.get("test_crop_size") or short_side,
-                  num_clips=val.get("num_clips"), num_crops=val.get("num_crops"), mean=val.get("mean"),
-                  std=val.get("std"), decode_resize=val.get("decode_resize"))
-    given = {k: v for k, v in (views or {}).items() if v is not None}
-    merged = {**{k: v for k, v in stored.items() if v is not None}, **given}
-    if "num_frames" not in merged or "sampling_rate" not in merged:
-        raise ConfigError(f"checkpoint={path}: its stored config has no data.val test protocol; pass "
-                          "views.num_frames=T views.sampling_rate=TAU (and views.short_side, views.crop_size)")
-    return ViewProtocol(**merged)
-
-
 def load_trained_model(checkpoint: str | os.PathLike, *, views: Mapping[str, Any] | None = None) -> TrainedModel:
     """Rebuild the network a checkpoint was trained as, load its weights, and read its test protocol.
 
     Args:
         checkpoint: an nlnet checkpoint (loaded with ``torch.load(weights_only=True)``).
         views: overrides of the stored test protocol (``ViewProtocol`` field names; None values
-            keep the stored ones).
+            keep the stored ones); the stored ``data.val`` node is read by
+            :meth:`~nlnet.data.transforms.ViewProtocol.from_dataset_node`, as the test dataset reads it.
 
     Raises:
         ConfigError: one line naming the file and what is missing (no stored config, no
@@ -79,7 +60,12 @@ def load_trained_model(checkpoint: str | os.PathLike, *, views: Mapping[str, Any
         FileNotFoundError: no such file.
     """
     restored = restore_checkpoint(checkpoint)
-    protocol = _protocol((restored.config.get("data") or {}).get("val"), views, restored.path)
+    val = (restored.config.get("data") or {}).get("val")
+    val = val if isinstance(val, Mapping) else {}
+    if not (views or {}).get("num_frames") and val.get("num_frames") is None:
+        raise ConfigError(f"checkpoint={restored.path}: its stored config has no data.val test protocol; pass "
+                          "views.num_frames=T views.sampling_rate=TAU (and views.short_side, views.crop_size)")
+    protocol = ViewProtocol.from_dataset_node(val, **(views or {}))
     num_classes = getattr(restored.model, "num_classes", None)
     names = restored.class_names or [str(i) for i in range(num_classes or 0)]
     aggregation = (restored.config.get("trainer") or {}).get("view_aggregation")

@@ -1,7 +1,7 @@
 """Which clips of a video the model sees, and the stream of decoded views (paper §4.1 test protocol).
 
-Whole-video prediction takes the protocol's ``num_clips`` uniformly spaced clips x ``num_crops``
-crops. A timeline cuts the video into windows of ``window`` seconds every ``stride`` seconds and
+Whole-video prediction takes the test's views (``ViewProtocol``: ``num_clips`` clips placed by its
+sampler and ``clip_placement`` x ``num_crops`` crops, or the full frame). A timeline cuts the video into windows of ``window`` seconds every ``stride`` seconds and
 takes ``window_clips`` clips x ``num_crops`` crops inside each. Every clip is decoded once, whatever
 the number of groups (whole video, windows) it serves.
 
@@ -17,11 +17,12 @@ import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from nlnet.data.decoding import VideoDecodeError, VideoInfo, VideoReader
-from nlnet.data.sampling import clip_span, eval_clip_start, read_clip
+from nlnet.data.sampling import clip_span, clip_times, eval_clip_start, read_frames
 from nlnet.inference.loading import ViewProtocol
 from nlnet.utils.errors import ConfigError
 
@@ -82,18 +83,21 @@ def clip_starts(span: Window, clip_seconds: float, num_clips: int, duration: flo
 
 
 def plan_clips(info: VideoInfo, protocol: ViewProtocol,
-               timeline: Timeline | None) -> tuple[list[Window], dict[float, tuple[int, ...]]]:
-    """The windows of a video and its clips: start time -> the groups (0: whole video, k + 1: window k)
-    whose scores that clip's views go to. Clips are in time order (decoding moves forward)."""
+               timeline: Timeline | None) -> tuple[list[Window], dict[tuple[float, ...], tuple[int, ...]]]:
+    """The windows of a video and its clips: the clip's target times -> the groups (0: whole video,
+    k + 1: window k) whose scores that clip's views go to. The whole video's clips are the test's
+    (``ViewProtocol.test_times``: its sampler and clip placement); a window's are dense clips spread
+    over it. Clips are in time order (decoding moves forward)."""
     seconds = clip_span(protocol.num_frames, protocol.sampling_rate, info.fps)
-    spans = [(WHOLE_VIDEO, Window(0.0, info.duration), protocol.num_clips)]
+    planned = [(WHOLE_VIDEO, protocol.test_times(info, k)) for k in range(protocol.num_clips)]
     windows = timeline_windows(info.duration, timeline.window, timeline.stride) if timeline else []
-    spans += [(k + 1, w, timeline.clips) for k, w in enumerate(windows)]
-    clips: dict[float, list[int]] = {}
-    for group, span, count in spans:
-        for start in clip_starts(span, seconds, count, info.duration):
-            clips.setdefault(round(start, 6), []).append(group)
-    return windows, {start: tuple(groups) for start, groups in sorted(clips.items())}
+    for k, window in enumerate(windows):
+        planned += [(k + 1, clip_times(start, protocol.num_frames, protocol.sampling_rate, info.fps))
+                    for start in clip_starts(window, seconds, timeline.clips, info.duration)]
+    clips: dict[tuple[float, ...], list[int]] = {}
+    for group, times in planned:
+        clips.setdefault(tuple(round(float(t), 6) for t in times), []).append(group)
+    return windows, {times: tuple(groups) for times, groups in sorted(clips.items())}
 
 
 @dataclass
@@ -154,9 +158,8 @@ class VideoViewStream(IterableDataset):
             with VideoReader(path, threads=self.decode_threads) as reader:
                 info = reader.info
                 windows, clips = plan_clips(info, protocol, self.timeline)
-                for start, groups in clips.items():
-                    video = read_clip(reader, num_frames=protocol.num_frames, sampling_rate=protocol.sampling_rate,
-                                      start=start, short_side=protocol.short_side if protocol.decode_resize else None)
+                for times, groups in clips.items():
+                    video = read_frames(reader, np.asarray(times), short_side=protocol.decode_short_side)
                     views = torch.stack([transform(video, c) for c in range(protocol.num_crops)])
                     yield ClipViews(video=index, groups=groups, views=views)  # (crops, C, T, H, W)
         except (VideoDecodeError, OSError) as exc:  # the record names the file: the reason alone

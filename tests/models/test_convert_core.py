@@ -16,7 +16,6 @@ from nlnet.models.convert import convert
 from conftest import ROOT, compose
 from nlnet.config import instantiate
 from nlnet.inference import ViewProtocol
-from nlnet.inference.loading import _protocol
 from nlnet.models.convert.arch import Clip, data_config, deep_merge
 from nlnet.models.convert.caffe2 import CAFFE2_TABLE
 from nlnet.resources import kinetics400_classes, kinetics400_classes_path
@@ -81,7 +80,7 @@ def test_source_clip_is_the_stored_test_protocol(source, name):
     arch = converters.SOURCES[source].arch(name)
     assert isinstance(arch.clip, ViewProtocol)
     views = ViewProtocol(**{f.name: getattr(arch.clip, f.name) for f in fields(ViewProtocol)})
-    assert _protocol(data_config(arch, kinetics_classes=False)["val"], None, name) == views
+    assert ViewProtocol.from_dataset_node(data_config(arch, kinetics_classes=False)["val"]) == views
 
 
 def test_clip_checks_its_views():
