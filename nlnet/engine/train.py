@@ -225,7 +225,9 @@ def _build_hooks(cfg: Any, trainer: Trainer, data: _Data, manager: CheckpointMan
                                    class_names=data.classes))
         # attention figures of the first validation video at each evaluation (nlnet.engine.hooks.attention)
         if t_cfg.get("attention_figures") and eval_set is not None and eval_set.num_videos:
-            hooks.append(C.instantiate(t_cfg.attention_figures, writer=writer, **clip_of_dataset(eval_set)))
+            # the view is an object, not config: given after instantiation so that it arrives as itself
+            hook = C.instantiate(t_cfg.attention_figures, writer=writer, _partial_=True)
+            hooks.append(hook(**clip_of_dataset(eval_set)))
     if t_cfg.progress_bar:
         hooks.append(H.ProgressBar())
     return hooks, final_test

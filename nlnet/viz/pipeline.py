@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from nlnet.data.decoding import VideoReader
-from nlnet.data.sampling import eval_clip_start, read_clip
-from nlnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
+from nlnet.data.sampling import read_frames
+from nlnet.data.transforms import ViewProtocol
 from nlnet.viz.capture import BlockCapture, capture_attention, default_queries, queries_from_pixels
 from nlnet.viz.drawing import draw_attention, render_animation, save_figure, write_gif, write_mp4
 from nlnet.viz.geometry import Point
@@ -30,28 +30,21 @@ def unnormalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     return pixels.permute(1, 2, 3, 0).numpy()
 
 
-def decode_clip(
-    path: str | os.PathLike,
-    *,
-    num_frames: int,
-    sampling_rate: int,
-    short_side: int,
-    crop_size: int,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-) -> tuple[torch.Tensor, np.ndarray]:
-    """The middle temporal clip of a video, centre crop, as the test pipeline makes it (paper §4.1).
+def decode_clip(path: str | os.PathLike, view: ViewProtocol, *, clip_index: int | None = None,
+                crop_index: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """One of the test's views of a video, decoded and transformed exactly as the test does it (paper §4.1).
 
     Args:
         path: the video file.
-        num_frames, sampling_rate: T and tau of the clip.
-        short_side: test scale (short side after resizing).
-        crop_size: side of the square centre crop.
-        mean, std: normalisation, on the [0, 1] scale.
+        view: the test views (a checkpoint's ``TrainedModel.protocol``, a dataset's ``view``): the clip's
+            frames, its placement in time, the decoder's scaling (``decode_resize``), the short side,
+            the crop (or the full frame) and the normalisation.
+        clip_index: which of the ``view.num_clips`` clips (None: the middle one, ``num_clips // 2``).
+        crop_index: which of the ``view.num_crops`` crops (None: the middle one, the centre crop for 1 or 3).
 
     Returns:
-        ``(clip, frames)``: normalised float32 (C, T, crop, crop) for the model, and the same crop as
-        uint8 (T, crop, crop, 3) for drawing.
+        ``(clip, frames)``: normalised float32 (C, T, H, W) for the model, and the same view as
+        uint8 (T, H, W, 3) for drawing.
 
     Raises:
         FileNotFoundError: naming ``path`` when there is no such file.
@@ -60,12 +53,13 @@ def decode_clip(
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"video not found: {path}")
-    with VideoReader(path) as reader:  # one clip, centred in time
-        video = read_clip(reader, num_frames=num_frames, sampling_rate=sampling_rate, short_side=short_side,
-                          start=lambda duration, span: eval_clip_start(duration, span, 0, 1))  # (T, 3, H, W)
-    transform = EvalTransform(crop_size=crop_size, short_side=short_side, num_crops=1, mean=mean, std=std)
-    clip = transform(video, 0)  # (C, T, crop, crop)
-    return clip, unnormalize(clip, mean, std)
+    clip_index = view.num_clips // 2 if clip_index is None else clip_index
+    crop_index = view.num_crops // 2 if crop_index is None else crop_index
+    with VideoReader(path) as reader:
+        video = read_frames(reader, view.test_times(reader.info, clip_index),
+                            short_side=view.decode_short_side)  # (T, 3, H, W)
+    clip = view.transform()(video, crop_index)  # (C, T, H, W)
+    return clip, unnormalize(clip, view.mean, view.std)
 
 
 @dataclass

@@ -9,18 +9,8 @@ from typing import Any
 
 from nlnet import config as C
 from nlnet.checkpoint.restore import restore_checkpoint
-from nlnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from nlnet.data.transforms import ViewProtocol
 from nlnet.viz import attention_figure, decode_clip, format_point, resolve_block, write_outputs
-
-
-def _stored(stored: Any, path: str, default: Any = None) -> Any:
-    """``stored.<path>`` of a checkpoint's config (dotted keys), or ``default`` where it is missing."""
-    node = stored
-    for key in path.split("."):
-        node = node.get(key) if hasattr(node, "get") else None
-        if node is None:
-            return default
-    return node
 
 
 def visualize(cfg: Any) -> list[str]:
@@ -28,8 +18,9 @@ def visualize(cfg: Any) -> list[str]:
 
     The model is rebuilt from the config stored in the checkpoint
     (:func:`~nlnet.checkpoint.restore.restore_checkpoint`; it never inflates ImageNet weights) and gets
-    the checkpoint's weights; the clip geometry comes from the stored ``data.val`` unless ``cfg.clip.*``
-    sets it.
+    the checkpoint's weights; the clip is one of the test's views, read from the stored ``data.val``
+    (``ViewProtocol.from_dataset_node``: clip placement, decoder scaling, crop or full frame, mean/std),
+    with ``cfg.clip.*`` on top.
     """
     if not os.path.isfile(cfg.video):
         raise FileNotFoundError(f"video={cfg.video}: no such file")
@@ -37,16 +28,9 @@ def visualize(cfg: Any) -> list[str]:
     model, stored = restored.model, restored.config
     block = resolve_block(model, cfg.block)  # fails early, listing the model's blocks
 
-    def clip_value(key: str, stored_key: str, default: Any = None) -> Any:
-        value = cfg.clip[key]
-        return value if value is not None else _stored(stored, f"data.val.{stored_key}", default)
-
-    short_side = clip_value("short_side", "test_scale", 256)
-    mean = _stored(stored, "data.val.mean") or IMAGENET_MEAN
-    std = _stored(stored, "data.val.std") or IMAGENET_STD
-    clip, frames = decode_clip(cfg.video, num_frames=clip_value("num_frames", "num_frames"),
-                               sampling_rate=clip_value("sampling_rate", "sampling_rate"), short_side=short_side,
-                               crop_size=clip_value("crop_size", "test_crop_size") or short_side, mean=mean, std=std)
+    val = (stored.get("data") or {}).get("val") or {}
+    view = ViewProtocol.from_dataset_node(val, **C.to_container(cfg.clip))  # the test's views, clip.* on top
+    clip, frames = decode_clip(cfg.video, view)
     result = attention_figure(model, clip, frames, block=block, queries=C.to_container(cfg.queries),
                               num_queries=cfg.num_queries, selection=cfg.query_selection, top_k=cfg.top_k,
                               heatmap=cfg.heatmap, arrows=cfg.arrows, panel_size=cfg.panel_size, device=cfg.device)

@@ -11,6 +11,7 @@ from matplotlib.patches import ConnectionPatch
 from PIL import Image
 from torch import nn
 
+from nlnet.data.transforms import ViewProtocol
 from nlnet.models import NonLocalAttention, NonLocalBlock
 from nlnet.viz import (
     AttentionMap,
@@ -274,7 +275,7 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match=r"do not match the clip fed to the model"):
         draw_attention(frames[:4], capture.attention, capture.mapping, [(0, 0, 0)])
     with pytest.raises(FileNotFoundError, match="video not found: .*missing.mp4"):
-        decode_clip(tmp_path / "missing.mp4", num_frames=4, sampling_rate=2, short_side=32, crop_size=32)
+        decode_clip(tmp_path / "missing.mp4", ViewProtocol(num_frames=4, sampling_rate=2, short_side=32, crop_size=32))
 
 
 def test_decode_clip_matches_test_pipeline(tmp_path):
@@ -286,7 +287,8 @@ def test_decode_clip_matches_test_pipeline(tmp_path):
     video[:, :, :, :] = video[:, :1, :1, :]  # flat colours per frame survive H.264 nearly intact
     path = tmp_path / "v.mp4"
     write_video(path, video, fps=10)
-    clip, frames = decode_clip(path, num_frames=4, sampling_rate=3, short_side=32, crop_size=32)
+    clip, frames = decode_clip(path, ViewProtocol(num_frames=4, sampling_rate=3, short_side=32, crop_size=32,
+                                                  num_clips=1, num_crops=1))
     assert clip.shape == (3, 4, 32, 32) and clip.dtype == torch.float32
     assert frames.shape == (4, 32, 32, 3) and frames.dtype == np.uint8
     assert np.array_equal(frames, unnormalize(clip, IMAGENET_MEAN, IMAGENET_STD))

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from nlnet.data.transforms import ViewProtocol
 from nlnet.engine.trainer import HookBase
 from nlnet.utils.logger import get_logger
 from nlnet.utils.errors import ConfigError
@@ -17,16 +18,15 @@ class AttentionFigureHook(HookBase):
     figures to TensorBoard through ``writer`` (nothing is decoded or drawn where it is None: ranks
     other than 0).
 
-    The clip is decoded once, before training: the middle clip of ``video``, centre crop, as
-    multi-view testing decodes it. Queries are chosen afresh at each validation (strongest
+    The clip is decoded once, before training: one of the views the test scores (``view``, the
+    validation dataset's ``ViewProtocol``: its middle clip, centre crop or full frame;
+    ``nlnet.viz.decode_clip``). Queries are chosen afresh at each validation (strongest
     responses), unless ``queries`` fixes them, so the figures follow the model as it learns.
 
     Args:
         writer: the run's ``SummaryWriter`` (shared with ``TensorBoardLogger``), or None.
         video: path of the validation video to draw (e.g. the validation set's first video).
-        num_frames, sampling_rate: the clip's T and tau.
-        short_side, crop_size: test scale and centre-crop side.
-        mean, std: normalisation, on the [0, 1] scale.
+        view: the test views (``nlnet.data.transforms.ViewProtocol``; a test-mode ``VideoDataset``'s ``view``).
         blocks: names of the blocks to draw (``model.nonlocal_names()``); empty: the last block;
             ``["all"]``: every block.
         queries: fixed query points [t, y, x] in frame/pixel coordinates of the crop, or None.
@@ -36,14 +36,12 @@ class AttentionFigureHook(HookBase):
         tag: TensorBoard tag prefix; each figure is ``<tag>/<block name>``.
     """
 
-    def __init__(self, *, writer: Any, video: str, num_frames: int, sampling_rate: int, short_side: int, crop_size: int,
-                 mean: Sequence[float], std: Sequence[float], blocks: Sequence[str] = (),
+    def __init__(self, *, writer: Any, video: str, view: ViewProtocol, blocks: Sequence[str] = (),
                  queries: Sequence[Sequence[float]] | None = None, num_queries: int = 3, top_k: int = 5,
                  panel_size: int = 128, tag: str = "attention") -> None:
         self.writer = writer
-        self.video = video  # decoded once by before_train, with these test-view settings
-        self.view = dict(num_frames=num_frames, sampling_rate=sampling_rate, short_side=short_side,
-                         crop_size=crop_size, mean=tuple(mean), std=tuple(std))
+        self.video = video  # decoded once by before_train, as the test decodes it
+        self.view = view
         self.blocks = list(blocks)
         self.queries = queries
         self.num_queries = num_queries
@@ -70,7 +68,7 @@ class AttentionFigureHook(HookBase):
     def before_train(self) -> None:
         if self.writer is None or not self._block_names():
             return
-        self.clip, self.frames = decode_clip(self.video, **self.view)
+        self.clip, self.frames = decode_clip(self.video, self.view)
 
     def after_eval(self, metrics: dict[str, Any]) -> None:
         if self.writer is None or self.clip is None:
@@ -88,11 +86,8 @@ class AttentionFigureHook(HookBase):
 
 def clip_of_dataset(dataset: Any, index: int = 0) -> dict[str, Any]:
     """The arguments of ``AttentionFigureHook`` that describe a test-mode ``VideoDataset``'s clips,
-    for its video ``index`` (the trainer's fixed validation clip)."""
-    transform = dataset.test_transform
-    return {"video": dataset.video_paths[index], "num_frames": dataset.num_frames,
-            "sampling_rate": dataset.sampling_rate, "short_side": transform.short_side,
-            "crop_size": transform.crop_size, "mean": transform.mean, "std": transform.std}
+    for its video ``index`` (the trainer's fixed validation clip): the video and the dataset's view."""
+    return {"video": dataset.video_paths[index], "view": dataset.view}
 
 
 __all__ = ["AttentionFigureHook", "clip_of_dataset"]

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from nlnet.data.synthetic import write_video
+from nlnet.data.transforms import ViewProtocol
 from nlnet.engine.hooks.attention import AttentionFigureHook
 from nlnet.engine.hooks import EvalHook
 from nlnet.engine.hooks.tensorboard import TensorBoardLogger, open_writer
@@ -48,8 +49,9 @@ def video(tmp_path_factory) -> str:
 def run(tmp_path, video, model, max_iter=2, **hook_args):
     metrics = {"top1": 50.0, "top5": 100.0, "mean_class_accuracy": 50.0, "num_videos": 1}
     writer = open_writer(str(tmp_path / "tb"))  # one writer, passed to both hooks
-    hook = AttentionFigureHook(writer=writer, video=video, num_frames=8, sampling_rate=1, short_side=32, crop_size=32,
-                               mean=(0.45,) * 3, std=(0.225,) * 3, num_queries=1, top_k=2, panel_size=48,
+    view = ViewProtocol(num_frames=8, sampling_rate=1, short_side=32, crop_size=32, mean=(0.45,) * 3,
+                        std=(0.225,) * 3)
+    hook = AttentionFigureHook(writer=writer, video=video, view=view, num_queries=1, top_k=2, panel_size=48,
                                **hook_args)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     trainer = Trainer(model=model, optimizer=opt, scheduler=build_scheduler(opt, schedule=MultiStepSchedule()),
