@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from nlnet.inference.loading import TrainedModel
+from nlnet.inference.loading import TrainedModel, ViewProtocol
 from nlnet.models.nonlocal_block import NonLocalBlock
 from nlnet.utils.errors import ConfigError, one_line, root_cause
 from nlnet.utils.io import atomic_path
@@ -252,6 +252,20 @@ OUTPUT_MEANING = {"softmax": "class scores: softmax over the last axis gives the
 VIEW_AGGREGATION = {"mean": "average", "max": "take the element-wise maximum of"}
 
 
+def _clips_text(protocol: ViewProtocol) -> str:
+    if protocol.num_segments is not None:
+        return (f"num_clips clips of num_frames frames in {protocol.num_segments} runs, one per equal segment of "
+                "the video (segment sampling)")
+    return f"num_clips clips placed in time by the {protocol.clip_placement} rule (nlnet.data.placement)"
+
+
+def _crops_text(protocol: ViewProtocol) -> str:
+    if protocol.full_frame:
+        return ("the full frame at short side short_side (one view per clip; the export was traced on a "
+                "short_side x short_side frame)")
+    return "num_crops crops along the long side"
+
+
 def _sidecar(trained: TrainedModel, report: ExportReport, *, batch: int | str) -> dict[str, Any]:
     protocol, fmt, objective = trained.protocol, FORMATS[report.format], trained.objective
     return {
@@ -265,9 +279,10 @@ def _sidecar(trained: TrainedModel, report: ExportReport, *, batch: int | str) -
                      "short_side": protocol.short_side, "crop_size": protocol.crop_size,
                      "num_clips": protocol.num_clips, "num_crops": protocol.num_crops,
                      "mean": list(protocol.mean), "std": list(protocol.std),
-                     "decode_resize": protocol.decode_resize,
-                     "views": "num_clips clips uniformly spaced in time x num_crops crops along the long "
-                              f"side; {VIEW_AGGREGATION[objective.aggregation]} the {objective.activation} over the "
+                     "decode_resize": protocol.decode_resize, "full_frame": protocol.full_frame,
+                     "clip_placement": protocol.clip_placement, "num_segments": protocol.num_segments,
+                     "views": f"{_clips_text(protocol)} x {_crops_text(protocol)}; "
+                              f"{VIEW_AGGREGATION[objective.aggregation]} the {objective.activation} over the "
                               "views (nlnet.inference.Predictor)",
                      "view_aggregation": objective.aggregation},
         "class_names": list(trained.class_names),

@@ -202,7 +202,7 @@ def data_config(arch: Arch, *, kinetics_classes: bool) -> dict[str, Any]:
         "label_map": label_map,
         "train": {**common(), "crop_size": clip.train_crop, "train_scale": list(clip.train_scale)},
         "val": {**common(), "test_scale": clip.short_side, "test_crop_size": clip.crop_size,
-                "num_clips": clip.num_clips, "num_crops": clip.num_crops},
+                "num_clips": clip.num_clips, "num_crops": clip.num_crops, "clip_placement": clip.clip_placement},
     }
 
 

@@ -38,6 +38,8 @@ from nlnet.models.convert.core import Loaded, Source
 from nlnet.models.convert.keys import ABC, BN_CAFFE2, KeyTable
 from nlnet.models.convert.safe_load import UnsafeFileError, load_numpy_pickle
 
+PLACEMENT = "caffe2"  # the release's test clips: frame floor(N / n * k), wrapping past the end (nlnet.data.placement)
+
 __all__ = ["Caffe2", "CAFFE2_TABLE", "IMAGENET_TABLE", "PUBLISHED", "load_blobs", "momentum_reason"]
 
 CAFFE2_TABLE = KeyTable.parse("""
@@ -86,8 +88,8 @@ def _official(name: str, clip: Clip, geometry: dict, *, family, depth: int = 50,
 
 
 def _archs() -> dict[str, Arch]:
-    clip8, clip32 = Clip(num_frames=8, sampling_rate=8), Clip(num_frames=32, sampling_rate=2)
-    clip32x4, clip128 = Clip(num_frames=32, sampling_rate=4), Clip(num_frames=128, sampling_rate=1)
+    clip8, clip32 = (Clip(clip_placement=PLACEMENT, num_frames=t, sampling_rate=tau) for t, tau in ((8, 8), (32, 2)))
+    clip32x4, clip128 = (Clip(clip_placement=PLACEMENT, num_frames=t, sampling_rate=tau) for t, tau in ((32, 4), (128, 1)))
     out: list[Arch] = []
     for prefix, family in (("c2d", _C2D), ("i3d", _I3D)):
         for depth in (50, 101):

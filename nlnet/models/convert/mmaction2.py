@@ -48,7 +48,9 @@ MMACTION2_TABLE = KeyTable.parse("""
     conv={"theta": "theta.conv", "phi": ("phi.0.conv", "phi.conv"), "g": ("g.0.conv", "g.conv"), "w_z": "conv_out.conv"})
 
 _IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # [123.675, ...] / 255
-_CLIP = Clip(num_frames=32, sampling_rate=2, **_IMAGENET)
+# mmaction2's 3D test (SampleFrames test_mode) spreads the clips from the first frame to the last, nlnet's rule
+# (it counts the span as T * tau frames and rounds starts: at most a frame apart)
+_CLIP = Clip(num_frames=32, sampling_rate=2, clip_placement="nlnet", **_IMAGENET)
 _URL = "https://download.openmmlab.com/mmaction/v1.0/recognition/i3d/"
 
 

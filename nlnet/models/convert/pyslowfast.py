@@ -24,6 +24,7 @@ Conventions (each read from PySlowFast's code; ``docs/checkpoints.md`` has the f
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from nlnet.models.convert.arch import C2D, I3D, NL_FIVE, NO_NL, SLOW, Arch, Clip, stage_lists
@@ -31,6 +32,8 @@ from nlnet.models.convert.caffe2 import CAFFE2_TABLE, load_blobs, momentum_reaso
 from nlnet.models.convert.core import ConversionError, Loaded, Source, tensors_of
 from nlnet.models.convert.keys import ABC, BN_TORCH, WEIGHT_BIAS, KeyTable
 from nlnet.models.convert.safe_load import is_zip_file, load_numpy_pickle, load_torch_file
+
+PLACEMENT = "pyslowfast"  # get_start_end_idx: clip k starts at (N - T * tau) * k / n (nlnet.data.placement)
 
 __all__ = ["PySlowFast", "PYSLOWFAST_TABLE", "arch_from_cfg"]
 
@@ -61,6 +64,7 @@ def _pyslowfast(name: str, family: str, clip: Clip, *, depth: int = 50, nl=NO_NL
     temporal, stem_t, pool2_t = _FAMILIES[family]
     options = {**_INSTANTIATION[instantiation], "pool_before": True, "bn_layer": True,
                "sub_sample": any(k > 1 for k in pool_size), "pool_size": list(pool_size)}
+    clip = replace(clip, clip_placement=PLACEMENT)  # the test clips where PySlowFast puts them
     return Arch(name=name, clip=clip, depth=depth, temporal=temporal, temporal_blocks=temporal_blocks,
                 stem_kernel_t=stem_t, pool2_t=pool2_t, nonlocal_blocks=nl, nonlocal_options=options,
                 nonlocal_groups=tuple(groups), head_pool_t=clip.num_frames // pool2_t, head_pool_hw=crop // 32,

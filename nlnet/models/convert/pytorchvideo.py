@@ -22,10 +22,16 @@ Conventions (each read from pytorchvideo 0.1.5's code; ``docs/checkpoints.md`` h
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from nlnet.models.convert.arch import C2D, I3D, SLOW, Arch, Clip
 from nlnet.models.convert.core import Loaded, Source, tensors_of
 from nlnet.models.convert.keys import ABC, BN_TORCH, WEIGHT_BIAS, KeyTable
 from nlnet.models.convert.safe_load import load_torch_file
+
+# the hub models' published numbers were measured with PySlowFast's test (pytorchvideo 0.1.5's
+# ConstantClipsPerVideoSampler also starts clip k at (duration - span) * k / n): its placement rule
+PLACEMENT = "pyslowfast"
 
 __all__ = ["PyTorchVideo", "table_for"]
 
@@ -51,6 +57,7 @@ def table_for(arch: Arch) -> KeyTable:
 
 
 def _hub(name: str, clip: Clip, *, temporal, stem_t: int, pool2_t: int, published=()) -> Arch:
+    clip = replace(clip, clip_placement=PLACEMENT)
     return Arch(name=name, clip=clip, temporal=temporal, stem_kernel_t=stem_t, pool2_t=pool2_t,
                 head_pool_t=clip.num_frames // pool2_t, head_test="logits", published=published)
 
