@@ -23,6 +23,7 @@ from hydra.utils import instantiate as _instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
+from nlnet.data.placement import CLIP_PLACEMENTS
 from nlnet.utils.errors import ConfigError, UserError, one_line, root_cause
 
 # The configs of the repository (``pip install -e .``): what ``tools/*.py`` give ``@hydra.main``.
@@ -192,6 +193,7 @@ CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("trainer.precision", ("fp32", "bf16", "fp16")),
     ("trainer.device", ("auto", "cpu", "cuda")),
     ("trainer.view_aggregation", ("mean", "max")),
+    ("data.val.clip_placement", CLIP_PLACEMENTS),
 )
 
 

@@ -1,8 +1,9 @@
 """Which clips of a video the model sees, and the stream of decoded views (paper §4.1 test protocol).
 
 Whole-video prediction takes the test's views (``ViewProtocol``: ``num_clips`` clips placed by its
-sampler and ``clip_placement`` x ``num_crops`` crops, or the full frame). A timeline cuts the video into windows of ``window`` seconds every ``stride`` seconds and
-takes ``window_clips`` clips x ``num_crops`` crops inside each. Every clip is decoded once, whatever
+sampler and ``clip_placement`` x ``num_crops`` crops, or the full frame). A timeline cuts the video
+into windows of ``window`` seconds every ``stride`` seconds and takes ``window_clips`` clips x
+``num_crops`` crops inside each. Every clip is decoded once, whatever
 the number of groups (whole video, windows) it serves.
 
 ``VideoViewStream`` is an ``IterableDataset`` over video files: with ``DataLoader(num_workers=N)``
