@@ -27,6 +27,8 @@ from torchvision.transforms.v2 import functional as F
 from nlnet.utils.errors import ConfigError
 
 from .decoding import scaled_size
+from .placement import check_placement
+from .sampling import DenseSampler, SegmentSampler
 
 if TYPE_CHECKING:
     from .yuv import YuvClip
@@ -285,16 +287,15 @@ class ViewProtocol:
     num_segments: int | None = None
 
     def __post_init__(self) -> None:
-        from .placement import check_placement  # placement builds on sampling, which this module precedes
         for name in ("num_frames", "sampling_rate", "short_side", "crop_size", "num_clips", "num_crops"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"views.{name}={value!r}: must be a positive integer")
         check_placement(self.clip_placement, "views.clip_placement")
-        if self.num_segments is not None:
-            if not isinstance(self.num_segments, int) or self.num_segments < 1 or self.num_frames % self.num_segments:
-                raise ConfigError(f"views.num_segments={self.num_segments!r}: must be a positive integer dividing "
-                                  f"views.num_frames={self.num_frames}")
+        segments = self.num_segments
+        if segments is not None and (not isinstance(segments, int) or segments < 1 or self.num_frames % segments):
+            raise ConfigError(f"views.num_segments={segments!r}: must be a positive integer dividing "
+                              f"views.num_frames={self.num_frames}")
         if self.full_frame:  # one spatial view: the whole frame
             object.__setattr__(self, "num_crops", 1)
             object.__setattr__(self, "crop_size", min(self.crop_size, self.short_side))  # unused
@@ -351,7 +352,6 @@ class ViewProtocol:
 
     def sampler(self) -> Any:
         """Where a test clip's frames lie: ``DenseSampler`` or ``SegmentSampler(num_segments=N)``."""
-        from .sampling import DenseSampler, SegmentSampler
         return DenseSampler() if self.num_segments is None else SegmentSampler(num_segments=self.num_segments)
 
     def test_times(self, info: Any, clip_index: int) -> np.ndarray:

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from tiny_trained import trained_checkpoint  # noqa: F401  (fixture)
 
 from nlnet import config as C
 from nlnet.checkpoint.files import atomic_save
@@ -21,7 +22,6 @@ from nlnet.inference.export import export_model, sidecar_path
 from nlnet.inference.views import ClipViews, VideoViewStream
 from nlnet.viz import decode_clip
 from nlnet.viz import visualize as V
-from tiny_trained import trained_checkpoint  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,8 @@ def test_dataset_predict_export_and_hook_get_one_view_from_one_stored_config(ful
     assert clip_of_dataset(dataset)["view"] == view  # the attention hook's view
     assert dataset.num_views == view.num_clips * view.num_crops == 2
     report = export_model(trained, format="torchscript", out=tmp_path / "m.pt")
-    pipeline = json.loads(open(sidecar_path(report.path)).read())["pipeline"]
+    with open(sidecar_path(report.path)) as f:
+        pipeline = json.load(f)["pipeline"]
     assert {k: pipeline[k] for k in ("full_frame", "clip_placement", "num_clips", "num_crops", "short_side")} == {
         "full_frame": True, "clip_placement": "pyslowfast", "num_clips": 2, "num_crops": 1,
         "short_side": view.short_side}
