@@ -326,8 +326,8 @@ class ViewProtocol:
         if unknown:
             raise ConfigError(f"views.{unknown[0]}: unknown key; valid keys: {', '.join(known)}")
         sampler = node.get("sampler")
-        segments = sampler.get("num_segments") if isinstance(sampler, Mapping) else getattr(sampler, "num_segments",
-                                                                                              None)
+        segments = (sampler.get("num_segments") if isinstance(sampler, Mapping)  # a stored config node
+                    else getattr(sampler, "num_segments", None))  # a sampler object (the dataset's)
         short_side = node.get("test_scale")
         stored = {field: node.get(key) for field, key in DATASET_KEYS.items()}
         stored.update(crop_size=node.get("test_crop_size") or short_side, num_segments=segments)

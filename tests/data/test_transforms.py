@@ -53,3 +53,25 @@ def test_test_crops_along_long_side():
     np.testing.assert_allclose(tops, [0, 40, 80], atol=1e-3)
     resized = EvalTransform(crop_size=20, short_side=20, num_crops=3)(clip, 1)
     assert resized.shape == (3, 4, 20, 20)
+
+
+def test_view_protocol_reads_a_stored_data_val_node_with_segments_and_placement():
+    """``ViewProtocol.from_dataset_node``: the dataset's key names, its defaults, an SSv2-style segment
+    sampler given as a stored config node, and overrides on top."""
+    from nlnet.data.decoding import VideoInfo
+    from nlnet.data.sampling import SegmentSampler
+    from nlnet.data.transforms import ViewProtocol
+    from nlnet.utils.errors import ConfigError
+
+    node = {"num_frames": 8, "sampling_rate": 1, "test_scale": 160, "test_crop_size": None, "num_clips": 2,
+            "sampler": {"_target_": "nlnet.data.sampling.SegmentSampler", "num_segments": 8}}
+    view = ViewProtocol.from_dataset_node(node)
+    assert (view.short_side, view.crop_size, view.num_clips, view.num_crops) == (160, 160, 2, 3)
+    assert view.num_segments == 8 and view.clip_placement == "nlnet" and not view.full_frame
+    info = VideoInfo(duration=4.0, fps=25.0, num_frames=100, width=200, height=160)
+    expected = SegmentSampler(num_segments=8).test_times(info, 1, 2, num_frames=8, sampling_rate=1)
+    np.testing.assert_allclose(view.test_times(info, 1), expected)
+    wide = ViewProtocol.from_dataset_node(node, full_frame=True, num_crops=None)
+    assert wide.full_frame and wide.num_crops == 1 and wide.transform().crop_size is None
+    with pytest.raises(ConfigError, match="views.num_segments=3: must be a positive integer dividing"):
+        ViewProtocol.from_dataset_node({**node, "sampler": SegmentSampler(num_segments=3)}, num_frames=8)
