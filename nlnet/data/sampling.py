@@ -17,7 +17,7 @@ PySlowFast and mmaction2): a random offset in each segment for training, the cen
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 import numpy as np
 import torch
@@ -82,6 +82,14 @@ def read_clip(reader: VideoReader, *, num_frames: int, sampling_rate: int,
     return read_frames(reader, clip_times(start, num_frames, sampling_rate, info.fps), short_side=short_side)
 
 
+@overload
+def read_frames(reader: VideoReader, times: np.ndarray, *, short_side: int | None = None,
+                planes: Literal[False] = False) -> torch.Tensor: ...
+@overload
+def read_frames(reader: VideoReader, times: np.ndarray, *, short_side: int | None = None,
+                planes: bool) -> torch.Tensor | YuvClip: ...
+
+
 def read_frames(reader: VideoReader, times: np.ndarray, *, short_side: int | None = None,
                 planes: bool = False) -> torch.Tensor | YuvClip:
     """uint8 (T, C, H, W) frames shown at ``times`` (seconds from the first frame); with ``planes``
@@ -92,7 +100,9 @@ def read_frames(reader: VideoReader, times: np.ndarray, *, short_side: int | Non
     if np.any(np.diff(times) < 0):
         back = torch.from_numpy(np.argsort(order))  # position in time order of each requested frame
         clip = read_frames(reader, times[order], short_side=short_side, planes=planes)
-        return type(clip)(clip.y[back], clip.uv[back], clip.format) if planes else clip[back]
+        if isinstance(clip, torch.Tensor):
+            return clip[back]
+        return type(clip)(clip.y[back], clip.uv[back], clip.format)
     if planes:
         return reader.read_planes(times, short_side=short_side)[0]
     frames, _ = reader.read(times, short_side=short_side)

@@ -93,8 +93,9 @@ def plan_clips(info: VideoInfo, protocol: ViewProtocol,
     planned = [(WHOLE_VIDEO, protocol.test_times(info, k)) for k in range(protocol.num_clips)]
     windows = timeline_windows(info.duration, timeline.window, timeline.stride) if timeline else []
     for k, window in enumerate(windows):
+        starts = clip_starts(window, seconds, timeline.clips if timeline else 0, info.duration)
         planned += [(k + 1, clip_times(start, protocol.num_frames, protocol.sampling_rate, info.fps))
-                    for start in clip_starts(window, seconds, timeline.clips, info.duration)]
+                    for start in starts]
     clips: dict[tuple[float, ...], list[int]] = {}
     for group, times in planned:
         clips.setdefault(tuple(round(float(t), 6) for t in times), []).append(group)

@@ -71,3 +71,11 @@ def test_wrapped_clips_are_decoded_in_their_order(tmp_path):
         clip = read_frames(reader, view.test_times(reader.info, 1))
     grey = clip[:, 0, 8, 8].to(torch.int64)
     assert (grey - torch.tensor([10, 18, 6, 14]) * 12).abs().max() <= 6  # frames 10 18 6 14, H.264 error aside
+    # YUV planes (``color_convert="device"``) come back in the same order
+    with VideoReader(str(path)) as reader:
+        times = view.test_times(reader.info, 1)
+        planes = read_frames(reader, times, planes=True)
+    with VideoReader(str(path)) as reader:
+        ordered = read_frames(reader, np.sort(times), planes=True)
+    back = np.argsort(np.argsort(times, kind="stable"))
+    assert torch.equal(planes.y, ordered.y[back]) and torch.equal(planes.uv, ordered.uv[back])
