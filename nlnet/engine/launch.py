@@ -21,6 +21,7 @@ from nlnet.engine import distributed as du
 from nlnet.engine import hooks as H
 from nlnet.engine.attention_hook import clip_of_dataset
 from nlnet.engine.checkpoint import CheckpointManager, checkpoint_run_dir, load_checkpoint, load_model_state
+from nlnet.engine.cluster import stop_signals
 from nlnet.engine.evaluation import evaluate, write_results
 from nlnet.engine.loader import EndlessLoader, build_eval_loader
 from nlnet.engine.prologue import BatchPrologue
@@ -218,7 +219,7 @@ def _build_hooks(cfg: Any, trainer: Trainer, data: _Data, manager: CheckpointMan
     """The hooks in their order (see ``nlnet.engine.hooks``), and the final test (None when off), which
     fills ``results`` with its metrics and results path."""
     t_cfg, model = cfg.trainer, trainer.model
-    hooks: list[H.HookBase] = [H.SignalHandler()]
+    hooks: list[H.HookBase] = [H.SignalHandler(signals=stop_signals())]
     if t_cfg.precise_bn_iters > 0:
         def precise_bn_batches(iteration: int) -> Iterator[Any]:
             with contextlib.closing(EndlessLoader(dataset=data.train_set, seed=int(t_cfg.seed) + 1 + iteration,
