@@ -69,8 +69,9 @@ def run_train(args: list[str], env: dict[str, str], timeout: float = 400) -> tup
 
 
 def job_ids(run_dir: str | Path) -> list[str]:
+    """The ids of the jobs submitted for a run or sweep folder (an array task's: ``<array>_<row>``)."""
     folder = Path(run_dir, ".submitit")
-    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    return sorted(p.parent.name for p in folder.glob("*/*_submitted.pkl") if p.name == f"{p.parent.name}_submitted.pkl")
 
 
 def final_model(run_dir: str | Path) -> dict:
@@ -153,7 +154,7 @@ def test_a_sweep_runs_each_row_as_its_own_job(tiny_videos, slurm, tmp_path):
                                env={**tool_env(), **slurm})
     assert code == 0, out[-3000:] + err[-3000:]
     jobs = job_ids(sweep)
-    assert len(jobs) == 2 and len(set(jobs)) == 2, jobs  # one Slurm job (array task) per row
+    assert len(jobs) == 2 and len({job.split("_")[0] for job in jobs}) == 1, jobs  # one array task per row
     for seed in (0, 1):
         assert "training finished: iteration 1 of 1" in Path(sweep, f"seed{seed}", "log.txt").read_text()
     weights = [final_model(sweep / f"seed{seed}") for seed in (0, 1)]
