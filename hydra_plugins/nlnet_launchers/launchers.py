@@ -114,7 +114,7 @@ class _SubmititLauncher(plugin.BaseSubmititLauncher):
             raise JobExited(f"the task function exited with status {code}") from None
         if ret.status is JobStatus.FAILED:  # Hydra caught the task function's exception: log it for the user
             try:
-                ret.return_value
+                _ = ret.return_value  # raises the exception
             except Exception:
                 traceback.print_exc()
                 raise

@@ -61,7 +61,7 @@ def submit_plain_run(args: Sequence[str]) -> list[str]:
     return ["--multirun", "hydra.sweep.dir=${hydra.run.dir}", "hydra.sweep.subdir=.", *args]
 
 
-class one_line_errors(contextlib.ContextDecorator):  # noqa: N801 (used as a function: one_line_errors())
+class one_line_errors(contextlib.ContextDecorator):
     """Inside (or, as ``@one_line_errors()``, around a function): an error the user can fix ends the
     process with one line ``error: ...`` on stderr and exit status 2; other errors propagate.
 
@@ -71,10 +71,10 @@ class one_line_errors(contextlib.ContextDecorator):  # noqa: N801 (used as a fun
     function can be pickled (a submitit job runs the tool's ``main``).
     """
 
-    def __enter__(self) -> "one_line_errors":
-        return self
+    def __enter__(self) -> None:
+        return None
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
         if not isinstance(exc, Exception) or os.environ.get("NLNET_FULL_ERROR") == "1":
             return False
         message = user_message(exc)

@@ -29,9 +29,9 @@ def fake_command(tmp_path, monkeypatch, name, output):
 
 
 def slurm_step(monkeypatch, *, procid, ntasks, localid, job_id="4242", nodelist="node[01-02]"):
-    for name, value in dict(SLURM_JOB_ID=job_id, SLURM_STEP_ID="0", SLURM_PROCID=procid, SLURM_STEP_NUM_TASKS=ntasks,
-                            SLURM_NTASKS=ntasks, SLURM_LOCALID=localid, SLURM_JOB_NODELIST=nodelist,
-                            SLURM_STEP_NODELIST=nodelist).items():
+    for name, value in {"SLURM_JOB_ID": job_id, "SLURM_STEP_ID": "0", "SLURM_PROCID": procid,
+                        "SLURM_STEP_NUM_TASKS": ntasks, "SLURM_NTASKS": ntasks, "SLURM_LOCALID": localid,
+                        "SLURM_JOB_NODELIST": nodelist, "SLURM_STEP_NODELIST": nodelist}.items():
         monkeypatch.setenv(name, str(value))
 
 

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 
 def _script(command: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", SCRIPT, command], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run(["bash", SCRIPT, command], capture_output=True, text=True, timeout=timeout, check=False,
                           env={**os.environ, "NLNET_SLURM_DIR": SLURM_DIR})
 
 
@@ -49,6 +49,17 @@ def slurm() -> dict[str, str]:
     yield {"SLURM_CONF": os.path.join(SLURM_DIR, "slurm.conf")}
     if not was_running:
         _script("stop", timeout=120)
+
+
+def test_the_local_cluster_runs_tasks_and_starts_idempotently(slurm):
+    env = {**os.environ, **slurm}
+    ranks = subprocess.run(["srun", "-n", "2", "printenv", "SLURM_PROCID"], env=env, capture_output=True, text=True,
+                           timeout=120, check=True).stdout.split()
+    assert sorted(ranks) == ["0", "1"]
+    before = _script("status", timeout=60).stdout
+    assert _script("start", timeout=120).returncode == 0
+    after = _script("status", timeout=60).stdout
+    assert before == after and after.count(": running (pid") == 3  # the same daemons, nothing restarted
 
 
 def common(tiny_videos: str) -> list[str]:
@@ -80,8 +91,8 @@ def final_model(run_dir: str | Path) -> dict:
 
 def assert_same_weights(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
-    for key in a:
-        assert a[key].equal(b[key]), key
+    for key, value in a.items():
+        assert value.equal(b[key]), key
 
 
 def assert_same_results(a: str | Path, b: str | Path) -> None:
@@ -107,7 +118,7 @@ def test_two_task_slurm_job_matches_torchrun(tiny_videos, slurm_run, tmp_path):
     torchrun = os.path.join(os.path.dirname(PYTHON), "torchrun")
     proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", TRAIN, *common(tiny_videos),
                            f"hydra.run.dir={reference}"], env=tool_env(), cwd=ROOT, capture_output=True,
-                          text=True, timeout=400)
+                          text=True, timeout=400, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert_same_weights(final_model(slurm_run), final_model(reference))
     assert_same_results(slurm_run, reference)
@@ -134,7 +145,7 @@ def test_a_job_signalled_mid_training_requeues_resumes_and_matches(tiny_videos, 
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-            subprocess.run(["scancel", *job_ids(run_dir)], env=env, timeout=60)
+            subprocess.run(["scancel", *job_ids(run_dir)], env=env, timeout=60, check=False)
     assert proc.returncode == 0, out[-4000:]
     log = Path(run_dir, "log.txt").read_text()
     stopped = re.search(r"stopped at iteration (\d+) \(received SIGUSR2\)", log)
@@ -162,14 +173,14 @@ def test_a_sweep_runs_each_row_as_its_own_job(tiny_videos, slurm, tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("hydra.launcher.partition=nowhere", "error: hydra.launcher.partition='nowhere': no such Slurm partition; "
-                                         "sinfo lists: debug"),
-    ("hydra.launcher.tasks_per_node=4096", "error: hydra.launcher.tasks_per_node=4096 x cpus_per_task=1 needs "
-                                           "4096 CPUs on a node"),
+    ("hydra.launcher.partition=nowhere",
+     "error: hydra.launcher.partition='nowhere': no such Slurm partition; sinfo lists: debug"),
+    ("hydra.launcher.tasks_per_node=4096",
+     "error: hydra.launcher.tasks_per_node=4096 x cpus_per_task=1 needs 4096 CPUs on a node"),
     ("hydra.launcher.gpus_per_node=2", "error: hydra.launcher.tasks_per_node=1 with gpus_per_node=2"),
 ])
 def test_bad_launcher_settings_are_one_line_naming_the_key(tiny_videos, slurm, tmp_path, override, message):
-    code, out, err = run_train([*tiny_overrides(tiny_videos), "hydra/launcher=slurm", override,
+    code, _, err = run_train([*tiny_overrides(tiny_videos), "hydra/launcher=slurm", override,
                                 f"hydra.run.dir={tmp_path / 'run'}"], env={**tool_env(), **slurm}, timeout=120)
     assert code == 2 and err.startswith(message) and err.count("\n") == 1, err
     assert not job_ids(tmp_path / "run")  # nothing submitted
@@ -177,7 +188,7 @@ def test_bad_launcher_settings_are_one_line_naming_the_key(tiny_videos, slurm, t
 
 def test_a_failed_job_reports_its_id_and_log(tiny_videos, slurm, tmp_path):
     run_dir = tmp_path / "run"
-    code, out, err = run_train([*tiny_overrides(tiny_videos), "data.val.annotations=/nonexistent/val.csv",
+    code, _, err = run_train([*tiny_overrides(tiny_videos), "data.val.annotations=/nonexistent/val.csv",
                                 "hydra/launcher=slurm", f"hydra.run.dir={run_dir}"], env={**tool_env(), **slurm})
     (job,) = job_ids(run_dir)
     line = err.strip().splitlines()[-1]
