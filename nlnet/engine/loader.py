@@ -133,7 +133,8 @@ def _kill_workers_at_exit() -> None:
 
 def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """``default_collate`` of dataset items, their ``failures`` lists ((path, reason) of each video that
-    failed to decode) joined into the batch's ``failures`` (they differ in length from item to item)."""
+    failed to decode) joined into the batch's ``failures`` (they differ in length from item to item);
+    their ``decoder`` strings (``nlnet.data.hwdecode``) become the batch's list of them."""
     failures = [tuple(f) for item in items for f in item.get("failures", ())]
     batch = default_collate([{k: v for k, v in item.items() if k != "failures"} for item in items])
     batch["failures"] = failures
@@ -169,20 +170,26 @@ class EndlessLoader:
         failures: videos that failed to decode (path -> reason), shared by the loaders of one run:
             each new one is logged once. A batch with a failed item (the dataset ran out of other
             videos to try) stops training with a ``DataError``.
+        decoders: the decoders that read the clips (items' ``decoder``: ``"cpu"``, ``"cuda"`` or the
+            reason NVDEC was not used) -> clips, shared like ``failures``: each new one is logged once,
+            a fallback from NVDEC as a warning.
     """
 
     def __init__(self, *, dataset: Dataset, batch_size: int, num_workers: int = 0, num_replicas: int = 1,
                  rank: int = 0, seed: int = 0, collate_fn: Callable | None = collate,
-                 pin_memory: bool = False, worker_threads: int = 1, failures: dict[str, str] | None = None) -> None:
+                 pin_memory: bool = False, worker_threads: int = 1, failures: dict[str, str] | None = None,
+                 decoders: dict[str, int] | None = None) -> None:
         self.dataset = dataset
         self.seed = seed
         self.failures = failures if failures is not None else {}
+        self.decoders = decoders if decoders is not None else {}
         self.sampler = ResumableDistributedSampler(size=len(dataset), batch_size=batch_size,
                                                    num_replicas=num_replicas, rank=rank, seed=seed)
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
                                  collate_fn=collate_fn, pin_memory=pin_memory, drop_last=True,
                                  persistent_workers=False, generator=_worker_generator(seed),
-                                 worker_init_fn=_WorkerInit(worker_threads) if num_workers > 0 else None)
+                                 worker_init_fn=_WorkerInit(worker_threads) if num_workers > 0 else None,
+                                 multiprocessing_context=_start_method(dataset, num_workers))
         self.epoch = 0
         self.batch_in_epoch = 0
         self._iterator: Iterator[Any] | None = None
@@ -227,6 +234,7 @@ class EndlessLoader:
                 self.failures[path] = reason
                 get_logger().warning(f"cannot decode {path} ({reason}); using another video "
                                      "(tools/check_dataset.py lists every such file)")
+        report_decoders(batch, self.decoders)
         ok = batch.get("ok")
         if ok is not None and not bool(torch.as_tensor(ok).all()):
             last = " (last: {}: {})".format(*batch["failures"][-1]) if batch.get("failures") else ""
@@ -242,6 +250,21 @@ class EndlessLoader:
         shutdown(iterator)
 
 
+def _start_method(dataset: Dataset, num_workers: int) -> str | None:
+    """The dataset's ``worker_start_method`` (e.g. ``"spawn"`` for NVDEC in the workers), if any."""
+    return getattr(dataset, "worker_start_method", None) if num_workers > 0 else None
+
+
+def report_decoders(batch: dict[str, Any], decoders: dict[str, int]) -> None:
+    """Count the batch's clips per decoder in ``decoders``; log each decoder the first time (a CPU
+    fallback from NVDEC as a warning: ``"cpu (data.decode_device=cuda: <why>)"``)."""
+    for decoder in batch.get("decoder", ()):
+        if decoder not in decoders:
+            log = get_logger().warning if decoder.startswith("cpu (") else get_logger().info
+            log(f"data: videos decoded by {decoder}")
+        decoders[decoder] = decoders.get(decoder, 0) + 1
+
+
 def build_eval_loader(*, dataset: Dataset, batch_size: int, num_workers: int = 0, num_replicas: int = 1,
                       rank: int = 0, pin_memory: bool = False, worker_threads: int = 1) -> DataLoader:
     """A loader over this rank's share of ``dataset`` (no sample on two ranks, no padding); batches
@@ -249,4 +272,5 @@ def build_eval_loader(*, dataset: Dataset, batch_size: int, num_workers: int = 0
     sampler = ShardSampler(size=len(dataset), num_replicas=num_replicas, rank=rank)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
                       pin_memory=pin_memory, drop_last=False, generator=_worker_generator(0),
-                      worker_init_fn=_WorkerInit(worker_threads) if num_workers > 0 else None)
+                      worker_init_fn=_WorkerInit(worker_threads) if num_workers > 0 else None,
+                      multiprocessing_context=_start_method(dataset, num_workers))

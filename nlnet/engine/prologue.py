@@ -4,7 +4,9 @@ Workers return pinned uint8 (B, C, T, H, W) clips (4x less to copy than float32)
 them without blocking, flips those with ``flip`` set (``VideoDataset(flip_on_device=True)``), lays them
 out ``channels_last_3d`` (still uint8) and normalises them with ``nlnet.data.transforms.normalize``: the
 float32 operations of a worker-side normalisation, so the input is bit-for-bit the same. Its
-``channels_last`` also gives the model its memory format (:meth:`prepare_model`): one knob.
+``channels_last`` also gives the model its memory format (:meth:`prepare_model`): one knob. Batches of
+YUV 4:2:0 planes (``VideoDataset(color_convert="device")``) are first converted to uint8 RGB here
+(``nlnet.data.yuv.yuv_to_rgb``).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from nlnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize, scaled_stats
+from nlnet.data.yuv import yuv_to_rgb
 
 __all__ = ["BatchPrologue"]
 
@@ -58,6 +61,8 @@ class BatchPrologue:
         ones are taken as already normalised (stand-in batches).
         """
         video = batch["video"].to(self.device, non_blocking=True)
+        if "chroma" in batch:  # YUV 4:2:0 planes (VideoDataset(color_convert="device")) -> uint8 RGB here
+            video = yuv_to_rgb(video, batch["chroma"].to(self.device, non_blocking=True), batch["yuv_format"])
         if "flip" in batch:  # (B,) bool: mirror those clips along W (on uint8, before normalising)
             flip = torch.as_tensor(batch["flip"]).to(self.device, non_blocking=True).view(-1, 1, 1, 1, 1)
             video = torch.where(flip, video.flip(-1), video)

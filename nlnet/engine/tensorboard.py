@@ -12,6 +12,9 @@ from nlnet.engine.hooks import is_due, memory_mb
 from nlnet.engine.trainer import HookBase
 
 
+EVAL_SCALARS = ("top1", "top5", "mean_class_accuracy", "map")  # those an evaluation has are written
+
+
 def open_writer(log_dir: str, *, purge_step: int | None = None) -> Any:
     """A ``SummaryWriter`` on ``log_dir`` on rank 0 (events after ``purge_step``, left by an interrupted
     run, are dropped); None on other ranks. The caller closes it."""
@@ -46,9 +49,10 @@ def confusion_figure(confusion: Sequence[Sequence[int]], class_names: Sequence[s
 
 def write_eval_metrics(writer: Any, metrics: dict[str, Any], step: int, *, tag: str,
                        class_names: Sequence[str] = ()) -> None:
-    """An evaluation in TensorBoard: ``<tag>/top1``, ``top5``, ``mean_class_accuracy`` and, when the
-    metrics have one, the confusion matrix as a figure (used in training and by ``launch.test``)."""
-    for key in ("top1", "top5", "mean_class_accuracy"):
+    """An evaluation in TensorBoard: ``<tag>/top1``, ``top5``, ``mean_class_accuracy`` (multi-label:
+    ``<tag>/map``) and, when the metrics have one, the confusion matrix as a figure (used in training and
+    by ``launch.test``)."""
+    for key in (k for k in EVAL_SCALARS if k in metrics):
         writer.add_scalar(f"{tag}/{key}", metrics[key], step)
     confusion = metrics.get("confusion_matrix")
     if confusion:
@@ -61,8 +65,9 @@ def write_eval_metrics(writer: Any, metrics: dict[str, Any], step: int, *, tag: 
 
 class TensorBoardLogger(HookBase):
     """TensorBoard scalars (train loss, lr, top-1/top-5, data vs compute time, clips/s, memory; val
-    top-1/top-5/mean class accuracy), the config as text, the confusion matrix as a figure and hparams
-    with the final metrics. Writes nothing where ``writer`` is None (ranks other than 0).
+    top-1/top-5/mean class accuracy), the config and the decoders that read the clips as text, the confusion
+    matrix as a figure and hparams with the final metrics. Writes nothing where ``writer`` is None (ranks
+    other than 0).
 
     Args:
         writer: a ``torch.utils.tensorboard.SummaryWriter`` (created and closed by the caller, who
@@ -83,6 +88,7 @@ class TensorBoardLogger(HookBase):
         self.hparams = dict(hparams or {})
         self.class_names = list(class_names)
         self.final_metrics: dict[str, float] = {}
+        self._decoders: list[str] = []  # the decoders last written under "data/decoder"
 
     def state_dict(self) -> dict[str, Any]:
         return {"final_metrics": dict(self.final_metrics)}
@@ -107,10 +113,14 @@ class TensorBoardLogger(HookBase):
                 w.add_scalar(tag, s.avg(name), t.iter)
         w.add_scalar("train/lr", s.latest("lr"), t.iter)
         w.add_scalar("memory/peak_mib", memory_mb(t.device), t.iter)
+        decoders = getattr(t.data, "decoders", None)  # EndlessLoader's: which decoder read the clips
+        if decoders and sorted(decoders) != self._decoders:
+            self._decoders = sorted(decoders)
+            w.add_text("data/decoder", "\n".join(f"- {d}" for d in self._decoders), t.iter)
 
     def after_eval(self, metrics: dict[str, Any]) -> None:
         tag = metrics.get("tag", "val")
-        self.final_metrics.update({f"{tag}/{key}": float(metrics[key]) for key in ("top1", "top5", "mean_class_accuracy")})
+        self.final_metrics.update({f"{tag}/{key}": float(metrics[key]) for key in EVAL_SCALARS if key in metrics})
         if self.writer is not None:
             write_eval_metrics(self.writer, metrics, self.trainer.iter, tag=tag, class_names=self.class_names)
 

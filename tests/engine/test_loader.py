@@ -141,3 +141,48 @@ def test_too_few_clips_for_one_batch_names_the_key():
 def test_collate_joins_items_failures():
     batch = collate([{"x": 1, "failures": [("a", "r")]}, {"x": 2, "failures": []}, {"x": 3}])
     assert batch["x"].tolist() == [1, 2, 3] and batch["failures"] == [("a", "r")]
+
+
+class Decoded(Dataset):
+    """Items that say which decoder read them, as ``VideoDataset``'s do (half of them a CPU fallback)."""
+
+    worker_start_method = "spawn"  # what VideoDataset(decode_device="cuda") asks for
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        import torch
+
+        decoder = "cuda" if i % 2 else "cpu (data.decode_device=cuda: no CUDA device)"
+        return {"video": torch.zeros(1), "label": 0, "ok": True, "failures": [], "decoder": decoder}
+
+
+class LevelLines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append((record.levelname, record.getMessage()))
+
+
+def test_decoders_are_counted_and_each_logged_once_by_spawned_workers():
+    handler = LevelLines()
+    level = get_logger().level
+    get_logger().addHandler(handler)
+    get_logger().setLevel(logging.INFO)
+    try:
+        decoders = {}
+        loader = EndlessLoader(dataset=Decoded(), batch_size=2, num_workers=1, seed=0, decoders=decoders)
+        assert loader.loader.multiprocessing_context.get_start_method() == "spawn"
+        batches = [next(loader) for _ in range(8)]  # 2 epochs
+        loader.close()
+    finally:
+        get_logger().removeHandler(handler)
+        get_logger().setLevel(level)
+    assert all(len(b["decoder"]) == 2 for b in batches)
+    assert decoders == {"cuda": 8, "cpu (data.decode_device=cuda: no CUDA device)": 8}
+    logged = [line for line in handler.lines if "decoded by" in line[1]]
+    assert sorted(logged) == [("INFO", "data: videos decoded by cuda"),
+                              ("WARNING", "data: videos decoded by cpu (data.decode_device=cuda: no CUDA device)")]
