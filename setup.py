@@ -42,7 +42,8 @@ setup(
     description="Video action recognition with Non-local Neural Networks (C2D/I3D ResNets, 4 pairwise functions)",
     # hydra_plugins/: Hydra finds launchers in that namespace package only (an editable install needs
     # --config-settings editable_mode=compat for Hydra to list it: scripts/env.sh)
-    packages=find_packages(include=["nlnet", "nlnet.*"]) + find_namespace_packages(include=["hydra_plugins.nlnet_launchers"]),
+    packages=(find_packages(include=["nlnet", "nlnet.*"])
+              + find_namespace_packages(include=["hydra_plugins.nlnet_launchers"])),
     package_data={"nlnet.resources": ["*.txt"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
