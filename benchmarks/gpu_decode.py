@@ -31,8 +31,8 @@ from nlnet.data import VideoDataset
 from nlnet.data.hwdecode import nvcuvid_library
 from nlnet.data.synthetic import make_synthetic_dataset
 from nlnet.data.yuv import frame_planes, yuv_to_rgb
-from nlnet.engine.loader import EndlessLoader
-from nlnet.engine.prologue import BatchPrologue
+from nlnet.data.loader import EndlessLoader
+from nlnet.data.prologue import BatchPrologue
 from nlnet.utils.io import atomic_path
 
 __all__ = ["SETTINGS", "compare_planes", "run_decode", "run_part"]

@@ -7,7 +7,7 @@
 * each job's id and log are logged when it is submitted, and a job that fails is reported in one line
   with its id and the path of its log;
 * a job whose training stopped on the scheduler's preemption signal (Slurm's ``--signal`` before the
-  time limit, preemption; ``nlnet.engine.cluster.preemption_signal``), which has written its checkpoint
+  time limit, preemption; ``nlnet.utils.cluster.preemption_signal``), which has written its checkpoint
   by then, is requeued through submitit's checkpoint/requeue mechanism: the same call runs again with
   the same overrides, hence in the same run folder, and resumes from that checkpoint.
 
@@ -30,7 +30,7 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher as plugin
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
-from nlnet.engine import cluster
+from nlnet.utils import cluster
 from nlnet.utils.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)

@@ -8,12 +8,12 @@ Every random choice of an item comes from a generator seeded with (seed, epoch, 
 so the result does not depend on the worker, the process or the order of access (DDP-safe).
 
 Items hold uint8 (C, T, H, W) clips (4x less host memory and copying than float32); the batch prologue
-(``nlnet.engine.prologue``) normalises them on the device with this dataset's ``mean`` and ``std``.
+(``nlnet.data.prologue``) normalises them on the device with this dataset's ``mean`` and ``std``.
 With ``flip_on_device`` the training flip is left to the prologue too: the item carries ``flip``.
 
 A video that cannot be decoded is a value, never an exception: every item carries ``failures``, the
 ``(path, reason)`` of each video that failed while making it, so that the main process can report
-them whatever the number of DataLoader workers (``nlnet.engine.loader.collate``). Items also carry
+them whatever the number of DataLoader workers (``nlnet.data.loader.collate``). Items also carry
 ``decoder``, which decoder read their video (``nlnet.data.hwdecode``: ``"cpu"``, ``"cuda"``, or
 ``"cpu (...)"`` with the reason NVDEC was not used), so the main process can report it the same way.
 

@@ -9,7 +9,7 @@ CUDA device, which PyAV reports as ``PermissionError`` when the file is opened) 
 on the CPU for good, and a codec NVDEC does not take is decoded on the CPU for that stream. Nothing
 of this raises: :meth:`Decoder.open` returns a reader and a one-line description of the decoder
 that ran (``"cuda"``, or ``"cpu"`` with the reason), which items carry to the main process
-(``nlnet.engine.loader``), where each description is logged once and written to TensorBoard.
+(``nlnet.data.loader``), where each description is logged once and written to TensorBoard.
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ class Decoder:
     Args:
         device: ``"cpu"`` (FFmpeg's software decoders) or ``"cuda"`` (NVDEC through PyAV's hwaccel).
         gpu: CUDA device index for NVDEC (None: ``LOCAL_RANK``, the device the trainer of this
-            process's rank computes on, ``nlnet.engine.distributed``).
+            process's rank computes on, ``nlnet.utils.distributed``).
     """
 
     def __init__(self, *, device: str = "cpu", gpu: int | None = None) -> None:

@@ -12,7 +12,7 @@ short side is also what the decoder scales to with ``decode_resize`` (in FFmpeg)
 then a no-op.
 
 Input: uint8 (T, C, H, W) tensor. ``crop`` gives the uint8 (C, T, H, W) clip that DataLoader workers
-return; :func:`normalize` (run on the device by ``nlnet.engine.prologue``) turns it into the model's
+return; :func:`normalize` (run on the device by ``nlnet.data.prologue``) turns it into the model's
 float32 input; calling a transform does both (inference, visualisation).
 """
 from __future__ import annotations

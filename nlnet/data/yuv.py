@@ -3,7 +3,7 @@
 With ``VideoDataset(color_convert="device")`` workers skip FFmpeg's RGB conversion: they hand over
 the decoded planes, Y at full size and U, V at half width and height (1.5 bytes a pixel instead of
 3), resized and cropped like RGB clips but at even offsets, so every 2x2 block of Y keeps its own
-chroma sample. The batch prologue (``nlnet.engine.prologue``) converts them to uint8 RGB with
+chroma sample. The batch prologue (``nlnet.data.prologue``) converts them to uint8 RGB with
 :func:`yuv_to_rgb`, as FFmpeg's ``rgb24`` conversion does: the matrix the stream declares (BT.709,
 otherwise BT.601, FFmpeg's default) in the range it declares (full for JPEG-range streams, otherwise
 limited, 16-235 / 16-240), chroma repeated over its 2x2 block. ``docs/benchmarks.md`` gives the

@@ -9,7 +9,7 @@ from conftest import compose, tiny_overrides
 from nlnet.data import VideoDataset, decoding
 from nlnet.data.decoding import VideoDecodeError
 from nlnet.data.hwdecode import Decoder, nvcuvid_library
-from nlnet.engine.launch import train
+from nlnet.engine.train import train
 from nlnet.utils.errors import ConfigError
 
 HAS_NVDEC = torch.cuda.is_available() and nvcuvid_library() is not None

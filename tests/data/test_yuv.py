@@ -8,8 +8,8 @@ from nlnet.data.decoding import VideoReader
 from nlnet.data.synthetic import render_synthetic_clip
 from nlnet.data.transforms import EvalTransform, TrainParams, TrainTransform
 from nlnet.data.yuv import FORMATS, YuvClip, frame_format, frame_planes, yuv_to_rgb
-from nlnet.engine.loader import collate
-from nlnet.engine.prologue import BatchPrologue
+from nlnet.data.loader import collate
+from nlnet.data.prologue import BatchPrologue
 
 # FFmpeg's rgb24 (swscale's fixed-point fast path) against the exact ITU-R conversion, measured on
 # H.264, MPEG-4 and VP9 (docs/benchmarks.md): at most 3 levels, about 1.2 on average (limited range).
