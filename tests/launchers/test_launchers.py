@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PYTHON, ROOT, tiny_overrides, tool_env
-from nlnet.engine.checkpoint import CheckpointManager, load_checkpoint
+from nlnet.checkpoint.files import CheckpointManager, load_checkpoint
 
 TRAIN = str(ROOT / "tools" / "train.py")
 ENGINE_TESTS = str(ROOT / "tests" / "engine")  # _slow_dataset.py
