@@ -23,7 +23,7 @@ from nlnet.data.synthetic import make_synthetic_dataset
 from nlnet.engine.loader import EndlessLoader
 from nlnet.engine.prologue import BatchPrologue
 
-from .common import device_of, synchronize
+from ..common import device_of, synchronize
 from .record import Recorder, Rows, part_deadline
 
 BENCH_LIST = "bench_train.txt"  # "relative/path label" lines: the bench videos, repeated
@@ -48,7 +48,7 @@ def make_videos(settings: dict[str, Any], recorder: Recorder) -> None:
     bench, demo = bench_roots(settings["work"])
     start = time.perf_counter()
     spec = dict(options["bench"])
-    processes = max(1, min(int(spec["processes"]), int(spec["count"])))
+    processes = max(1, min(int(spec["processes"] or len(os.sched_getaffinity(0))), int(spec["count"])))
     spec["per_process"] = -(-int(spec["count"]) // processes)
     with ProcessPoolExecutor(processes) as pool:
         parts = pool.map(_write_part, [str(bench / f"part{k}") for k in range(processes)], range(processes),
@@ -62,6 +62,12 @@ def make_videos(settings: dict[str, Any], recorder: Recorder) -> None:
     make_synthetic_dataset(demo, num_classes=6, train_per_class=d["train_per_class"], val_per_class=d["val_per_class"],
                            num_frames=d["frames"], size=d["size"], noise=4.0)
     recorder.set(demo_root=str(demo), demo_seconds=time.perf_counter() - start)
+
+
+def default_workers() -> int:
+    """DataLoader workers when none are given: every CPU core this process may use but two (the main
+    process and the CUDA driver's threads keep one each)."""
+    return max(1, len(os.sched_getaffinity(0)) - 2)
 
 
 def write_bench_list(root: Path, paths: list[str], min_items: int) -> Path:
@@ -121,7 +127,8 @@ def run(settings: dict[str, Any], recorder: Recorder) -> None:
     device, deadline, options = device_of(settings), part_deadline(settings), settings["loader"]
     videos = settings["results"]["videos"]
     listing = write_bench_list(Path(videos["bench_root"]), videos["bench_paths"], int(options["min_items"]))
-    recorder.set(workers=options["workers"], videos=videos["bench_videos"], listing=str(listing),
+    workers = int(options["workers"] if options["workers"] is not None else default_workers())
+    recorder.set(workers=workers, videos=videos["bench_videos"], listing=str(listing),
                  cpus=os.cpu_count())
     rows = Rows(recorder)
     for clip in options["clips"]:
@@ -133,7 +140,7 @@ def run(settings: dict[str, Any], recorder: Recorder) -> None:
             step = fastest_step(settings["results"].get("train"), clip["model"], clip["clip"])
             batch = int(step["batch"]) if step else int(options["default_batch"])
             dataset = instantiate(clip["config"]["data_train"], annotations=str(listing))
-            measured = loader_clips_per_s(dataset, batch=batch, workers=int(options["workers"]),
+            measured = loader_clips_per_s(dataset, batch=batch, workers=workers,
                                           seconds=float(options["seconds"]), device=device)
             row.update(status="ok", batch=batch, **measured)
             if step:

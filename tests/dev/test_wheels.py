@@ -1,4 +1,4 @@
-"""The GPU machine's wheel set: the offline check (nlnet.bench.wheels) and scripts/gpu_wheels.sh."""
+"""The offline GPU machine's wheel set: the offline check (dev.wheels) and dev/gpu_wheels.sh."""
 import socket
 import subprocess
 import zipfile
@@ -6,7 +6,7 @@ import zipfile
 import pytest
 
 from conftest import PYTHON, ROOT, tool_env
-from nlnet.bench.wheels import DEVICE_WHEELS, check_wheels
+from dev.wheels import DEVICE_WHEELS, check_wheels
 
 
 def make_wheel(folder, filename, requires=(), requires_python=None):
@@ -65,7 +65,7 @@ def pypi_reachable() -> bool:
 @pytest.mark.skipif(not pypi_reachable(), reason="PyPI is not reachable")
 def test_gpu_wheels_script_downloads_an_installable_set(tmp_path):
     folder = tmp_path / "wheels"
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_wheels.sh"), str(folder)], cwd=ROOT,
+    proc = subprocess.run(["bash", str(ROOT / "dev" / "gpu_wheels.sh"), str(folder)], cwd=ROOT,
                           env=dict(tool_env(), PYTHON=PYTHON), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert check_wheels(folder) == []

@@ -1,14 +1,17 @@
-"""What the GPU check measures, as data: one preset for an H200-class GPU, one for the CPU rehearsal.
+"""What the GPU check measures, as data: one preset for a GPU, one for the CPU rehearsal.
 
 The two presets run the same code; the rehearsal only shrinks shapes, counts and budgets. Budgets
-are seconds of wall time per part (``--budget PART=SECONDS`` overrides one); ``total_budget`` caps
-the whole check (the H200 lease is 15 minutes, machine start and wheel install included, so the
-check gets at most 8).
+are seconds of wall time per part, taken from the parts list (``parts.py``; ``--budget PART=SECONDS``
+overrides one); ``total_budget`` caps the whole check and defaults to the sum of the parts that run
+one after the other (``--total-budget``). A slower GPU measures fewer rows within a budget: the rows
+it does not reach are recorded as skipped, with the reason.
 """
 from __future__ import annotations
 
 import copy
 from typing import Any
+
+from .parts import PART_NAMES, PARTS
 
 # Train-step cases: the paper's I3D R50 and NL I3D R50 (5 blocks, Table 2c), 32x2 and 8x8 clips.
 # The clip length and crop come from each experiment's data config (32x224 or 8x224).
@@ -31,10 +34,6 @@ GPU: dict[str, Any] = {
     "device": "cuda",
     "rehearsal": False,
     "threads": None,  # torch's default intra-op threads
-    "total_budget": 460,
-    # env + tests + nonlocal + train + pytorchvideo + loader + torchrun = 460 s; videos run beside tests
-    "budgets": {"env": 15, "videos": 120, "tests": 90, "nonlocal": 45, "train": 150, "pytorchvideo": 40,
-                "loader": 45, "torchrun": 75},
     "env": {"matmul_size": 8192, "repeats": 10},
     "tests": {"per_test_timeout": 120},
     "nonlocal": {"shapes": [[2, 512, 4, 28, 28], [2, 1024, 4, 14, 14],     # res3 / res4, 32-frame clips
@@ -46,9 +45,9 @@ GPU: dict[str, Any] = {
     "pytorchvideo": {"overrides": ["experiment=i3d_r50_kinetics_8x8"], "frames": 8, "size": 224,
                      "pytorchvideo_kwargs": {}, "precisions": ["fp32", "bf16"], "max_batch": 32, "warmup": 2,
                      "rounds": 8},
-    "videos": {"bench": {"count": 16, "width": 456, "height": 256, "frames": 250, "gop_size": 25, "processes": 8},
+    "videos": {"bench": {"count": 16, "width": 456, "height": 256, "frames": 250, "gop_size": 25, "processes": None},
                "demo": {"train_per_class": 16, "val_per_class": 2, "frames": 32, "size": 64}},
-    "loader": {"clips": LOADER_CLIPS, "data_overrides": [], "workers": 14, "seconds": 12, "min_items": 6000,
+    "loader": {"clips": LOADER_CLIPS, "data_overrides": [], "workers": None, "seconds": 12, "min_items": 6000,
                "default_batch": 32},
     "torchrun": {"nproc_per_node": 1, "max_iter": 50,
                  "overrides": ["trainer.device=cuda", "data.num_workers=4"]},
@@ -63,9 +62,6 @@ CPU_REHEARSAL: dict[str, Any] = {
     "device": "cpu",
     "rehearsal": True,
     "threads": 1,  # OMP_NUM_THREADS for every part: on a loaded 2-core machine more threads only spin
-    "total_budget": 600,
-    "budgets": {"env": 30, "videos": 120, "tests": 120, "nonlocal": 60, "train": 150, "pytorchvideo": 90,
-                "loader": 60, "torchrun": 150},
     "env": {"matmul_size": 256, "repeats": 3},
     "tests": {"per_test_timeout": 120},
     "nonlocal": {"shapes": [[2, 16, 4, 8, 8], [2, 32, 2, 6, 6]], "precisions": ["fp32", "bf16"],
@@ -87,12 +83,15 @@ CPU_REHEARSAL: dict[str, Any] = {
                                "data.val.test_crop_size=32", "data.val.num_clips=1", "trainer.precise_bn_iters=1"]},
 }
 
-PART_NAMES = ("env", "videos", "tests", "nonlocal", "train", "pytorchvideo", "loader", "torchrun")
 
 
 def preset(cpu_rehearsal: bool) -> dict[str, Any]:
-    """A fresh copy of the GPU or the CPU-rehearsal preset."""
-    return copy.deepcopy(CPU_REHEARSAL if cpu_rehearsal else GPU)
+    """A fresh copy of the GPU or the CPU-rehearsal preset, with the parts' budgets and their total
+    (the parts run one after the other; background ones beside them)."""
+    settings = copy.deepcopy(CPU_REHEARSAL if cpu_rehearsal else GPU)
+    settings["budgets"] = {p.name: p.rehearsal_budget_s if cpu_rehearsal else p.budget_s for p in PARTS}
+    settings["total_budget"] = sum(settings["budgets"][p.name] for p in PARTS if not p.background)
+    return settings
 
 
 def apply_budgets(settings: dict[str, Any], items: list[str], total: float | None = None) -> dict[str, Any]:

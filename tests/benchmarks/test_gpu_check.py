@@ -8,20 +8,22 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.gpu_check import settings as S
+from benchmarks.gpu_check.conductor import main, run_check
+from benchmarks.gpu_check.parts import PART_NAMES, PARTS, Part
+from benchmarks.gpu_check.report import render
 from conftest import PYTHON, ROOT, tool_env
-from nlnet.bench import settings as S
-from nlnet.bench.check import Part, main, run_check
-from nlnet.bench.report import render
 
 
 def tiny_settings(**budgets):
     settings = S.preset(cpu_rehearsal=True)
-    settings["budgets"].update({name: 30 for name in S.PART_NAMES}, **budgets)
+    settings["budgets"].update({name: 30 for name in PART_NAMES}, **budgets)
     return settings
 
 
 def fake(name, function, **kwargs):
-    return Part(name=name, target=f"tests.bench._fake_parts:{function}", title=f"fake {function}", **kwargs)
+    return Part(name=name, target=f"tests.benchmarks._fake_parts:{function}", title=f"fake {function}", budget_s=30,
+                rehearsal_budget_s=30, **kwargs)
 
 
 def test_parts_pass_results_on_and_failures_and_timeouts_are_recorded(tmp_path, monkeypatch):
@@ -83,7 +85,7 @@ def test_report_renders_failed_rows_and_half_written_results():
                         "pytorchvideo": {"title": "pv", "status": "timeout", "reason": "ran out", "seconds": 40.0,
                                          "budget_s": 40, "result": {"rows": [{"status": "ok", "odd": True}]}},
                         "loader": {"title": "loader", "status": "skipped", "reason": "total budget", "result": {}}}}
-    text = render(report)
+    text = render(report, {part.name: part.section for part in PARTS})
     assert "| train | failed | 150.0 | 150 | 1 of 1 rows failed |" in text
     assert "| NL I3D R50 | 32x2 | bf16+compile | failed: BackendCompilerFailed: boom | - |" in text
     assert "could not render: KeyError" in text and '"odd": true' in text  # the raw result instead
