@@ -4,9 +4,12 @@ from __future__ import annotations
 import json
 import subprocess
 
-from conftest import PYTHON, ROOT, tool_env
+import pytest
+
+from conftest import PYTHON, tool_env
 
 
+@pytest.mark.slow
 def test_bench_export_table_and_json(tmp_path):
     case = "tiny=model=tiny model.net.base_width=4 model.net.nonlocal_blocks=[[],[1],[],[]] @4x32"
     proc = subprocess.run([PYTHON, "-m", "benchmarks.export", "--case", case, "--formats", "torchscript",

@@ -16,6 +16,7 @@ def run_tool(*args: str) -> subprocess.CompletedProcess:
                           env=tool_env(), cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_bench_nonlocal_table_and_json(tmp_path):
     shape = (1, 8, 2, 4, 4)
     auto, ref = (tool.estimate_bytes(shape, "dot_product", impl, 4) for impl in ("auto", "reference"))
