@@ -38,9 +38,8 @@ MARKER_ENV = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_pl
               "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
               "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
 
-# What the target machine is assumed to have when no list of its packages is given: PyTorch's own
-# dependencies and the scientific packages that CUDA PyTorch images ship, limited to the ones the
-# wheels above require.
+# What the target machine is assumed to have when no list of its packages is given (--machine-has):
+# PyTorch, and those of the packages CUDA PyTorch images commonly ship that the wheels above require.
 ASSUMED_PRESENT = frozenset(canonicalize_name(n) for n in """
 torch torchvision numpy pillow pyyaml tqdm tabulate typing-extensions portalocker networkx packaging filelock
 sympy jinja2 fsspec matplotlib tensorboard pytest

@@ -84,7 +84,6 @@ CPU_REHEARSAL: dict[str, Any] = {
 }
 
 
-
 def preset(cpu_rehearsal: bool) -> dict[str, Any]:
     """A fresh copy of the GPU or the CPU-rehearsal preset, with the parts' budgets and their total
     (the parts run one after the other; background ones beside them)."""

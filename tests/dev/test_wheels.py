@@ -6,7 +6,7 @@ import zipfile
 import pytest
 
 from conftest import PYTHON, ROOT, tool_env
-from dev.wheels import DEVICE_WHEELS, check_wheels
+from dev.wheels import DEVICE_WHEELS, check_wheels, read_package_list
 
 
 def make_wheel(folder, filename, requires=(), requires_python=None):
@@ -51,6 +51,18 @@ def test_missing_and_wrong_python_are_named(tmp_path):
     problems = check_wheels(tmp_path, wanted=WANTED)
     assert "alpha-1.0-py3-none-any.whl: Requires-Python >=3.13 excludes 3.12" in problems
     assert "beta==2.0: missing (have none)" in problems
+
+
+def test_the_machine_packages_come_from_a_pip_freeze(tmp_path):
+    good_set(tmp_path)
+    freeze = tmp_path / "freeze.txt"
+    freeze.write_text("# the GPU machine\nnumpy==2.4.6\ntorch @ file:///wheels/torch.whl\n")
+    assert read_package_list(freeze) == {"numpy", "torch"}
+    assert check_wheels(tmp_path, wanted=WANTED, device_has=read_package_list(freeze)) == []
+    freeze.write_text("Package Version\n------- -------\ntorch   2.14.1\n")
+    assert read_package_list(freeze) == {"torch"}
+    problems = check_wheels(tmp_path, wanted=WANTED, device_has=read_package_list(freeze))
+    assert problems == ["alpha needs numpy, which neither the folder nor the machine has"]
 
 
 def pypi_reachable() -> bool:
