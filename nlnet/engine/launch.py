@@ -156,7 +156,7 @@ def _build_model(cfg: Any, *, fresh_start: bool) -> nn.Module:
 def _build_data(cfg: Any, model: nn.Module, device: torch.device) -> _Data:
     train_set = C.instantiate(cfg.data.train)
     classes = list(train_set.classes)
-    check_num_classes(model, classes, cfg.data.train.get("annotations"))
+    check_num_classes(model, classes, train_set.annotations)
     get_logger().info(f"model: {type(model).__name__} with {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
                       f"parameters; training set: {len(train_set)} clips, {len(classes)} classes")
     eval_kw = _eval_settings(cfg, device, classes)

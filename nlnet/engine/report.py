@@ -152,6 +152,22 @@ class TableRow:
     gflops: float | None = None
 
 
+def mean_row(rows: Sequence[TableRow], *, label: str = "mean") -> TableRow:
+    """A row averaging the tested rows' top-1 / top-5 (e.g. the three official splits of UCF101 or
+    HMDB51, which are reported as their mean); its run column says how many rows were averaged."""
+    tested = [row for row in rows if row.progress.top1 is not None]
+
+    def mean(values: list[float | None]) -> float | None:
+        return sum(values) / len(values) if values and None not in values else None
+
+    progress = RunProgress(exists=bool(tested), iteration=min((r.progress.iteration for r in tested), default=0),
+                           planned=None, top1=mean([r.progress.top1 for r in tested]),
+                           top5=mean([r.progress.top5 for r in tested]), tested_iteration=None)
+    first = rows[0].published if rows else Published(table="-", row=label, top1=None, top5=None)
+    published = Published(table=first.table, row=label, top1=None, top5=None)
+    return TableRow(published=published, progress=progress, run_dir=f"mean of {len(tested)} of {len(rows)} runs")
+
+
 COLUMNS = ("table", "row", "paper top-1", "paper top-5", "nlnet top-1", "nlnet top-5", "diff top-1",
            "diff top-5", "params (M)", "GFLOPs", "iterations", "status", "run")
 
