@@ -5,6 +5,7 @@ count memory and cast the same way.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import resource
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from nlnet.utils.precision import autocast_context
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 GIB = 2 ** 30
@@ -79,6 +82,19 @@ def median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+def process_cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU seconds of the running processes ``pids`` (Linux ``/proc``); None where one
+    cannot be read."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return total
+
+
 def cpu_seconds_with_children() -> float:
     """CPU time of this process and of its finished children (DataLoader workers, once joined)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -86,12 +102,12 @@ def cpu_seconds_with_children() -> float:
 
 
 # --------------------------------------------------------------------------------------- precision
-def autocast(device: torch.device | str, precision: str) -> torch.autocast:
-    """``torch.autocast`` for "bf16"/"fp16", disabled for "fp32" (valid: the keys of PRECISIONS)."""
+def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
+    """The trainer's autocast (``nlnet.utils.precision``) for "bf16"/"fp16", none for "fp32" (valid: the
+    keys of PRECISIONS)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    dtype = PRECISIONS[precision]
-    return torch.autocast(torch.device(device).type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+    return autocast_context(torch.device(device), precision)
 
 
 # ------------------------------------------------------------------------------------------ memory

@@ -34,8 +34,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from nlnet.data.dataset import VideoDataset
+from nlnet.data.prologue import BatchPrologue
 from nlnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from nlnet.engine.prologue import BatchPrologue
 
 from .common import cpu_seconds_with_children, pin_threads, threads_line
 from .table import markdown_table

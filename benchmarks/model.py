@@ -43,9 +43,10 @@ import torch
 import torch.nn as nn
 
 from nlnet.config import instantiate
-from nlnet.engine.prologue import BatchPrologue
-from nlnet.engine.schedule import build_scheduler
+from nlnet import models
+from nlnet.data.prologue import BatchPrologue
 from nlnet.engine.trainer import Trainer
+from nlnet.solver.schedule import build_scheduler
 from nlnet.utils.flops import model_cost
 
 from .common import (autocast, device_of, free_memory, is_out_of_memory, median, peak_memory_gib, peak_rss,
@@ -84,11 +85,11 @@ def build_case(case: str, frames: int, size: int) -> tuple[str, nn.Module]:
     """``"name=overrides"`` -> an nlnet model from configs/model; PYTORCHVIDEO -> pytorchvideo's I3D R50."""
     if case == PYTORCHVIDEO:
         return case, pytorchvideo_i3d_r50(frames, size)
-    from nlnet.config import compose_config
+    from nlnet.config import compose_config, to_container
 
     name, _, overrides = case.partition("=")
     cfg = compose_config("model_info", overrides.split())
-    return name, instantiate(cfg.model.net)
+    return name, models.build_model(to_container(cfg.model.net))
 
 
 class Runner:
@@ -249,7 +250,7 @@ class SyntheticBatches:
 
 def make_trainer(model: nn.Module, config: dict[str, Any], *, mode: str, batch: int, frames: int, size: int,
                  device: torch.device, compile_backend: str) -> Trainer:
-    """A trainer of ``model`` as launch.train assembles it, with the experiment's optimiser and schedule."""
+    """A trainer of ``model`` as nlnet.engine.train assembles it, with the experiment's optimiser and schedule."""
     precision, options = parse_mode(mode)
     prologue = BatchPrologue(device=device, channels_last="channels_last" in options)
     prologue.prepare_model(model)
@@ -297,7 +298,7 @@ def fit_batch(make: Callable[[int], list[Trainer]], *, max_batch: int, warmup: i
 
 def build_model(config: dict[str, Any], device: torch.device) -> nn.Module:
     with torch.device(device):  # parameters initialised on the device
-        return instantiate(config["net"])
+        return models.build_model(config["net"])
 
 
 def train_rows(options: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:

@@ -191,6 +191,7 @@ RANGES: tuple[tuple[str, Range], ...] = (
 CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("trainer.precision", ("fp32", "bf16", "fp16")),
     ("trainer.device", ("auto", "cpu", "cuda")),
+    ("trainer.view_aggregation", ("mean", "max")),
 )
 
 

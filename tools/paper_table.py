@@ -1,15 +1,17 @@
 """Print a table of the paper as nlnet reproduces it: published vs. nlnet top-1 / top-5, parameters,
-GFLOPs of one training clip, and how far each row's training got (rows not run yet are "pending").
+GFLOPs of one training clip, and how far each row's training got (rows not run yet are "pending");
+Table 4 (Charades, multi-label) compares mAP.
 
     python tools/paper_table.py 2a                  # Table 2a: its rows' run folders under runs/
     python tools/paper_table.py 2g --csv > 2g.csv
+    python tools/paper_table.py 4                   # Table 4: Charades mAP
     python tools/paper_table.py 2c trainer.schedule_unit=iterations   # rows trained with these overrides
     python tools/paper_table.py runs/paper/table2a  # a sweep folder: its rows and overrides (multirun.yaml)
     python tools/paper_table.py runs/x runs/y       # any run folders (their stored config.yaml)
     python tools/paper_table.py runs/finetune/ucf101 --mean   # a sweep's runs (e.g. data.split=1,2,3), their mean
 
-Tables: 2a-2g and 3 (configs/experiment/paper). --no-cost skips counting parameters and GFLOPs; --mean adds
-a row averaging the tested rows (the three official splits of UCF101 or HMDB51).
+Tables: 2a-2g, 3 and 4 (configs/experiment/paper). --no-cost skips counting parameters and GFLOPs; --mean
+adds a row averaging the tested rows (the three official splits of UCF101 or HMDB51).
 """
 import argparse
 import os
@@ -17,8 +19,8 @@ import os
 from omegaconf import OmegaConf
 
 from nlnet.config import compose_config, instantiate
-from nlnet.engine.report import Published, TableRow, clip_cost, mean_row, read_progress, to_csv, to_markdown
-from nlnet.engine.weights import stored_model_config
+from nlnet.paper.tables import Published, TableRow, clip_cost, mean_row, read_progress, to_csv, to_markdown
+from nlnet.checkpoint.weights import stored_model_config
 from nlnet.utils.cli import ArgumentParser, run_main
 from nlnet.utils.errors import ConfigError
 
@@ -34,7 +36,7 @@ def table_rows(table: str, overrides: list[str], cwd: str) -> list[tuple]:
     name = "paper/table" + table.split("table")[-1]
     rows = compose_train([f"experiment={name}", *overrides]).hydra.sweeper.params.get(ROWS_KEY)
     if rows is None:
-        raise ConfigError(f"{name} is not a table of configs/experiment/paper (2a..2g, 3)")
+        raise ConfigError(f"{name} is not a table of configs/experiment/paper (2a..2g, 3, 4)")
     configs = [compose_train([f"experiment=paper/{row.strip()}", *overrides]) for row in rows.split(",")]
     return [(cfg, os.path.join(cwd, cfg.hydra.run.dir)) for cfg in configs]
 
@@ -58,7 +60,7 @@ def folder_rows(folder: str) -> list[tuple]:
 
 def main() -> None:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("targets", nargs="+", help="tables (2a..2g, 3), sweep or run folders, KEY=VALUE overrides")
+    parser.add_argument("targets", nargs="+", help="tables (2a..2g, 3, 4), sweep or run folders, KEY=VALUE overrides")
     parser.add_argument("--csv", action="store_true", help="CSV instead of Markdown")
     parser.add_argument("--no-cost", dest="cost", action="store_false", help="skip parameters and GFLOPs")
     parser.add_argument("--mean", action="store_true", help="add a row averaging the tested rows (e.g. splits)")

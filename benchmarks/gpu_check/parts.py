@@ -61,5 +61,8 @@ PARTS = (
          budget_s=45, rehearsal_budget_s=60, section=R.loader_section, needs=("videos",), uses=("train",)),
     Part(name="torchrun", target="benchmarks.gpu_check.torchrun:run", title="torchrun demo, stopped and resumed",
          budget_s=75, rehearsal_budget_s=150, section=R.torchrun_section, needs=("videos",)),
+    Part(name="decode", target="benchmarks.gpu_check.decode:run",
+         title="decoding: CPU vs NVDEC, RGB in the worker vs on the device", budget_s=45, rehearsal_budget_s=120,
+         section=R.decode_section, uses=("videos", "train"), after=("videos",)),
 )
 PART_NAMES = tuple(part.name for part in PARTS)

@@ -132,11 +132,37 @@ def torchrun_section(r: dict[str, Any], report: dict[str, Any]) -> list[str]:
             f"{fmt(first.get('seconds'), 1)} s; device {first.get('device')}, processes {first.get('processes')}",
             f"- stop: {r.get('stop')}; newest checkpoint: iteration {r.get('stopped_at')}",
             "- process group: " + ("one per torchrun rank" if (first.get("processes") or 1) > 1 else
-                                   "none (nlnet.engine.distributed starts one only for WORLD_SIZE > 1; NCCL is "
+                                   "none (nlnet.utils.distributed starts one only for WORLD_SIZE > 1; NCCL is "
                                    "covered by the CUDA-marked one-process DDP test)"),
             f"- second run: resumed from iteration {second.get('resumed_from')}, finished {second.get('finished')} of "
             f"{r.get('max_iter')}, exit code {second.get('exit_code')}, {fmt(second.get('seconds'), 1)} s; "
             f"results.json written: {r.get('results_json')}"]
+
+
+def decode_section(r: dict[str, Any], report: dict[str, Any]) -> list[str]:
+    def render(row: dict[str, Any]) -> Sequence[Any]:
+        return (row["decode_device"], row["color_convert"], row["workers"], sig(row["clips_per_s"]),
+                fmt(row.get("cpu_s_per_clip"), 3), row.get("verdict", "-"), fmt(row.get("factor"), 2, "x"),
+                ", ".join(f"{k} ({v})" for k, v in sorted(row.get("decoders", {}).items())))
+
+    planes, items = r.get("planes") or {}, (r.get("item_cpu_ms") or {}).get("best_ms") or {}
+    if planes.get("status") != "ok":
+        same = f"{planes.get('status')} ({planes.get('reason')})"
+    elif planes.get("identical"):
+        same = "identical on every frame"
+    else:
+        same = f"{planes.get('differing_frames')} frames differ (max |difference| {planes.get('max_abs_diff')})"
+    clip = r.get("clip") or {}
+    rows = measured_rows(r, ("decode_device", "color_convert", "workers"), 8, render)
+    return ([f"- {clip.get('num_frames')}x{clip.get('sampling_rate')} clips, {clip.get('crop_size')} crops, batch "
+             f"{r.get('batch')}, {r.get('videos')} videos; {r.get('cpus')} CPUs; libnvcuvid: "
+             f"{r.get('libnvcuvid') or 'not found'}; PyAV hw devices: {', '.join(r.get('hwdevices') or []) or '-'}",
+             f"- NVDEC planes vs FFmpeg's software planes: {same}",
+             f"- CPU ms per item in one process: color_convert=worker {fmt(items.get('worker'), 1)}, "
+             f"device {fmt(items.get('device'), 1)} (+ yuv_to_rgb on the CPU {fmt(items.get('yuv_to_rgb_on_cpu'), 1)})",
+             f"- train step (verdict): {sig(r.get('step_clips_per_s'))} clips/s ({r.get('step_mode') or '-'})", ""]
+            + markdown_table(["decode_device", "color_convert", "workers", "clips/s", "CPU-s/clip", "verdict",
+                              "factor", "decoders (clips)"], rows))
 
 
 def videos_section(r: dict[str, Any], report: dict[str, Any]) -> list[str]:

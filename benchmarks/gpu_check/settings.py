@@ -51,6 +51,11 @@ GPU: dict[str, Any] = {
                "default_batch": 32},
     "torchrun": {"nproc_per_node": 1, "max_iter": 50,
                  "overrides": ["trainer.device=cuda", "data.num_workers=4"]},
+    # The paper's 32x2 training clip (Sec. 4: 224 crops of a 256-320 short side); videos: only without part "videos"
+    "decode": {"videos": {"count": 8, "width": 456, "height": 256, "frames": 250, "gop_size": 25},
+               "clip": {"num_frames": 32, "sampling_rate": 2, "crop_size": 224, "train_scale": [256, 320]},
+               "batch": 8, "workers": None, "seconds": 3.0, "startup_s": 4.0, "min_items": 4000, "items": 8,
+               "item_rounds": 3},
 }
 
 # Tiny shapes: every part runs on a 2-core CPU in about a minute (the CUDA-marked tests skip). The
@@ -81,6 +86,10 @@ CPU_REHEARSAL: dict[str, Any] = {
                                "data.num_workers=0", "data.num_frames=4", "data.sampling_rate=2",
                                "data.train.crop_size=32", "data.train.train_scale=[32,40]", "data.val.test_scale=32",
                                "data.val.test_crop_size=32", "data.val.num_clips=1", "trainer.precise_bn_iters=1"]},
+    "decode": {"videos": {"count": 2, "width": 48, "height": 32, "frames": 24, "gop_size": 8},
+               "clip": {"num_frames": 4, "sampling_rate": 2, "crop_size": 24, "train_scale": [28, 34]},
+               "batch": 2, "workers": 2, "seconds": 0.5, "startup_s": 4.0, "min_items": 200, "items": 2,
+               "item_rounds": 2},
 }
 
 

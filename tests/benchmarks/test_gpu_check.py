@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks.gpu_check import settings as S
 from benchmarks.gpu_check.conductor import main, run_check
+from benchmarks.gpu_check.decode import ROWS
 from benchmarks.gpu_check.parts import PART_NAMES, PARTS, Part
 from benchmarks.gpu_check.report import render
 from conftest import PYTHON, ROOT, tool_env
@@ -106,7 +107,7 @@ class Rehearsal:
 @pytest.fixture(scope="session")
 def rehearsal(tmp_path_factory) -> Rehearsal:
     """``bash scripts/gpu_check.sh --cpu-rehearsal`` with its own settings, run once per session (about
-    two minutes on a 2-core CPU); the tests below each read one part of its report."""
+    two to five minutes on a loaded 2-core CPU); the tests below each read one part of its report."""
     work = tmp_path_factory.mktemp("gpu_check")
     out = work / "out"
     env = dict(tool_env(), PYTHON=PYTHON)
@@ -124,7 +125,7 @@ def test_cpu_rehearsal_runs_every_part(rehearsal):
     proc, report, statuses = rehearsal.proc, rehearsal.report, rehearsal.statuses
     assert proc.returncode == 0, (statuses, proc.stdout[-3000:], proc.stderr[-3000:])
     assert list(report["parts"]) == ["env", "tests", "nonlocal", "videos", "train", "pytorchvideo", "loader",
-                                     "torchrun"]
+                                     "torchrun", "decode"]
     assert all(status == "ok" for status, _ in statuses.values()), statuses
     markdown = (rehearsal.out / "gpu_check.md").read_text()
     assert all(f"## {name}:" in markdown for name in report["parts"])
@@ -166,3 +167,26 @@ def test_cpu_rehearsal_measures_the_loader_and_resumes_the_torchrun_run(rehearsa
     torchrun = rehearsal.parts["torchrun"]
     assert 0 < torchrun["stopped_at"] < torchrun["max_iter"] == torchrun["second"]["finished"]
     assert torchrun["second"]["resumed_from"] == torchrun["stopped_at"] and torchrun["results_json"]
+
+
+@pytest.mark.slow
+def test_cpu_rehearsal_measures_every_decode_setting_and_says_which_decoder_ran(rehearsal):
+    # NVDEC rows fall back to the CPU here, and say why; RGB reaches the model either way
+    decode = rehearsal.parts["decode"]
+    rows = decode["rows"]
+    assert [(r["decode_device"], r["color_convert"]) for r in rows] == [row[:2] for row in ROWS]
+    assert all(r["status"] == "ok" for r in rows), rows
+    assert all(r["clips_per_s"] > 0 and r["cpu_s_per_clip"] > 0 for r in rows)
+    assert all(r["verdict"] in ("GPU-bound", "data-bound") and r["factor"] >= 1 for r in rows)
+    assert all(r["clip_shape"] == [3, 4, 24, 24] for r in rows)
+    assert not decode["videos_written_here"] and decode["videos"] == rehearsal.parts["videos"]["bench_videos"]
+    assert set(decode["item_cpu_ms"]["best_ms"]) == {"worker", "device", "yuv_to_rgb_on_cpu"}
+    for row in rows:
+        decoders = set(row["decoders"])
+        if row["decode_device"] == "cpu":
+            assert decoders == {"cpu"}
+        else:
+            assert len(decoders) == 1 and decoders.pop().startswith("cpu (data.decode_device=cuda: ")
+    assert decode["planes"]["status"] == "skipped"
+    markdown = (rehearsal.out / "gpu_check.md").read_text()
+    assert "| cuda | device | 2 |" in markdown and "NVDEC planes vs FFmpeg's software planes: skipped" in markdown

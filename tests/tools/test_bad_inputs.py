@@ -29,8 +29,8 @@ def one_line_error(run, capsys) -> str:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, tiny_videos):
     """Bad files the table refers to as {name}."""
-    from nlnet.engine.checkpoint import atomic_save
-    from nlnet.engine.launch import train
+    from nlnet.checkpoint.files import atomic_save
+    from nlnet.engine.train import train
 
     folder = tmp_path_factory.mktemp("bad_inputs")
     header = "label,youtube_id,time_start,time_end,split\n"
@@ -108,7 +108,7 @@ if not torch.cuda.is_available():
 
 @pytest.mark.parametrize("override, expected", TRAIN_TABLE, ids=[row[0].split("{")[0] for row in TRAIN_TABLE])
 def test_train_bad_input_is_one_line(files, tmp_path, capsys, override, expected):
-    from nlnet.engine.launch import train
+    from nlnet.engine.train import train
 
     overrides = tiny_overrides(files["videos"], str(tmp_path / "run")) + ["logger=none", override.format(**files)]
     message = one_line_error(lambda: train(compose("train", overrides)), capsys)
@@ -117,7 +117,7 @@ def test_train_bad_input_is_one_line(files, tmp_path, capsys, override, expected
 
 
 def test_unset_dataset_root_is_one_line(capsys, tmp_path):
-    from nlnet.engine.launch import train
+    from nlnet.engine.train import train
 
     message = one_line_error(lambda: train(compose("train", ["experiment=nl_r50_kinetics", f"run_dir={tmp_path}"])),
                              capsys)
@@ -140,8 +140,8 @@ TEST_TABLE = [
 @pytest.mark.parametrize("args, expected", TEST_TABLE, ids=[" ".join(row[0]).split("{")[-1] for row in TEST_TABLE])
 def test_test_tool_bad_input_is_one_line(files, tmp_path, capsys, args, expected):
     from nlnet.config import apply_overrides
-    from nlnet.engine.checkpoint import read_checkpoint_config
-    from nlnet.engine.launch import test
+    from nlnet.checkpoint.files import read_checkpoint_config
+    from nlnet.engine.test import test
 
     args = [a.format(**files) for a in args] + [f"output_dir={tmp_path}", "data.num_workers=0"]
 
@@ -199,8 +199,8 @@ def test_tools_as_commands_print_one_line(files, tmp_path, args, expected):
 def test_a_full_disk_is_one_line(files, tmp_path, capsys, monkeypatch):
     import errno
 
-    import nlnet.engine.checkpoint as checkpoint
-    from nlnet.engine.launch import train
+    import nlnet.checkpoint.files as checkpoint
+    from nlnet.engine.train import train
 
     def no_space(obj, f):
         raise OSError(errno.ENOSPC, "No space left on device", f.name)
