@@ -101,27 +101,6 @@ def run_main(main: Callable[[], Any], *, path_keys: Sequence[str] = ()) -> None:
         main()
 
 
-def pin_threads(threads: int = 0) -> int:
-    """Use ``threads`` torch intra-op threads in this process and its future children (OpenMP/MKL
-    environment); 0: one per CPU core this process may run on. Returns the count.
-
-    Benchmarks pin threads explicitly: torch's default in every process (several workers, or other
-    jobs on a shared machine) oversubscribes the cores, and then timings measure contention.
-    """
-    import torch
-
-    count = threads or len(os.sched_getaffinity(0))
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(count)
-    torch.set_num_threads(count)
-    return count
-
-
-def threads_line(threads: int, processes: int) -> str:
-    """The line a benchmark prints about what ran: threads per process, processes, cores, load."""
-    return (f"threads: {threads} torch thread(s) per process x {processes} process(es) on "
-            f"{len(os.sched_getaffinity(0))} CPU core(s); load average {os.getloadavg()[0]:.1f} at the end")
-
-
 class ArgumentParser(argparse.ArgumentParser):
     """``argparse`` whose errors are one line through :func:`run_main` (not usage text plus a message)."""
 

@@ -48,15 +48,6 @@ def test_make_and_check(tmp_path, run):
     assert report["ok"] == 4 and len(report["missing"]) == 1
     assert "missing: 1" in (tmp_path / "report.txt").read_text()
 
-    code, out = run("bench_data.py", "--root", root, "--clip", "4x2", "--workers", 0, "--num-clips", 2,
-                    "--batch-size", 2, "--repeats", 1, "--crop-size", 32, "--scale", 32, 40,
-                    "--json", tmp_path / "bench.json")
-    assert code == 0 and "ratio" in out
-    result = json.loads((tmp_path / "bench.json").read_text())
-    row = result["throughput"][0]
-    assert row["nlnet_train_clips_s"] > 0 and row["pytorchvideo_train_clips_s"] > 0
-    assert result["split"]["nlnet"]["shape"] == result["split"]["pytorchvideo"]["shape"] == [3, 4, 32, 32]
-
 
 def test_prepare(tmp_path, run):
     raw = tmp_path / "raw"
@@ -70,14 +61,6 @@ def test_prepare(tmp_path, run):
     with open(tmp_path / "out" / "k.csv") as f:
         assert [r["youtube_id"] for r in csv.DictReader(f)] == ["xyz"]
     assert "already done: 1" in run("prepare_kinetics.py", *args)[1]
-
-
-def test_bench_decode_resize_times_both_settings(run, tmp_path):
-    code, out = run("bench_decode_resize.py", "--out", tmp_path, "--sizes", "96x64", "--videos", 1,
-                    "--seconds", 1.5, "--clip", "4x2", "--clips", 2, "--repeats", 1)
-    row = next(line for line in out.splitlines() if line.startswith("96x64"))
-    on, off, ratio = (float(v) for v in row.split("|")[1:])
-    assert code == 0 and on > 0 and off > 0 and ratio == pytest.approx(off / on, abs=0.01)
 
 
 # ---- every dataset format: check_dataset --data, prepare_dataset -------------------------------------

@@ -1,34 +1,23 @@
-"""tools/bench_nonlocal.py end to end on a tiny shape (a smoke test; no timing is asserted)."""
+"""python -m benchmarks.nonlocal_block end to end on a tiny shape (a smoke test; no timing is asserted)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-TOOL = ROOT / "tools" / "bench_nonlocal.py"
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("bench_nonlocal_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmarks import nonlocal_block as tool
+from conftest import ROOT, tool_env
 
 
 def run_tool(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-               OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run([sys.executable, "-m", "benchmarks.nonlocal_block", *args], capture_output=True, text=True,
+                          env=tool_env(), cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_bench_nonlocal_table_and_json(tmp_path):
-    tool = load_tool()
     shape = (1, 8, 2, 4, 4)
     auto, ref = (tool.estimate_bytes(shape, "dot_product", impl, 4) for impl in ("auto", "reference"))
     assert ref > auto  # a limit between the two runs auto and reports the reference as not run
@@ -48,7 +37,6 @@ def test_bench_nonlocal_table_and_json(tmp_path):
 
 
 def test_bench_nonlocal_rejects_bad_shape(capsys):
-    tool = load_tool()
     with pytest.raises(SystemExit) as exit_info:
         tool.main(["--shapes", "2,512,28,28"])
     assert exit_info.value.code == 2 and "--shapes takes B,C,T,H,W" in capsys.readouterr().err

@@ -1,7 +1,7 @@
-"""Parts for the conductor's tests (run in child processes as ``tests.bench._fake_parts:NAME``)."""
+"""Parts for the conductor's tests (run in child processes as ``tests.benchmarks._fake_parts:NAME``)."""
 import time
 
-from nlnet.bench.record import CheckFailed
+from benchmarks.gpu_check.record import CheckFailed
 
 
 def measures(settings, recorder):

@@ -1,15 +1,18 @@
-"""tools/bench_export.py end to end on a tiny case (a smoke test: no timing is asserted)."""
+"""python -m benchmarks.export end to end on a tiny case (a smoke test: no timing is asserted)."""
 from __future__ import annotations
 
 import json
 import subprocess
 
-from conftest import PYTHON, ROOT, tool_env
+import pytest
+
+from conftest import PYTHON, tool_env
 
 
+@pytest.mark.slow
 def test_bench_export_table_and_json(tmp_path):
     case = "tiny=model=tiny model.net.base_width=4 model.net.nonlocal_blocks=[[],[1],[],[]] @4x32"
-    proc = subprocess.run([PYTHON, str(ROOT / "tools" / "bench_export.py"), "--case", case, "--formats", "torchscript",
+    proc = subprocess.run([PYTHON, "-m", "benchmarks.export", "--case", case, "--formats", "torchscript",
                            "--rounds", "2", "--warmup", "1", "--threads", "1", "--json", str(tmp_path / "b.json")],
                           env=tool_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -1,16 +1,17 @@
 """The one-command GPU check: CUDA-marked tests, the non-local block, train steps (MFU), pytorchvideo side
 by side, the data loader against the train step, and a resumed torchrun run, each within its own time
-budget; writes OUT/gpu_check.json, OUT/gpu_check.md and OUT/gpu_check.log. Run it through
-scripts/gpu_check.sh (docs/benchmarks.md, "GPU", has the device command).
+budget; writes OUT/gpu_check.json, OUT/gpu_check.md and OUT/gpu_check.log. ``scripts/gpu_check.sh``
+runs it (docs/benchmarks.md, "GPU").
 
-    python tools/gpu_check.py OUT                          # on the GPU machine (at most ~8 minutes)
-    python tools/gpu_check.py --cpu-rehearsal OUT          # every part on the CPU, tiny shapes
-    python tools/gpu_check.py OUT --budget train=200 --parts env,train,loader
+    python -m benchmarks.gpu_check OUT                     # on a GPU machine
+    python -m benchmarks.gpu_check --cpu-rehearsal OUT     # every part on the CPU, tiny shapes
+    python -m benchmarks.gpu_check OUT --budget train=200 --parts env,train,loader
 """
 import sys
 
-from nlnet.bench.check import main
 from nlnet.config import compose_config, to_container
+
+from .conductor import main
 
 
 def compose_plain(overrides: list[str]) -> dict:

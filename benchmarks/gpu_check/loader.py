@@ -19,11 +19,11 @@ from typing import Any
 import torch
 
 from nlnet.config import instantiate
-from nlnet.data.synthetic import make_synthetic_dataset
 from nlnet.data.loader import EndlessLoader
 from nlnet.data.prologue import BatchPrologue
+from nlnet.data.synthetic import make_synthetic_dataset
 
-from .common import device_of, synchronize
+from ..common import device_of, process_cpu_seconds, synchronize
 from .record import Recorder, Rows, part_deadline
 
 BENCH_LIST = "bench_train.txt"  # "relative/path label" lines: the bench videos, repeated
@@ -34,7 +34,7 @@ def bench_roots(work: str) -> tuple[Path, Path]:
     return Path(work) / "bench_videos", Path(work) / "demo_videos"
 
 
-def _write_part(root: str, seed: int, options: dict[str, Any]) -> list[str]:
+def write_videos(root: str, seed: int, options: dict[str, Any]) -> list[str]:
     """One worker's share of the bench videos (a 1-class synthetic dataset); their relative paths."""
     make_synthetic_dataset(root, num_classes=1, train_per_class=options["per_process"], val_per_class=0,
                            num_frames=options["frames"], size=(options["width"], options["height"]), noise=8.0,
@@ -48,10 +48,10 @@ def make_videos(settings: dict[str, Any], recorder: Recorder) -> None:
     bench, demo = bench_roots(settings["work"])
     start = time.perf_counter()
     spec = dict(options["bench"])
-    processes = max(1, min(int(spec["processes"]), int(spec["count"])))
+    processes = max(1, min(int(spec["processes"] or len(os.sched_getaffinity(0))), int(spec["count"])))
     spec["per_process"] = -(-int(spec["count"]) // processes)
     with ProcessPoolExecutor(processes) as pool:
-        parts = pool.map(_write_part, [str(bench / f"part{k}") for k in range(processes)], range(processes),
+        parts = pool.map(write_videos, [str(bench / f"part{k}") for k in range(processes)], range(processes),
                          [spec] * processes)
         paths = [p for part in parts for p in part]
     recorder.set(bench_root=str(bench), bench_videos=len(paths), bench_seconds=time.perf_counter() - start,
@@ -64,18 +64,25 @@ def make_videos(settings: dict[str, Any], recorder: Recorder) -> None:
     recorder.set(demo_root=str(demo), demo_seconds=time.perf_counter() - start)
 
 
-def write_bench_list(root: Path, paths: list[str], min_items: int) -> Path:
+def default_workers() -> int:
+    """DataLoader workers when none are given: every CPU core this process may use but two (the main
+    process and the CUDA driver's threads keep one each)."""
+    return max(1, len(os.sched_getaffinity(0)) - 2)
+
+
+def write_bench_list(root: Path, paths: list[str], min_items: int, name: str = BENCH_LIST) -> Path:
     """The bench videos listed (label 0) often enough that no epoch ends inside the timed window:
     an epoch end restarts the loader's workers, which a Kinetics-sized epoch almost never does."""
     repeats = max(1, -(-min_items // max(len(paths), 1)))
-    listing = root / BENCH_LIST
+    listing = root / name
     listing.write_text("".join(f"{p} 0\n" for _ in range(repeats) for p in paths))
     return listing
 
 
 def loader_clips_per_s(dataset: Any, *, batch: int, workers: int, seconds: float,
                        device: torch.device) -> dict[str, Any]:
-    """Clips/s of the trainer's loader in steady state, each batch copied to the device.
+    """Clips/s of the trainer's loader in steady state, each batch copied to the device; the CPU
+    seconds per clip of its processes (main and workers) and the decoders its workers used.
 
     Every worker builds whole batches, so batches arrive in waves of ``workers``: the first wave
     (start-up) is not timed, and the timed window ends on a whole wave once ``seconds`` have passed.
@@ -89,15 +96,20 @@ def loader_clips_per_s(dataset: Any, *, batch: int, workers: int, seconds: float
         for _ in range(wave):
             next(loader)
         first = time.perf_counter() - start
+        pids = [w.pid for w in getattr(loader._iterator, "_workers", [])]
+        cpu0, main0 = process_cpu_seconds(pids), time.process_time()
         clips, batches, start = 0, 0, time.perf_counter()
         while batches % wave or time.perf_counter() - start < seconds:
             video = prologue.video(next(loader))  # as Trainer.run_step
             clips, batches = clips + video.shape[0], batches + 1
         synchronize(device)
         elapsed = time.perf_counter() - start
+        cpu1, main1 = process_cpu_seconds(pids), time.process_time()
     finally:
         loader.close()
+    cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0 + main1 - main0
     return {"clips_per_s": clips / elapsed, "clips": clips, "seconds": elapsed, "first_wave_s": first,
+            "cpu_s_per_clip": None if cpu is None else cpu / clips, "decoders": dict(loader.decoders),
             "clip_shape": list(video.shape[1:]), "dtype": str(video.dtype)}
 
 
@@ -121,7 +133,8 @@ def run(settings: dict[str, Any], recorder: Recorder) -> None:
     device, deadline, options = device_of(settings), part_deadline(settings), settings["loader"]
     videos = settings["results"]["videos"]
     listing = write_bench_list(Path(videos["bench_root"]), videos["bench_paths"], int(options["min_items"]))
-    recorder.set(workers=options["workers"], videos=videos["bench_videos"], listing=str(listing),
+    workers = int(options["workers"] if options["workers"] is not None else default_workers())
+    recorder.set(workers=workers, videos=videos["bench_videos"], listing=str(listing),
                  cpus=os.cpu_count())
     rows = Rows(recorder)
     for clip in options["clips"]:
@@ -133,7 +146,7 @@ def run(settings: dict[str, Any], recorder: Recorder) -> None:
             step = fastest_step(settings["results"].get("train"), clip["model"], clip["clip"])
             batch = int(step["batch"]) if step else int(options["default_batch"])
             dataset = instantiate(clip["config"]["data_train"], annotations=str(listing))
-            measured = loader_clips_per_s(dataset, batch=batch, workers=int(options["workers"]),
+            measured = loader_clips_per_s(dataset, batch=batch, workers=workers,
                                           seconds=float(options["seconds"]), device=device)
             row.update(status="ok", batch=batch, **measured)
             if step:

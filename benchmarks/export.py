@@ -6,9 +6,9 @@ One clip (batch 1) per call, float32, no grad. Timed calls of all runtimes are i
 round, so load from other processes hits every runtime alike; the table gives each runtime's fastest
 and median call and the ratio of fastest calls to eager PyTorch's.
 
-    python tools/bench_export.py                                  # tiny demo net + NL C2D R50 8x224
-    python tools/bench_export.py --rounds 10 --threads 2 --json export_bench.json
-    python tools/bench_export.py --case "nl r50 concat=model=c2d_r50_8x8 model.nonlocal.pairwise=concatenation \\
+    python -m benchmarks.export                                   # tiny demo net + NL C2D R50 8x224
+    python -m benchmarks.export --rounds 10 --threads 2 --json export_bench.json
+    python -m benchmarks.export --case "nl r50 concat=model=c2d_r50_8x8 model.nonlocal.pairwise=concatenation \\
         model.net.nonlocal_blocks=[[],[1,3],[1,3,5],[]]" --frames 8 --size 224
 """
 from __future__ import annotations
@@ -16,13 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from .common import cpu_name, load_average, timed
+from .table import fmt, markdown_table
 
 FIVE_NL = "model.net.nonlocal_blocks=[[],[1,3],[1,3,5],[]]"
 DEFAULT_CASES = [
@@ -53,13 +55,13 @@ def bench_case(case: str, args: argparse.Namespace, folder: str) -> dict:
     name, trained, = build(case, args.frames, args.size)
     clip = torch.randn(1, *trained.protocol.input_shape)
     runners, export_seconds, diffs = {"eager": trained.model}, {}, {}
-    for fmt in args.formats:
+    for kind in args.formats:
         start = time.perf_counter()
-        report = E.export_model(trained, format=fmt, out=os.path.join(folder, f"{len(runners)}{E.FORMATS[fmt].suffix}"),
-                                check=True)
-        export_seconds[fmt] = time.perf_counter() - start
-        diffs[fmt] = report.max_abs_diff
-        runners[fmt] = E.load_exported(report.path, fmt, threads=args.threads)
+        out = os.path.join(folder, f"{len(runners)}{E.FORMATS[kind].suffix}")
+        report = E.export_model(trained, format=kind, out=out, check=True)
+        export_seconds[kind] = time.perf_counter() - start
+        diffs[kind] = report.max_abs_diff
+        runners[kind] = E.load_exported(report.path, kind, threads=args.threads)
     times: dict[str, list[float]] = {key: [] for key in runners}
     with torch.no_grad():
         for key, run in runners.items():  # warm-up (allocations, lazy initialisation)
@@ -67,9 +69,7 @@ def bench_case(case: str, args: argparse.Namespace, folder: str) -> dict:
                 run(clip)
         for _ in range(args.rounds):
             for key, run in runners.items():
-                start = time.perf_counter()
-                run(clip)
-                times[key].append(time.perf_counter() - start)
+                times[key].append(timed(lambda: run(clip), "cpu")[0])
     best = {k: min(v) for k, v in times.items()}
     rows = [{"runtime": k, "best_ms": 1e3 * best[k], "median_ms": 1e3 * statistics.median(times[k]),
              "ratio_vs_eager": best[k] / best["eager"], "export_s": export_seconds.get(k),
@@ -77,20 +77,8 @@ def bench_case(case: str, args: argparse.Namespace, folder: str) -> dict:
     return {"case": name, "input": list(clip.shape), "rows": rows}
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-def load_average() -> str:
-    return " ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--case", action="append", help="name=model overrides[ @TxSIZE] (repeatable)")
     parser.add_argument("--frames", type=int, default=8, help="clip frames when a case gives no @TxSIZE")
     parser.add_argument("--size", type=int, default=224, help="crop size when a case gives no @TxSIZE")
@@ -99,9 +87,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads of PyTorch and ONNX Runtime")
     parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, load average {load_average()}; torch {torch.__version__}, "
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, load average {load_average():.1f}; torch {torch.__version__}, "
           f"{args.threads} threads (PyTorch and ONNX Runtime), 1 process; batch 1, float32, {args.rounds} rounds")
     results = []
     with tempfile.TemporaryDirectory() as folder:
@@ -109,13 +97,12 @@ def main() -> None:
             result = bench_case(case, args, folder)
             results.append(result)
             print(f"\n{result['case']}: input {' x '.join(map(str, result['input']))}")
-            print(f"{'runtime':<18}{'best ms':>10}{'median ms':>11}{'vs eager':>10}{'export s':>10}{'max diff':>10}")
-            for r in result["rows"]:
-                export = f"{r['export_s']:.1f}" if r["export_s"] is not None else "-"
-                diff = f"{r['max_abs_diff']:.1e}" if r["max_abs_diff"] is not None else "-"
-                print(f"{r['runtime']:<18}{r['best_ms']:>10.1f}{r['median_ms']:>11.1f}{r['ratio_vs_eager']:>10.2f}"
-                      f"{export:>10}{diff:>10}")
-    print(f"\nload average at the end: {load_average()}")
+            rows = [(r["runtime"], f"{r['best_ms']:.1f}", f"{r['median_ms']:.1f}", f"{r['ratio_vs_eager']:.2f}",
+                     fmt(r["export_s"], 1), "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}")
+                    for r in result["rows"]]
+            print("\n".join(markdown_table(["runtime", "best ms", "median ms", "vs eager", "export s", "max diff"],
+                                           rows, align="lrrrrr")))
+    print(f"\nload average at the end: {load_average():.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"threads": args.threads, "torch": torch.__version__,
                                                "results": results}, indent=1))

@@ -25,7 +25,7 @@ from nlnet.checkpoint.files import CheckpointManager
 from .record import CheckFailed, Recorder, part_deadline
 
 ROOT = Path(__file__).resolve().parents[2]
-PATTERNS = {  # what nlnet's log says (nlnet.engine.launch, nlnet.engine.hooks.MetricLogger)
+PATTERNS = {  # what nlnet's log says (nlnet.engine.train, nlnet.engine.hooks.timing.MetricLogger)
     "last_iter": re.compile(r"\biter (\d+)/\d+\b"),
     "resumed_from": re.compile(r"resumed from \S+ at iteration (\d+)"),
     "finished": re.compile(r"training finished: iteration (\d+) of \d+"),

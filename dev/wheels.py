@@ -1,15 +1,16 @@
-"""The wheels the GPU machine needs (``scripts/gpu_wheels.sh``), and an offline check that they install.
+"""Wheels for a GPU machine without network (``dev/gpu_wheels.sh``), and an offline check that they install.
 
-The H200 machine runs CPython 3.12 with torch, torchvision, numpy, matplotlib, tensorboard, pytest and
-many more preinstalled (:data:`DEVICE_HAS`), but reaches no package index. nlnet also imports PyAV,
-Hydra/OmegaConf, pytorchvideo and fvcore/iopath; :data:`DEVICE_WHEELS` are those and the
-dependencies of theirs the machine lacks, pinned as setup.py pins them (the transitive ones as this
-project's environment has them). :func:`check_wheels` verifies a folder of wheels without network:
-one version per package, every wheel installable on CPython 3.12 / manylinux x86-64, every
-requirement met by a wheel of the folder or by a package the machine has.
+A machine that reaches no package index but has a CUDA build of PyTorch (with torchvision, numpy and
+the usual scientific stack) still lacks what nlnet also imports: PyAV, Hydra/OmegaConf, pytorchvideo
+and fvcore/iopath. :data:`DEVICE_WHEELS` are those and the dependencies of theirs such a machine
+usually lacks, pinned as setup.py pins them (the transitive ones as this project's environment has
+them). :func:`check_wheels` verifies a folder of wheels without network: one version per package,
+every wheel installable on the target's CPython / manylinux x86-64, every requirement met by a wheel
+of the folder or by a package the machine has (``--machine-has``: the output of ``pip freeze`` or
+``pip list`` there, or one name per line; default :data:`ASSUMED_PRESENT`).
 
-    python -m nlnet.bench.wheels list binary|source     # the requirements, for the shell script
-    python -m nlnet.bench.wheels check .whl             # problems, one per line; exit 1 if any
+    python -m dev.wheels list binary|source                      # the requirements, for the shell script
+    python -m dev.wheels check .whl [--machine-has FREEZE.txt]   # problems, one per line; exit 1 if any
 """
 from __future__ import annotations
 
@@ -37,28 +38,23 @@ MARKER_ENV = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_pl
               "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
               "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
 
-# The GPU machine's image ('cuda'), as the device notes list it (KINDS.md, read 2026-11-17).
-DEVICE_HAS = frozenset(canonicalize_name(n) for n in """
-absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build certifi
-charset-normalizer chex click cloudpickle cmake colorama contourpy coverage cuda-bindings cuda-core cuda-pathfinder
-cuda-toolkit cupy-cuda13x cycler cython diffrax e3nn einops equinox etils execnet filelock flatbuffers flax
-fonttools formulaic frozenlist fsspec gpytorch grpcio h11 h5py hf-xet httpcore httpx huggingface-hub humanize
-hypothesis idna imageio iniconfig interface-meta jax jax-cuda13-pjrt jax-cuda13-plugin jaxlib jaxtyping jinja2
-joblib kiwisolver lazy-loader lightning lightning-utilities linear-operator lineax llvmlite lxml markdown
-markdown-it-py markupsafe matplotlib mdurl meson ml-dtypes mpi4py mpmath msgpack multidict multipledispatch
-mypy-extensions nanobind narwhals networkx ninja numba numba-cuda numpy numpyro nvidia-cublas nvidia-cuda-cupti
-nvidia-cuda-nvrtc nvidia-cuda-runtime nvidia-cudnn-cu13 nvidia-cufft nvidia-cufile nvidia-curand nvidia-cusolver
-nvidia-cusparse nvidia-cusparselt-cu13 nvidia-ml-py nvidia-nccl-cu13 nvidia-nvjitlink nvidia-nvshmem-cu13
-nvidia-nvtx onnx onnx-ir onnxruntime onnxscript opencv-python-headless optax opt-einsum opt-einsum-fx optimistix
-orbax-checkpoint packaging pandas pathspec patsy peft pillow pip pluggy portalocker prometheus-client propcache
-protobuf psutil pyarrow pybind11 py-cpuinfo pygments pyparsing pyproject-hooks pyre-extensions pytest
-pytest-benchmark pytest-cov pytest-mock pytest-timeout pytest-xdist python-dateutil pytorch-lightning pyyaml regex
-requests rich sacrebleu safetensors scikit-build-core scikit-image scikit-learn scipy seaborn sentencepiece
-sentence-transformers setuptools shellingham simplejson six sortedcontainers statsmodels sympy tabulate tensorboard
-tensorboard-data-server tensorstore threadpoolctl tifffile tiktoken timm tokenizers toolz torch torchaudio
-torchdiffeq torch-geometric torchmetrics torchvision tqdm transformers treescope triton typer typing-extensions
-typing-inspect urllib3 uvloop wadler-lindig werkzeug wheel wrapt xarray xxhash yarl zipp
+# What the target machine is assumed to have when no list of its packages is given (--machine-has):
+# PyTorch, and those of the packages CUDA PyTorch images commonly ship that the wheels above require.
+ASSUMED_PRESENT = frozenset(canonicalize_name(n) for n in """
+torch torchvision numpy pillow pyyaml tqdm tabulate typing-extensions portalocker networkx packaging filelock
+sympy jinja2 fsspec matplotlib tensorboard pytest
 """.split())
+
+
+def read_package_list(path: str | Path) -> frozenset[str]:
+    """Package names of a ``pip freeze`` / ``pip list`` output or of a one-name-per-line file."""
+    names = set()
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", "Package", "---")):
+            continue
+        names.add(canonicalize_name(line.replace(" @ ", "==").split("==")[0].split()[0]))
+    return frozenset(names)
 
 
 def supported_tags() -> set[Tag]:
@@ -76,7 +72,7 @@ def metadata(path: Path) -> dict[str, list[str]]:
 
 
 def check_wheels(directory: str | Path, *, wanted: list[str] = DEVICE_WHEELS,
-                 device_has: frozenset[str] = DEVICE_HAS) -> list[str]:
+                 device_has: frozenset[str] = ASSUMED_PRESENT) -> list[str]:
     """Problems that would stop ``pip install --no-index --no-deps *.whl`` from giving a working set."""
     directory = Path(directory)
     problems: list[str] = []
@@ -115,16 +111,17 @@ def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "list" and argv[1] in ("binary", "source"):
         print("\n".join(BINARY if argv[1] == "binary" else SOURCE))
         return 0
-    if len(argv) == 2 and argv[0] == "check":
-        problems = check_wheels(argv[1])
+    if len(argv) in (2, 4) and argv[0] == "check" and (len(argv) == 2 or argv[2] == "--machine-has"):
+        device_has = read_package_list(argv[3]) if len(argv) == 4 else ASSUMED_PRESENT
+        problems = check_wheels(argv[1], device_has=device_has)
         wheels = sorted(Path(argv[1]).glob("*.whl"))
         size = sum(p.stat().st_size for p in wheels) / 2 ** 20
         for problem in problems:
             print(f"problem: {problem}")
         print(f"{len(wheels)} wheels, {size:.1f} MiB: {'installable' if not problems else 'NOT installable'} "
-              f"on CPython 3.12 / manylinux x86-64 beside the GPU machine's packages")
+              f"on CPython 3.12 / manylinux x86-64 beside the machine's packages")
         return 1 if problems else 0
-    print("usage: python -m nlnet.bench.wheels list binary|source | check DIR", file=sys.stderr)
+    print("usage: python -m dev.wheels list binary|source | check DIR [--machine-has FILE]", file=sys.stderr)
     return 2
 
 

@@ -1,12 +1,13 @@
-"""The GPU check's conductor: every part in its own process, each with its own time budget, under a
-total budget; the JSON and Markdown report is rewritten after every part, so it exists whatever
-happens (a part that fails or runs out of time is recorded with the reason and what it measured).
+"""The GPU check's conductor: every part (``parts.py``) in its own process, each with its own time
+budget, under a total budget; the JSON and Markdown report is rewritten after every part, so it exists
+whatever happens (a part that fails or runs out of time is recorded with the reason and what it
+measured).
 
     bash scripts/gpu_check.sh OUT                      # on a GPU machine: at most total_budget seconds
     bash scripts/gpu_check.sh --cpu-rehearsal OUT      # every part on the CPU with tiny shapes
 
-OUT receives three files (the device tool brings back at most eight): ``gpu_check.json``,
-``gpu_check.md`` and ``gpu_check.log`` (every part's output). Videos, runs and per-part results go
+OUT receives three files: ``gpu_check.json``, ``gpu_check.md`` and ``gpu_check.log`` (every part's
+output). Videos, runs and per-part results go
 to a work folder (``--work``, default a new folder under /tmp).
 """
 from __future__ import annotations
@@ -30,53 +31,12 @@ from typing import Any, TextIO
 from nlnet.utils.io import atomic_path
 
 from . import settings as S
+from .parts import PART_NAMES, PARTS, Part
 from .record import Recorder
 from .report import render
 
 ROOT = Path(__file__).resolve().parents[2]
 GRACE_S = 10.0  # past its budget a part gets SIGTERM, then SIGKILL after this many seconds
-
-
-@dataclass(frozen=True, kw_only=True)
-class Part:
-    """One part of the check.
-
-    Args:
-        name: key in the report and in ``--budget``.
-        target: ``"module:function"`` called as ``function(settings, recorder)`` in a child process.
-        title: what it measures, for the report.
-        needs: parts whose results it reads; it is skipped unless they are ok.
-        uses: parts whose results it reads when they have any (e.g. the train step's batch).
-        after: background parts that must have ended first (their CPU load would disturb its timings).
-        background: started at once and run beside the others (CPU work such as writing videos).
-    """
-
-    name: str
-    target: str
-    title: str
-    needs: tuple[str, ...] = ()
-    uses: tuple[str, ...] = ()
-    after: tuple[str, ...] = ()
-    background: bool = False
-
-
-PARTS = (
-    Part(name="env", target="nlnet.bench.machine:run", title="machine, versions, bf16 matmul rate"),
-    Part(name="videos", target="nlnet.bench.loader:make_videos", title="bench videos (256p) and the demo dataset",
-         background=True),
-    Part(name="tests", target="nlnet.bench.cuda_tests:run", title="CUDA-marked tests (pytest -m gpu)"),
-    Part(name="nonlocal", target="nlnet.bench.nonlocal_block:run", title="non-local block: auto vs reference"),
-    Part(name="train", target="nlnet.bench.train_step:run_train", title="train steps: I3D R50 and NL I3D R50",
-         after=("videos",)),
-    Part(name="pytorchvideo", target="nlnet.bench.train_step:run_pytorchvideo",
-         title="nlnet vs pytorchvideo I3D R50"),
-    Part(name="loader", target="nlnet.bench.loader:run", title="data loader vs train step", needs=("videos",),
-         uses=("train",)),
-    Part(name="torchrun", target="nlnet.bench.resume:run", title="torchrun demo, stopped and resumed",
-         needs=("videos",)),
-    Part(name="decode", target="benchmarks.gpu_decode:run_part", title="decoding: CPU vs NVDEC, RGB in the "
-         "worker vs on the device", uses=("train", "videos"), after=("videos",)),
-)
 
 
 class Interrupted(Exception):
@@ -101,8 +61,8 @@ def start_part(part: Part, settings: dict[str, Any], results: dict[str, Any], bu
                  results={name: results[name] for name in part.needs + part.uses if name in results})
     settings_path = work / f"{part.name}.settings.json"
     settings_path.write_text(json.dumps(child, default=str))
-    cmd = [sys.executable, "-m", "nlnet.bench.check", "--run-target", part.target, "--settings", str(settings_path),
-           "--result", str(result_path)]
+    cmd = [sys.executable, "-m", "benchmarks.gpu_check.conductor", "--run-target", part.target,
+           "--settings", str(settings_path), "--result", str(result_path)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     if settings.get("threads"):
@@ -154,11 +114,11 @@ def _last_line(text: str) -> str:
     return lines[-1][:500] if lines else ""
 
 
-def write_report(out: Path, report: dict[str, Any]) -> None:
+def write_report(out: Path, report: dict[str, Any], parts: tuple[Part, ...] = PARTS) -> None:
     with atomic_path(out / "gpu_check.json") as tmp:
         Path(tmp).write_text(json.dumps(report, indent=1, default=str))
     with atomic_path(out / "gpu_check.md") as tmp:
-        Path(tmp).write_text(render(report))
+        Path(tmp).write_text(render(report, {part.name: part.section for part in parts}))
 
 
 def run_check(out: Path, settings: dict[str, Any], *, parts: tuple[Part, ...] = PARTS,
@@ -182,7 +142,7 @@ def run_check(out: Path, settings: dict[str, Any], *, parts: tuple[Part, ...] = 
     def settle(name: str, log: TextIO) -> None:
         entries[name] = finish_part(running.pop(name), log, grace)
         results[name] = entries[name]["result"]
-        write_report(out, report)
+        write_report(out, report, parts)
 
     def on_signal(signum: int, frame: Any) -> None:
         raise Interrupted(signal.Signals(signum).name)
@@ -198,7 +158,7 @@ def run_check(out: Path, settings: dict[str, Any], *, parts: tuple[Part, ...] = 
                     skip = _skip_reason(part, selected, entries, settings, start)
                     if skip:
                         entries[part.name] = {"title": part.title, "status": "skipped", "reason": skip, "result": {}}
-                        write_report(out, report)
+                        write_report(out, report, parts)
                         continue
                     budget = min(float(settings["budgets"][part.name]), start + settings["total_budget"] - time.time())
                     running[part.name] = start_part(part, settings, results, budget, work)
@@ -217,7 +177,7 @@ def run_check(out: Path, settings: dict[str, Any], *, parts: tuple[Part, ...] = 
             signal.signal(sig, handler)
         report["seconds"] = round(time.time() - start, 1)
         report["status"] = "ok" if all(e["status"] == "ok" for e in entries.values()) else "incomplete"
-        write_report(out, report)
+        write_report(out, report, parts)
     return report
 
 
@@ -263,15 +223,16 @@ def prepare(settings: dict[str, Any], compose: Callable[[list[str]], dict[str, A
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="gpu_check", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", nargs="?", type=Path, help="folder for gpu_check.json, gpu_check.md, gpu_check.log")
     parser.add_argument("--cpu-rehearsal", action="store_true", help="every part on the CPU with tiny shapes")
     parser.add_argument("--budget", action="append", default=[], metavar="PART=SECONDS",
-                        help=f"a part's time budget; parts: {', '.join(S.PART_NAMES)}")
+                        help=f"a part's time budget; parts: {', '.join(PART_NAMES)}")
     parser.add_argument("--total-budget", type=float, help="seconds for the whole check")
     parser.add_argument("--parts", help="comma-separated parts to run (the others are recorded as skipped)")
     parser.add_argument("--peak-tflops", type=float, help="dense bf16 peak for MFU (default: the datasheet's)")
+    parser.add_argument("--loader-workers", type=int, help="DataLoader workers of part loader (default: CPU cores - 2)")
     parser.add_argument("--work", type=Path, help="work folder (default: a new folder under /tmp)")
     parser.add_argument("--run-target", help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
@@ -280,7 +241,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None, compose: Callable[[list[str]], dict[str, Any]] | None = None) -> int:
-    """The check (``compose``: config overrides -> plain configs, see tools/gpu_check.py); exit code 0
+    """The check (``compose``: config overrides -> plain configs, see benchmarks/gpu_check/__main__.py); exit code 0
     when every part is ok, 1 otherwise, 2 on bad arguments. The report is written in every case."""
     args = parse_args(argv)
     if args.run_target:
@@ -296,6 +257,8 @@ def main(argv: list[str] | None = None, compose: Callable[[list[str]], dict[str,
         return 2
     if args.peak_tflops:
         settings["train"]["peak_tflops"] = args.peak_tflops
+    if args.loader_workers is not None:
+        settings["loader"]["workers"] = args.loader_workers
     work = args.work or Path(tempfile.mkdtemp(prefix="nlnet_gpu_check_"))
     report = run_check(args.out, prepare(settings, compose, work), selected=selected, work=work)
     for name, entry in report["parts"].items():
@@ -308,9 +271,9 @@ def _selected(parts: str | None) -> set[str] | None:
     if not parts:
         return None
     chosen = {p.strip() for p in parts.split(",") if p.strip()}
-    unknown = sorted(chosen - set(S.PART_NAMES))
+    unknown = sorted(chosen - set(PART_NAMES))
     if unknown:
-        raise ValueError(f"--parts {parts!r}: unknown {unknown}; valid: {', '.join(S.PART_NAMES)}")
+        raise ValueError(f"--parts {parts!r}: unknown {unknown}; valid: {', '.join(PART_NAMES)}")
     return chosen
 
 

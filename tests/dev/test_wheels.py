@@ -1,4 +1,4 @@
-"""The GPU machine's wheel set: the offline check (nlnet.bench.wheels) and scripts/gpu_wheels.sh."""
+"""The offline GPU machine's wheel set: the offline check (dev.wheels) and dev/gpu_wheels.sh."""
 import socket
 import subprocess
 import zipfile
@@ -6,7 +6,7 @@ import zipfile
 import pytest
 
 from conftest import PYTHON, ROOT, tool_env
-from nlnet.bench.wheels import DEVICE_WHEELS, check_wheels
+from dev.wheels import DEVICE_WHEELS, check_wheels, read_package_list
 
 
 def make_wheel(folder, filename, requires=(), requires_python=None):
@@ -53,6 +53,18 @@ def test_missing_and_wrong_python_are_named(tmp_path):
     assert "beta==2.0: missing (have none)" in problems
 
 
+def test_the_machine_packages_come_from_a_pip_freeze(tmp_path):
+    good_set(tmp_path)
+    freeze = tmp_path / "freeze.txt"
+    freeze.write_text("# the GPU machine\nnumpy==2.4.6\ntorch @ file:///wheels/torch.whl\n")
+    assert read_package_list(freeze) == {"numpy", "torch"}
+    assert check_wheels(tmp_path, wanted=WANTED, device_has=read_package_list(freeze)) == []
+    freeze.write_text("Package Version\n------- -------\ntorch   2.14.1\n")
+    assert read_package_list(freeze) == {"torch"}
+    problems = check_wheels(tmp_path, wanted=WANTED, device_has=read_package_list(freeze))
+    assert problems == ["alpha needs numpy, which neither the folder nor the machine has"]
+
+
 def pypi_reachable() -> bool:
     try:
         socket.create_connection(("pypi.org", 443), timeout=5).close()
@@ -65,7 +77,7 @@ def pypi_reachable() -> bool:
 @pytest.mark.skipif(not pypi_reachable(), reason="PyPI is not reachable")
 def test_gpu_wheels_script_downloads_an_installable_set(tmp_path):
     folder = tmp_path / "wheels"
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_wheels.sh"), str(folder)], cwd=ROOT,
+    proc = subprocess.run(["bash", str(ROOT / "dev" / "gpu_wheels.sh"), str(folder)], cwd=ROOT,
                           env=dict(tool_env(), PYTHON=PYTHON), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert check_wheels(folder) == []

@@ -1,8 +1,12 @@
 """Data-pipeline throughput: nlnet vs pytorchvideo's Kinetics dataset, same videos, same workers.
 
-    python tools/make_synthetic_dataset.py --root data/bench --preset bench   # 10 s 320x256 videos
-    python tools/bench_data.py --root data/bench --clip 8x8 --workers 0 2
-    python tools/bench_data.py --root data/bench --clip 32x2 --workers 2 --json bench.json
+    python tools/make_synthetic_dataset.py --root data/bench --preset bench   # 10 s 320x256, 1 s keyframes
+    python -m benchmarks.data --root data/bench --clip 8x8 --workers 0 2
+    python -m benchmarks.data --root data/bench --clip 32x2 --workers 2 --json bench.json
+
+The bench preset encodes its videos as users train on them: one keyframe per second, as
+``tools/prepare_kinetics.py`` writes them (x264's default of one per 250 frames makes every seek
+decode from the start of the file).
 
 Prints CPU ms per clip for decoding and augmentation (one process), then, per worker count, train
 clips/s and CPU ms per clip (main process + workers) for both pipelines and test views/s for nlnet.
@@ -22,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import time
 from typing import Sequence
 
@@ -31,16 +34,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from nlnet.data.dataset import VideoDataset
-from nlnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from nlnet.data.prologue import BatchPrologue
-from nlnet.utils.cli import pin_threads, threads_line
+from nlnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-
-
-def _cpu_seconds() -> float:
-    """CPU time of this process and of its finished children (DataLoader workers, once joined)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+from .common import cpu_seconds_with_children, pin_threads, threads_line
+from .table import markdown_table
 
 
 def _throughput(loader, num_items: int, prepare=lambda batch: batch["video"]) -> tuple[float, float]:
@@ -51,7 +49,7 @@ def _throughput(loader, num_items: int, prepare=lambda batch: batch["video"]) ->
     over every item produced, the epoch being read to its end so nothing is prefetched in vain;
     unlike wall time it does not depend on the machine's other load.
     """
-    cpu = _cpu_seconds()
+    cpu = cpu_seconds_with_children()
     produced = 0
     it = iter(loader)
     produced += prepare(next(it)).shape[0]
@@ -69,7 +67,7 @@ def _throughput(loader, num_items: int, prepare=lambda batch: batch["video"]) ->
         count += prepare(b).shape[0]
     del it  # joins the workers, so their CPU time is accounted
     produced += count
-    return rate, 1e3 * (_cpu_seconds() - cpu) / produced
+    return rate, 1e3 * (cpu_seconds_with_children() - cpu) / produced
 
 
 def _dataset(root: str, mode: str, num_frames: int, sampling_rate: int, **kwargs) -> VideoDataset:
@@ -175,7 +173,7 @@ def split_times(root: str, *, num_frames: int, sampling_rate: int, fps: float, c
 def run_benchmark(root: str, *, num_frames: int = 8, sampling_rate: int = 8, workers: Sequence[int] = (2,),
                   num_clips: int = 64, crop_size: int = 224, scale: Sequence[int] = (256, 320),
                   test_scale: int = 256, fps: float | None = None, batch_size: int = 8, repeats: int = 2) -> dict:
-    """All measurements of ``tools/bench_data.py``: split, then throughput per worker count."""
+    """All measurements of ``python -m benchmarks.data``: split, then throughput per worker count."""
     ds = _dataset(root, "train", num_frames, sampling_rate, crop_size=crop_size, train_scale=scale)
     if fps is None:
         from nlnet.data.decoding import VideoReader
@@ -219,8 +217,9 @@ def _run(root, ds, fps, *, num_frames, sampling_rate, workers, num_clips, crop_s
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.data", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, help="dataset folder with train.csv and train/<label>/")
     parser.add_argument("--clip", default="8x8", help="TxTAU, e.g. 8x8 or 32x2")
     parser.add_argument("--workers", type=int, nargs="+", default=[2])
@@ -232,7 +231,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the main process (workers: 1 each, as DataLoader sets)")
     parser.add_argument("--json", default=None, help="also write the results here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     threads = pin_threads(args.threads)
     num_frames, sampling_rate = (int(v) for v in args.clip.lower().split("x"))
     results = run_benchmark(args.root, num_frames=num_frames, sampling_rate=sampling_rate, workers=args.workers,
@@ -240,15 +239,18 @@ def main() -> None:
                             batch_size=args.batch_size, repeats=args.repeats)
     results["machine"] = f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
     print(f"{results['videos']} videos at {results['fps']:.1f} fps, clip {results['clip']}")
-    for name, split in results["split"].items():
-        print(f"  {name:13s} CPU ms/clip: decode {split['decode_ms']:7.1f}  augment {split['augment_ms']:7.1f}"
-              f"  output {split['shape']}")
-    print("workers | train clips/s: pytorchvideo  nlnet  ratio | train CPU ms/clip: pytorchvideo  nlnet  ratio"
-          " | test views/s  CPU ms/view")
-    for r in results["throughput"]:
-        print(f"{r['workers']:7d} | {r['pytorchvideo_train_clips_s']:27.2f} {r['nlnet_train_clips_s']:6.2f}"
-              f" {r['train_ratio']:6.2f} | {r['pytorchvideo_train_cpu_ms']:31.0f} {r['nlnet_train_cpu_ms']:6.0f}"
-              f" {r['cpu_ratio']:6.2f} | {r['nlnet_test_views_s']:12.2f} {r['nlnet_test_cpu_ms']:12.0f}")
+    split_rows = [(name, f"{s['decode_ms']:.1f}", f"{s['augment_ms']:.1f}", " x ".join(map(str, s["shape"])))
+                  for name, s in results["split"].items()]
+    print("\n".join(markdown_table(["pipeline", "decode CPU ms/clip", "augment CPU ms/clip", "output"], split_rows,
+                                   align="lrrl")))
+    print()
+    header = ["workers", "pytorchvideo clips/s", "nlnet clips/s", "ratio", "pytorchvideo CPU ms/clip",
+              "nlnet CPU ms/clip", "CPU ratio", "nlnet test views/s", "nlnet test CPU ms/view"]
+    rows = [(r["workers"], f"{r['pytorchvideo_train_clips_s']:.2f}", f"{r['nlnet_train_clips_s']:.2f}",
+             f"{r['train_ratio']:.2f}x", f"{r['pytorchvideo_train_cpu_ms']:.0f}", f"{r['nlnet_train_cpu_ms']:.1f}",
+             f"{r['cpu_ratio']:.2f}x", f"{r['nlnet_test_views_s']:.2f}", f"{r['nlnet_test_cpu_ms']:.0f}")
+            for r in results["throughput"]]
+    print("\n".join(markdown_table(header, rows, align="r" * len(header))))
     for workers in args.workers:
         print(threads_line(threads, 1 + workers) + f" (main process + {workers} workers of 1 thread)")
     if args.json:

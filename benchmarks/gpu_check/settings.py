@@ -1,14 +1,17 @@
-"""What the GPU check measures, as data: one preset for an H200-class GPU, one for the CPU rehearsal.
+"""What the GPU check measures, as data: one preset for a GPU, one for the CPU rehearsal.
 
 The two presets run the same code; the rehearsal only shrinks shapes, counts and budgets. Budgets
-are seconds of wall time per part (``--budget PART=SECONDS`` overrides one); ``total_budget`` caps
-the whole check (the H200 lease is 15 minutes, machine start and wheel install included, so the
-check gets at most 8).
+are seconds of wall time per part, taken from the parts list (``parts.py``; ``--budget PART=SECONDS``
+overrides one); ``total_budget`` caps the whole check and defaults to the sum of the parts that run
+one after the other (``--total-budget``). A slower GPU measures fewer rows within a budget: the rows
+it does not reach are recorded as skipped, with the reason.
 """
 from __future__ import annotations
 
 import copy
 from typing import Any
+
+from .parts import PART_NAMES, PARTS
 
 # Train-step cases: the paper's I3D R50 and NL I3D R50 (5 blocks, Table 2c), 32x2 and 8x8 clips.
 # The clip length and crop come from each experiment's data config (32x224 or 8x224).
@@ -31,11 +34,6 @@ GPU: dict[str, Any] = {
     "device": "cuda",
     "rehearsal": False,
     "threads": None,  # torch's default intra-op threads
-    "total_budget": 460,
-    # env + tests + nonlocal + train + pytorchvideo + loader + torchrun + decode = 460 s; videos beside tests
-    # (train, which fits its compiled modes to its budget, gave decode 45 of its 150 s)
-    "budgets": {"env": 15, "videos": 120, "tests": 90, "nonlocal": 45, "train": 105, "pytorchvideo": 40,
-                "loader": 45, "torchrun": 75, "decode": 45},
     "env": {"matmul_size": 8192, "repeats": 10},
     "tests": {"per_test_timeout": 120},
     "nonlocal": {"shapes": [[2, 512, 4, 28, 28], [2, 1024, 4, 14, 14],     # res3 / res4, 32-frame clips
@@ -47,12 +45,17 @@ GPU: dict[str, Any] = {
     "pytorchvideo": {"overrides": ["experiment=i3d_r50_kinetics_8x8"], "frames": 8, "size": 224,
                      "pytorchvideo_kwargs": {}, "precisions": ["fp32", "bf16"], "max_batch": 32, "warmup": 2,
                      "rounds": 8},
-    "videos": {"bench": {"count": 16, "width": 456, "height": 256, "frames": 250, "gop_size": 25, "processes": 8},
+    "videos": {"bench": {"count": 16, "width": 456, "height": 256, "frames": 250, "gop_size": 25, "processes": None},
                "demo": {"train_per_class": 16, "val_per_class": 2, "frames": 32, "size": 64}},
-    "loader": {"clips": LOADER_CLIPS, "data_overrides": [], "workers": 14, "seconds": 12, "min_items": 6000,
+    "loader": {"clips": LOADER_CLIPS, "data_overrides": [], "workers": None, "seconds": 12, "min_items": 6000,
                "default_batch": 32},
     "torchrun": {"nproc_per_node": 1, "max_iter": 50,
                  "overrides": ["trainer.device=cuda", "data.num_workers=4"]},
+    # The paper's 32x2 training clip (Sec. 4: 224 crops of a 256-320 short side); videos: only without part "videos"
+    "decode": {"videos": {"count": 8, "width": 456, "height": 256, "frames": 250, "gop_size": 25},
+               "clip": {"num_frames": 32, "sampling_rate": 2, "crop_size": 224, "train_scale": [256, 320]},
+               "batch": 8, "workers": None, "seconds": 3.0, "startup_s": 4.0, "min_items": 4000, "items": 8,
+               "item_rounds": 3},
 }
 
 # Tiny shapes: every part runs on a 2-core CPU in about a minute (the CUDA-marked tests skip). The
@@ -64,9 +67,6 @@ CPU_REHEARSAL: dict[str, Any] = {
     "device": "cpu",
     "rehearsal": True,
     "threads": 1,  # OMP_NUM_THREADS for every part: on a loaded 2-core machine more threads only spin
-    "total_budget": 720,
-    "budgets": {"env": 30, "videos": 120, "tests": 120, "nonlocal": 60, "train": 150, "pytorchvideo": 90,
-                "loader": 60, "torchrun": 150, "decode": 120},
     "env": {"matmul_size": 256, "repeats": 3},
     "tests": {"per_test_timeout": 120},
     "nonlocal": {"shapes": [[2, 16, 4, 8, 8], [2, 32, 2, 6, 6]], "precisions": ["fp32", "bf16"],
@@ -86,14 +86,20 @@ CPU_REHEARSAL: dict[str, Any] = {
                                "data.num_workers=0", "data.num_frames=4", "data.sampling_rate=2",
                                "data.train.crop_size=32", "data.train.train_scale=[32,40]", "data.val.test_scale=32",
                                "data.val.test_crop_size=32", "data.val.num_clips=1", "trainer.precise_bn_iters=1"]},
+    "decode": {"videos": {"count": 2, "width": 48, "height": 32, "frames": 24, "gop_size": 8},
+               "clip": {"num_frames": 4, "sampling_rate": 2, "crop_size": 24, "train_scale": [28, 34]},
+               "batch": 2, "workers": 2, "seconds": 0.5, "startup_s": 4.0, "min_items": 200, "items": 2,
+               "item_rounds": 2},
 }
-
-PART_NAMES = ("env", "videos", "tests", "nonlocal", "train", "pytorchvideo", "loader", "torchrun", "decode")
 
 
 def preset(cpu_rehearsal: bool) -> dict[str, Any]:
-    """A fresh copy of the GPU or the CPU-rehearsal preset."""
-    return copy.deepcopy(CPU_REHEARSAL if cpu_rehearsal else GPU)
+    """A fresh copy of the GPU or the CPU-rehearsal preset, with the parts' budgets and their total
+    (the parts run one after the other; background ones beside them)."""
+    settings = copy.deepcopy(CPU_REHEARSAL if cpu_rehearsal else GPU)
+    settings["budgets"] = {p.name: p.rehearsal_budget_s if cpu_rehearsal else p.budget_s for p in PARTS}
+    settings["total_budget"] = sum(settings["budgets"][p.name] for p in PARTS if not p.background)
+    return settings
 
 
 def apply_budgets(settings: dict[str, Any], items: list[str], total: float | None = None) -> dict[str, Any]:

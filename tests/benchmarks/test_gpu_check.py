@@ -8,22 +8,26 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.gpu_check import settings as S
+from benchmarks.gpu_check.conductor import main, run_check
+from benchmarks.gpu_check.decode import ROWS
+from benchmarks.gpu_check.parts import PART_NAMES, PARTS, Part
+from benchmarks.gpu_check.report import render
 from conftest import PYTHON, ROOT, tool_env
-from nlnet.bench import settings as S
-from nlnet.bench.check import Part, main, run_check
-from nlnet.bench.report import render
 
 
 def tiny_settings(**budgets):
     settings = S.preset(cpu_rehearsal=True)
-    settings["budgets"].update({name: 30 for name in S.PART_NAMES}, **budgets)
+    settings["budgets"].update({name: 30 for name in PART_NAMES}, **budgets)
     return settings
 
 
 def fake(name, function, **kwargs):
-    return Part(name=name, target=f"tests.bench._fake_parts:{function}", title=f"fake {function}", **kwargs)
+    return Part(name=name, target=f"tests.benchmarks._fake_parts:{function}", title=f"fake {function}", budget_s=30,
+                rehearsal_budget_s=30, **kwargs)
 
 
+@pytest.mark.slow
 def test_parts_pass_results_on_and_failures_and_timeouts_are_recorded(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     parts = (fake("env", "measures"), fake("tests", "fails"), fake("train", "hangs"),
@@ -49,6 +53,7 @@ def test_parts_pass_results_on_and_failures_and_timeouts_are_recorded(tmp_path, 
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_check.md"]
 
 
+@pytest.mark.slow
 def test_results_reach_the_parts_that_use_them_and_the_total_budget_is_kept(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     parts = (fake("env", "measures"), fake("tests", "measures", uses=("env",)), fake("train", "hangs"),
@@ -83,7 +88,7 @@ def test_report_renders_failed_rows_and_half_written_results():
                         "pytorchvideo": {"title": "pv", "status": "timeout", "reason": "ran out", "seconds": 40.0,
                                          "budget_s": 40, "result": {"rows": [{"status": "ok", "odd": True}]}},
                         "loader": {"title": "loader", "status": "skipped", "reason": "total budget", "result": {}}}}
-    text = render(report)
+    text = render(report, {part.name: part.section for part in PARTS})
     assert "| train | failed | 150.0 | 150 | 1 of 1 rows failed |" in text
     assert "| NL I3D R50 | 32x2 | bf16+compile | failed: BackendCompilerFailed: boom | - |" in text
     assert "could not render: KeyError" in text and '"odd": true' in text  # the raw result instead
@@ -102,7 +107,7 @@ class Rehearsal:
 @pytest.fixture(scope="session")
 def rehearsal(tmp_path_factory) -> Rehearsal:
     """``bash scripts/gpu_check.sh --cpu-rehearsal`` with its own settings, run once per session (about
-    two minutes on a 2-core CPU); the tests below each read one part of its report."""
+    two to five minutes on a loaded 2-core CPU); the tests below each read one part of its report."""
     work = tmp_path_factory.mktemp("gpu_check")
     out = work / "out"
     env = dict(tool_env(), PYTHON=PYTHON)
@@ -162,3 +167,26 @@ def test_cpu_rehearsal_measures_the_loader_and_resumes_the_torchrun_run(rehearsa
     torchrun = rehearsal.parts["torchrun"]
     assert 0 < torchrun["stopped_at"] < torchrun["max_iter"] == torchrun["second"]["finished"]
     assert torchrun["second"]["resumed_from"] == torchrun["stopped_at"] and torchrun["results_json"]
+
+
+@pytest.mark.slow
+def test_cpu_rehearsal_measures_every_decode_setting_and_says_which_decoder_ran(rehearsal):
+    # NVDEC rows fall back to the CPU here, and say why; RGB reaches the model either way
+    decode = rehearsal.parts["decode"]
+    rows = decode["rows"]
+    assert [(r["decode_device"], r["color_convert"]) for r in rows] == [row[:2] for row in ROWS]
+    assert all(r["status"] == "ok" for r in rows), rows
+    assert all(r["clips_per_s"] > 0 and r["cpu_s_per_clip"] > 0 for r in rows)
+    assert all(r["verdict"] in ("GPU-bound", "data-bound") and r["factor"] >= 1 for r in rows)
+    assert all(r["clip_shape"] == [3, 4, 24, 24] for r in rows)
+    assert not decode["videos_written_here"] and decode["videos"] == rehearsal.parts["videos"]["bench_videos"]
+    assert set(decode["item_cpu_ms"]["best_ms"]) == {"worker", "device", "yuv_to_rgb_on_cpu"}
+    for row in rows:
+        decoders = set(row["decoders"])
+        if row["decode_device"] == "cpu":
+            assert decoders == {"cpu"}
+        else:
+            assert len(decoders) == 1 and decoders.pop().startswith("cpu (data.decode_device=cuda: ")
+    assert decode["planes"]["status"] == "skipped"
+    markdown = (rehearsal.out / "gpu_check.md").read_text()
+    assert "| cuda | device | 2 |" in markdown and "NVDEC planes vs FFmpeg's software planes: skipped" in markdown

@@ -7,12 +7,11 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from typing import Any
 
 import torch
 
-from .common import device_of, median, synchronize
+from ..common import device_of, median, timed
 from .record import Recorder
 
 PACKAGES = ("torch", "torchvision", "numpy", "av", "hydra-core", "omegaconf", "pytorchvideo", "fvcore", "iopath",
@@ -66,13 +65,7 @@ def matmul_tflops(device: torch.device, n: int, repeats: int) -> float:
     b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     for _ in range(3):
         a @ b
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        a @ b
-        synchronize(device)
-        times.append(time.perf_counter() - start)
+    times = [timed(lambda: a @ b, device)[0] for _ in range(repeats)]
     return 2 * n ** 3 / median(times) / 1e12
 
 
