@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import CONFIGS, ROOT, compose
+from helpers import CONFIGS, ROOT, compose
 from nlnet.config import instantiate
 from nlnet.engine.report import clip_cost
 

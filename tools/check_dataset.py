@@ -9,14 +9,12 @@ end. The report is JSON (--report x.json) with a text twin (x.txt); the summary 
 status 1 when any listed video is missing or unreadable.
 """
 import argparse
-import json
 import os
 import sys
 
-from nlnet.data.check import check_dataset, format_report
+from nlnet.data.commands import run_check_dataset
 from nlnet.data.decoding import DECODE_TIMEOUT, MAX_FRAME_PIXELS
 from nlnet.utils.cli import ArgumentParser, run_main
-from nlnet.utils.io import atomic_path
 
 
 def main() -> None:
@@ -40,18 +38,10 @@ def main() -> None:
                              ("--max-frame-pixels", args.max_frame_pixels, 1), ("--decode-timeout", args.decode_timeout, 0.001),
                              ("--workers", args.workers, 0)):
         parser.require(name, value, low)
-    report = check_dataset(args.annotations, args.root, num_frames=args.num_frames,
-                           sampling_rate=args.sampling_rate, label_map=args.label_map, full=args.full,
-                           max_frame_pixels=args.max_frame_pixels, decode_timeout=args.decode_timeout,
-                           num_workers=args.workers)
-    text = format_report(report)
-    for path, content in ((args.report, json.dumps(report, indent=2)),
-                          (os.path.splitext(args.report)[0] + ".txt", text)):
-        with atomic_path(path) as tmp, open(tmp, "w") as f:
-            f.write(content)
-    print("\n".join(text.splitlines()[:3]))
-    print(f"report: {args.report}")
-    sys.exit(1 if report["missing"] or report["unreadable"] else 0)
+    sys.exit(run_check_dataset(args.annotations, args.root, report=args.report, num_frames=args.num_frames,
+                               sampling_rate=args.sampling_rate, label_map=args.label_map, full=args.full,
+                               max_frame_pixels=args.max_frame_pixels, decode_timeout=args.decode_timeout,
+                               num_workers=args.workers))
 
 
 if __name__ == "__main__":

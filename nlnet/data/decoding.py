@@ -28,6 +28,8 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from nlnet.utils.errors import UserError
+
 __all__ = ["VideoDecodeError", "VideoInfo", "VideoReader", "scaled_size", "MAX_FRAME_PIXELS", "DECODE_TIMEOUT"]
 
 # Default caps of what one clip may cost (configurable per dataset): frames over 4096x4096 pixels
@@ -52,7 +54,7 @@ def _reformatter() -> VideoReformatter:
     return _local.reformatter
 
 
-class VideoDecodeError(RuntimeError):
+class VideoDecodeError(UserError, RuntimeError):
     """A file that cannot be read as a video (corrupt, truncated, empty, audio-only, not a video, over a cap).
 
     Args:

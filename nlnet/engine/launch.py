@@ -17,10 +17,12 @@ import torch
 import torch.nn as nn
 
 from nlnet import config as C
+from nlnet.data.classes import class_difference
 from nlnet.engine import distributed as du
 from nlnet.engine import hooks as H
 from nlnet.engine.attention_hook import clip_of_dataset
-from nlnet.engine.checkpoint import CheckpointManager, checkpoint_run_dir, load_checkpoint, load_model_state
+from nlnet.engine.checkpoint import (CheckpointManager, checkpoint_run_dir, load_checkpoint, load_model_state,
+                                    require_training_state)
 from nlnet.engine.evaluation import evaluate, write_results
 from nlnet.engine.loader import EndlessLoader, build_eval_loader
 from nlnet.engine.prologue import BatchPrologue
@@ -30,7 +32,7 @@ from nlnet.engine.tensorboard import open_writer, write_eval_metrics
 from nlnet.engine.trainer import Trainer
 from nlnet.engine.weights import load_init_checkpoint, load_pretrained, stored_model_config
 from nlnet.utils.errors import CheckpointError, ConfigError, one_line
-from nlnet.utils.io import exclusive_lock, remove_stale_temporaries
+from nlnet.utils.io import exclusive_lock, remove_stale_temporaries, require_folder
 from nlnet.utils.logger import get_logger, setup_logging
 from nlnet.utils.seeding import seed_everything, set_rng_state
 
@@ -40,11 +42,12 @@ def build_model(model_cfg: Any) -> nn.Module:
     return C.instantiate(model_cfg.net)
 
 
-def check_num_classes(model: nn.Module, classes: list[str], annotations: Any) -> None:
+def check_num_classes(model: nn.Module, classes: list[str], annotations: Any, label_map: Any = None) -> None:
     num_classes = getattr(model, "num_classes", None)
     if num_classes is not None and num_classes != len(classes):
+        source = f"the label map {label_map} lists" if label_map else f"{annotations} has"
         raise ConfigError(
-            f"model.net.num_classes={num_classes} but {annotations} has {len(classes)} classes: "
+            f"model.net.num_classes={num_classes} but {source} {len(classes)} classes: "
             f"set model.net.num_classes={len(classes)}"
         )
 
@@ -76,6 +79,7 @@ def train(cfg: Any) -> dict[str, Any]:
     t_cfg = cfg.trainer
     C.validate(cfg, splits=("train", "val") if (t_cfg.eval_period or t_cfg.test_at_end) else ("train",))
     run_dir = os.path.abspath(str(cfg.run_dir))
+    require_folder(run_dir, key="run_dir")
     device = du.init_distributed(str(t_cfg.device))
     try:
         with _own_run_directory(run_dir):
@@ -124,8 +128,8 @@ def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
         if trainer.start_iter >= trainer.max_iter:
             get_logger().info(f"{run_dir} is already trained to iteration {trainer.iter}; to train again, delete "
                               "it or change an override")
-            if final_test is not None and not trainer.stop_reason:
-                final_test()
+            if final_test is not None and not trainer.stop_reason:  # e.g. killed during its final test
+                trainer.call_hooks("after_eval", final_test())  # best.pt as in an uninterrupted run
     finally:
         if writer is not None:
             writer.close()
@@ -156,7 +160,7 @@ def _build_model(cfg: Any, *, fresh_start: bool) -> nn.Module:
 def _build_data(cfg: Any, model: nn.Module, device: torch.device) -> _Data:
     train_set = C.instantiate(cfg.data.train)
     classes = list(train_set.classes)
-    check_num_classes(model, classes, cfg.data.train.get("annotations"))
+    check_num_classes(model, classes, cfg.data.train.get("annotations"), cfg.data.train.get("label_map"))
     get_logger().info(f"model: {type(model).__name__} with {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
                       f"parameters; training set: {len(train_set)} clips, {len(classes)} classes")
     eval_kw = _eval_settings(cfg, device, classes)
@@ -284,7 +288,8 @@ def _checkpoint_to_resume(cfg: Any, manager: CheckpointManager) -> tuple[str | N
     """``resume=PATH`` (refused when damaged), else with ``trainer.auto_resume`` the newest intact
     checkpoint of the run directory (damaged newer ones are skipped with a warning)."""
     if cfg.get("resume"):
-        return str(cfg.resume), load_checkpoint(str(cfg.resume), map_location="cpu")
+        path = str(cfg.resume)
+        return path, require_training_state(load_checkpoint(path, map_location="cpu"), path)
     if not cfg.trainer.auto_resume:
         return None, None
     path, state, skipped = manager.load_latest(map_location="cpu")
@@ -353,6 +358,7 @@ def test(cfg: Any) -> dict[str, Any]:
     if not os.path.isfile(checkpoint):
         raise ConfigError(f"checkpoint: file not found: {checkpoint}")
     output_dir = os.path.abspath(str(cfg.get("output_dir") or checkpoint_run_dir(checkpoint)))
+    require_folder(output_dir, key="output_dir")
     C.validate(cfg, splits=("val",))
     device = du.init_distributed(str(cfg.trainer.device))
     try:
@@ -373,9 +379,11 @@ def _test(cfg: Any, checkpoint: str, output_dir: str, device: torch.device) -> d
     prologue = BatchPrologue.for_dataset(dataset, device=device, channels_last=bool(cfg.trainer.channels_last))
     prologue.prepare_model(model)
     class_names = list(state.get("class_names") or dataset.classes)
-    if list(dataset.classes) != class_names:
-        raise ConfigError(f"data.val.annotations: its {len(dataset.classes)} classes differ from the "
-                          f"{len(class_names)} the checkpoint was trained on")
+    difference = class_difference(dataset.classes, class_names)
+    if difference:
+        label_map = cfg.data.val.get("label_map")
+        raise ConfigError(f"data.val.label_map={label_map}: {difference}" if label_map else
+                          f"data.val.annotations: {difference}")
     log.info(f"testing {checkpoint} (iteration {state.get('iteration')}) on {dataset.num_videos} videos x "
              f"{dataset.num_views} views of {dataset.num_frames} frames at stride {dataset.sampling_rate}")
     start = time.perf_counter()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, ROOT, tool_env
+from helpers import PYTHON, ROOT, tool_env
 from nlnet.bench import settings as S
 from nlnet.bench.check import Part, main, run_check
 from nlnet.bench.report import render

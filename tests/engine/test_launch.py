@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import PYTHON, ROOT, compose, tiny_overrides, tool_env
+from helpers import PYTHON, ROOT, compose, tiny_overrides, tool_env
 from nlnet.engine.checkpoint import CheckpointManager, load_checkpoint
 from nlnet.engine.launch import train
 from nlnet.utils.errors import CheckpointError, ConfigError, UserError

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import PYTHON, ROOT, TINY_DATASET, compose, tiny_overrides, tool_env
+from helpers import PYTHON, ROOT, TINY_DATASET, compose, tiny_overrides, tool_env
 from nlnet.config import instantiate
 from nlnet.data import VideoDataset
 from nlnet.data.synthetic import make_synthetic_dataset

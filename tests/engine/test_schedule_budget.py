@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import compose, tiny_overrides
+from helpers import compose, tiny_overrides
 from nlnet.engine.checkpoint import CheckpointManager, load_checkpoint
 from nlnet.engine.launch import train
 from nlnet.engine.schedule import CosineSchedule, MultiStepSchedule, ScheduleBudget

@@ -10,7 +10,7 @@ import torch
 import torchvision
 from omegaconf import OmegaConf
 
-from conftest import compose, tiny_overrides
+from helpers import compose, tiny_overrides
 from nlnet.config import instantiate
 from nlnet.engine import weights
 from nlnet.engine.checkpoint import CheckpointManager, atomic_save, load_checkpoint

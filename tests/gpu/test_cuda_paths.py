@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import compose
+from helpers import compose
 from nlnet.bench.common import autocast, relative_error
 from nlnet.bench.train_step import SyntheticBatches
 from nlnet.config import instantiate

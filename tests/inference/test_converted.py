@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import torch
 
-from conftest import PYTHON, ROOT, tool_env
+from helpers import PYTHON, ROOT, tool_env
 from nlnet.inference import Predictor, load_trained_model
 from nlnet.inference.export import export_model
 from tiny_trained import UP, motion_video

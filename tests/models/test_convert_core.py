@@ -12,7 +12,7 @@ from _convert_util import randomize, source_state, write_caffe2
 
 import nlnet.models as models
 import nlnet.models.convert as convert
-from conftest import ROOT, compose
+from helpers import ROOT, compose
 from nlnet.config import instantiate
 from nlnet.inference import ViewProtocol
 from nlnet.inference.loading import _protocol

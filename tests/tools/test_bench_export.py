@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from conftest import PYTHON, ROOT, tool_env
+from helpers import PYTHON, ROOT, tool_env
 
 
 def test_bench_export_table_and_json(tmp_path):

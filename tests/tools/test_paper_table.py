@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import PYTHON, ROOT, tiny_overrides, tool_env
+from helpers import PYTHON, ROOT, tiny_overrides, tool_env
 from nlnet.config import instantiate
 from nlnet.engine.report import COLUMNS, clip_cost
 

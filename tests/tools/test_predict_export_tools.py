@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import PYTHON, ROOT, tool_env
+from helpers import PYTHON, ROOT, tool_env
 from nlnet.data.decoding import VideoReader
 from nlnet.data.synthetic import SYNTHETIC_CLASSES
 from nlnet.engine.checkpoint import atomic_save

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, ROOT, compose, tiny_overrides, tool_env
+from helpers import PYTHON, ROOT, compose, tiny_overrides, tool_env
 
 
 def run_tool(*args):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import PYTHON, tool_env
+from helpers import PYTHON, tool_env
 from nlnet.config import compose_config, instantiate, to_container
 from nlnet.data.synthetic import write_video
 from nlnet.engine.checkpoint import atomic_save
