@@ -279,3 +279,40 @@ def test_results_list_failed_videos_whatever_the_number_of_workers(tiny_videos, 
         results = json.loads((run_dir / "results.json").read_text())
         assert results["failed_video_paths"] == [broken] and results["failed_videos"] == 1, workers
         assert results["num_videos"] == 6 and "cannot open" in results["failure_reasons"][broken]
+
+
+class Killed(BaseException):
+    """What SIGKILL does to a run, in this process: nothing after it runs, no ``except Exception`` sees it."""
+
+
+@pytest.mark.slow
+def test_a_run_killed_during_its_final_test_then_resumed_writes_best_pt_as_an_uninterrupted_run(
+        tiny_videos, tmp_path, monkeypatch):
+    import nlnet.engine.launch as launch
+
+    whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
+    run_inprocess(tiny_overrides(tiny_videos, whole) + ["logger=none"])
+    expected = load_checkpoint(os.path.join(whole, "checkpoints", "best.pt"))
+
+    test_and_write = launch._test_and_write
+
+    def killed_while_testing(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(launch, "_test_and_write", killed_while_testing)
+    with pytest.raises(Killed):
+        run_inprocess(tiny_overrides(tiny_videos, killed) + ["logger=none"])
+    assert final_state(killed)["iteration"] == 2  # trained to the end, then killed in the test
+    assert not Path(killed, "checkpoints", "best.pt").exists() and not Path(killed, "results.json").exists()
+
+    monkeypatch.setattr(launch, "_test_and_write", test_and_write)
+    summary = run_inprocess(tiny_overrides(tiny_videos, killed) + ["logger=none"])  # the same command again
+    assert summary["iteration"] == 2 and summary["metrics"]["top1"] == expected_top1(whole)
+    best = load_checkpoint(os.path.join(killed, "checkpoints", "best.pt"))
+    assert best["iteration"] == expected["iteration"] == 2
+    assert best["hooks"]["Checkpointer"] == expected["hooks"]["Checkpointer"]  # best value and its iteration
+    assert_same_params(best["model"], expected["model"])
+
+
+def expected_top1(run_dir):
+    return json.loads(Path(run_dir, "results.json").read_text())["top1"]
