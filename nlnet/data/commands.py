@@ -1,6 +1,6 @@
-"""What ``tools/make_synthetic_dataset.py``, ``tools/check_dataset.py`` and ``tools/prepare_kinetics.py``
-do, as functions of plain values (the tools only parse their command line). Each prints a short human
-summary and returns the process exit status.
+"""What the data tools (make_synthetic_dataset, check_dataset, prepare_kinetics) do, as functions of
+plain values (the tools only parse their command line). Each prints a short human summary and
+returns the process exit status.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import fcntl
 import os
 import socket
 import tempfile
-from typing import Iterator
+from collections.abc import Iterator
 
 from nlnet.utils.errors import ConfigError, UserError
 
@@ -73,8 +73,8 @@ def _umask() -> int:
 def remove_stale_temporaries(directory: str | os.PathLike) -> list[str]:
     """Delete the temporary files ``atomic_path`` left in ``directory`` when a write was interrupted
     (a killed process). Call it only while no other process writes there (see ``exclusive_lock``)."""
-    removed = []
-    with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
+    removed: list[str] = []
+    with contextlib.suppress(FileNotFoundError), os.scandir(os.fspath(directory)) as entries:
         for entry in entries:
             if entry.name.startswith(TEMPORARY_PREFIX) and entry.is_file(follow_symlinks=False):
                 with contextlib.suppress(FileNotFoundError):
