@@ -24,6 +24,7 @@ def fake(name, function, **kwargs):
     return Part(name=name, target=f"tests.bench._fake_parts:{function}", title=f"fake {function}", **kwargs)
 
 
+@pytest.mark.slow
 def test_parts_pass_results_on_and_failures_and_timeouts_are_recorded(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     parts = (fake("env", "measures"), fake("tests", "fails"), fake("train", "hangs"),
@@ -49,6 +50,7 @@ def test_parts_pass_results_on_and_failures_and_timeouts_are_recorded(tmp_path, 
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_check.md"]
 
 
+@pytest.mark.slow
 def test_results_reach_the_parts_that_use_them_and_the_total_budget_is_kept(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     parts = (fake("env", "measures"), fake("tests", "measures", uses=("env",)), fake("train", "hangs"),

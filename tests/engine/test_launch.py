@@ -114,6 +114,7 @@ def _wait_for(path, proc, timeout=180):
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_sigkill_then_sigterm_then_resume_matches_an_uninterrupted_run(tiny_videos, tmp_path):
     common = tiny_overrides(tiny_videos) + ["trainer.max_iter=6", "trainer.checkpoint_period=2"]
     slow = ["data.train._target_=_slow_dataset.SlowVideoDataset", "+data.train.delay=0.1"]
@@ -153,6 +154,7 @@ def test_sigkill_then_sigterm_then_resume_matches_an_uninterrupted_run(tiny_vide
         json.loads(Path(reference, "results.json").read_text())["top1"]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_single_process_on_the_same_total_batch(tiny_videos, tmp_path):
     # No BatchNorm (Identity in the backbone, none after the NL blocks' w_z) and no dropout: then
     # 2 processes x 2 clips and 1 process x 4 clips compute the same gradient, so the parameters must
@@ -197,6 +199,7 @@ def run_to_the_end(cmd, timeout=120, **kwargs):
     return proc.returncode, out, err
 
 
+@pytest.mark.slow
 def test_an_error_ends_a_run_with_dataloader_workers_with_one_line(tiny_videos, tmp_path):
     # workers ignore SIGTERM (so that the main process can write a checkpoint on preemption); a run that
     # stopped on an error used to wait for them forever at exit
@@ -207,6 +210,7 @@ def test_an_error_ends_a_run_with_dataloader_workers_with_one_line(tiny_videos, 
     assert err.splitlines() == [err.strip()] and err.startswith("error: non-finite loss (nan) at iteration")
 
 
+@pytest.mark.slow
 def test_an_unexpected_error_in_a_worker_also_ends_the_test_tool(tiny_videos, tmp_path):
     run_dir = str(tmp_path / "run")
     run_inprocess(tiny_overrides(tiny_videos, run_dir) + ["trainer.max_iter=1", "trainer.test_at_end=false",
@@ -217,6 +221,7 @@ def test_an_unexpected_error_in_a_worker_also_ends_the_test_tool(tiny_videos, tm
     assert code == 1 and "RuntimeError: a bug in a dataset (test)" in err  # a bug keeps its traceback
 
 
+@pytest.mark.slow
 def test_every_rank_exits_when_one_rank_fails(tiny_videos, tmp_path):
     # rank 1 finds no decodable video and stops with one line while rank 0 waits for it in a collective
     torchrun = os.path.join(os.path.dirname(PYTHON), "torchrun")

@@ -89,6 +89,7 @@ def two_sizes(tmp_path_factory) -> str:
     return str(root)
 
 
+@pytest.mark.slow
 def test_fully_convolutional_full_frame_test_equals_a_hand_computation(source_run, two_sizes, tmp_path):
     checkpoint = latest(source_run)
     out = tmp_path / "test"

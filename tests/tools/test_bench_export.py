@@ -4,7 +4,11 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 from helpers import PYTHON, ROOT, tool_env
+
+pytestmark = pytest.mark.slow  # runs the benchmark as a subprocess
 
 
 def test_bench_export_table_and_json(tmp_path):

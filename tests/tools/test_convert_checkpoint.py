@@ -17,6 +17,8 @@ from helpers import PYTHON, ROOT, compose, tool_env
 from nlnet.models.convert.caffe2 import CAFFE2_TABLE
 from nlnet.resources import kinetics400_classes
 
+pytestmark = pytest.mark.slow  # runs the tools as subprocesses
+
 KINETICS = kinetics400_classes()[:3]  # the tiny dataset's classes get Kinetics names
 
 

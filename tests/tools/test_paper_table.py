@@ -15,6 +15,8 @@ from helpers import PYTHON, ROOT, tiny_overrides, tool_env
 from nlnet.config import instantiate
 from nlnet.engine.report import COLUMNS, clip_cost
 
+pytestmark = pytest.mark.slow  # sweeps run tools/train.py -m and torchrun in subprocesses
+
 TABLE = """# @package _global_
 name: paper/tablex
 hydra:
