@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one-command GPU check (issue 12): writes OUT/gpu_check.json, OUT/gpu_check.md, OUT/gpu_check.log.
+# The one-command GPU check: writes OUT/gpu_check.json, OUT/gpu_check.md, OUT/gpu_check.log.
 #   bash scripts/gpu_check.sh OUT                   # on a GPU machine, at most ~8 minutes (460 s budget)
 #   bash scripts/gpu_check.sh --cpu-rehearsal OUT   # every part on the CPU with tiny shapes (~1-2 min)
 #   bash scripts/gpu_check.sh OUT --budget train=200 --parts env,train   # budgets and parts: --help

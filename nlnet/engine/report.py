@@ -4,7 +4,7 @@
 this module reads from each row's run folder (``runs/<row name>/<overrides>``)::
 
     config.yaml      the resolved config (written at every start); its ``paper`` node names the
-                     table, the row and the published top-1 / top-5 (PAPER.md)
+                     table, the row and the published top-1 / top-5 (Tables 2-3)
     schedule.json    the planned iterations after the budget rule (:func:`write_plan`, at every start)
     checkpoints/     checkpoint_<iteration>.pt: how far training got
     results.json     the multi-view test: top1, top5 and the checkpoint tested
@@ -60,7 +60,7 @@ class Published:
         table: e.g. "2a".
         row: the row's label in the paper's table.
         top1: published top-1 (%).
-        top5: published top-5 (%), None where the paper's figure is not recorded (PAPER.md).
+        top5: published top-5 (%), None where the paper's table gives none.
     """
 
     table: str
