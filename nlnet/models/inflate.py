@@ -125,9 +125,14 @@ def load_torchvision_state_dict(source: str | Mapping, *, depth: int) -> dict[st
                                 f"with torch.save, or 'torchvision')")
     try:
         state = torch.load(source, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # weights_only refused a global: the file would run code when loaded
-        raise ValueError(f"{source} holds objects other than tensors and plain containers: refused, since "
-                         "loading it could run code") from None
+    except OSError:
+        raise
+    except Exception as e:  # torch raises UnpicklingError, EOFError, KeyError, RuntimeError, ... on such files
+        if isinstance(e, pickle.UnpicklingError) and "weights only" in str(e).lower():  # a refused global
+            raise ValueError(f"{source} holds objects other than tensors and plain containers: refused, since "
+                             "loading it could run code") from None
+        raise ValueError(f"{source} cannot be loaded: empty, truncated or not written by torch.save "
+                         f"({type(e).__name__})") from None
     return _unwrap(state)
 
 

@@ -124,6 +124,8 @@ TRAIN_TABLE = [
     ("model.pretrained={dir}/runs_code.pt", "model.pretrained={dir}/runs_code.pt: {dir}/runs_code.pt holds objects "
                                             "other than tensors and plain containers: refused, since loading it "
                                             "could run code"),
+    ("model.pretrained={dir}/text.pt", "model.pretrained={dir}/text.pt: {dir}/text.pt cannot be loaded: empty, "
+                                       "truncated or not written by torch.save"),
     ("data.label_map={dir}/seven_classes.txt", "model.net.num_classes=3 but the label map {dir}/seven_classes.txt "
                                                "lists 7 classes: set model.net.num_classes=7"),
     ("run_dir={dir}/a_file", "run_dir={dir}/a_file: is a file, not a folder"),
