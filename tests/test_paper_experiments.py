@@ -148,6 +148,7 @@ def test_the_row_is_the_model_and_recipe_the_paper_describes(row):
     assert sum(p.numel() for p in model.parameters()) == docs_paper_rows()[f"paper/{row}"][0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row", ["table2a/dot_product", "table2d/time_only"])
 def test_gflops_of_a_whole_traced_model_equal_docs(row):
     cfg = row_config(row)
@@ -170,6 +171,7 @@ def test_docs_list_the_costs_the_reference_codebases_report():
     assert rows["paper/table2g/nl_i3d_r50"][1] > 4 * rows["paper/table2f/nl_i3d_r50"][1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("table", sorted(p.stem for p in TABLES.glob("table*.yaml")))
 def test_one_sweep_runs_a_table_in_the_folders_of_its_single_row_commands(table):
     cfg = compose_with_hydra([f"experiment=paper/{table}", "data.root=/x"])

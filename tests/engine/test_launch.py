@@ -39,6 +39,7 @@ def assert_same_params(a, b, atol=0.0):
             assert torch.equal(a[key], b[key]), key
 
 
+@pytest.mark.slow
 def test_two_iteration_run_writes_checkpoints_results_and_tensorboard(tiny_videos, tmp_path):
     run_dir = str(tmp_path / "run")
     summary = run_inprocess(tiny_overrides(tiny_videos, run_dir) + ["trainer.eval_period=1"])
@@ -234,6 +235,7 @@ def test_every_rank_exits_when_one_rank_fails(tiny_videos, tmp_path):
     assert "damaged on this rank (test)" in err
 
 
+@pytest.mark.slow
 def test_auto_resume_skips_a_damaged_newest_checkpoint(tiny_videos, tmp_path):
     run_dir = str(tmp_path / "run")
     common = tiny_overrides(tiny_videos, run_dir) + ["trainer.test_at_end=false", "logger=none"]
@@ -270,6 +272,7 @@ def test_a_run_directory_has_one_writer(tiny_videos, tmp_path):
     assert "took over the lock of" in Path(run_dir, "log.txt").read_text() and not Path(run_dir, ".lock").exists()
 
 
+@pytest.mark.slow
 def test_results_list_failed_videos_whatever_the_number_of_workers(tiny_videos, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(tiny_videos, root)

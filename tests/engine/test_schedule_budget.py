@@ -73,6 +73,7 @@ def budget_run(tiny_videos, run_dir, *extra):
     return train(compose("train", overrides))
 
 
+@pytest.mark.slow
 def test_a_run_keeping_epochs_trains_the_converted_iterations_and_resumes_exactly(tiny_videos, tmp_path):
     reference = str(tmp_path / "reference")
     summary = budget_run(tiny_videos, reference)

@@ -49,6 +49,7 @@ def test_callable_package_and_unknown_names(tmp_path):
         convert(path, source="caffe2", arch="nope")
 
 
+@pytest.mark.slow
 def test_checkpoint_config_rebuilds_the_network(tmp_path):
     arch = convert.SOURCES["caffe2"].arch("i3d_nl_r50_8x8").replace(base_width=4, num_classes=400)
     model = randomize(convert.SOURCES["caffe2"].build(arch))
