@@ -128,7 +128,7 @@ def load_torchvision_state_dict(source: str | Mapping, *, depth: int) -> dict[st
     except OSError:
         raise
     except Exception as e:  # torch raises UnpicklingError, EOFError, KeyError, RuntimeError, ... on such files
-        if isinstance(e, pickle.UnpicklingError) and "weights only" in str(e).lower():  # a refused global
+        if isinstance(e, pickle.UnpicklingError) and "global" in str(e).lower():  # weights_only refused a global
             raise ValueError(f"{source} holds objects other than tensors and plain containers: refused, since "
                              "loading it could run code") from None
         raise ValueError(f"{source} cannot be loaded: empty, truncated or not written by torch.save "

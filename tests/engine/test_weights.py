@@ -37,6 +37,7 @@ def fake_resnet2d(model_cfg, path: Path) -> dict[str, torch.Tensor]:
     return source
 
 
+@pytest.mark.slow
 def test_fresh_start_inflates_resume_does_not_and_test_needs_no_2d_file(tiny_videos, tmp_path, monkeypatch):
     calls = []
 

@@ -102,6 +102,7 @@ def test_128_frame_affine_model(tmp_path):
     assert_matches(conversion.model, x, blobs, official_geometry(conversion.arch))
 
 
+@pytest.mark.slow
 def test_classifier_stored_as_a_test_net_conv(tmp_path):
     """The test net's ``pred`` is a 1x1x1 conv: (K, C, 1, 1, 1) fits the fc (K, C)."""
     path, model, blobs = make_file(tmp_path, "c2d_r50_8x8")
@@ -137,6 +138,7 @@ def test_unused_and_missing_weights(tmp_path):
     assert "MISSING" in str(loose.report)
 
 
+@pytest.mark.slow
 def test_ambiguous_clip_is_refused_in_one_line(tmp_path):
     path, _, blobs = make_file(tmp_path, "i3d_nl_r50_8x8")
     renamed = tmp_path / "model.pkl"
