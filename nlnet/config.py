@@ -163,6 +163,7 @@ RANGES: tuple[tuple[str, Range], ...] = (
     ("data.batch_size", _POSITIVE), ("data.num_workers", _COUNT), ("data.worker_threads", _POSITIVE),
     ("data.num_frames", _POSITIVE), ("data.sampling_rate", _POSITIVE),
     ("data.max_frame_pixels", Range(int, 1, nullable=True)),
+    ("data.split", Range(int, 1, 3)),  # the official splits of UCF101 and HMDB51 (configs/data/*.yaml)
     ("data.decode_timeout", Range(float, 0, above=True, nullable=True)),
     ("data.*.num_frames", _POSITIVE), ("data.*.sampling_rate", _POSITIVE), ("data.*.crop_size", _POSITIVE),
     ("data.*.train_scale.*", _POSITIVE), ("data.*.test_scale", _POSITIVE),
@@ -190,6 +191,7 @@ RANGES: tuple[tuple[str, Range], ...] = (
 CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("trainer.precision", ("fp32", "bf16", "fp16")),
     ("trainer.device", ("auto", "cpu", "cuda")),
+    ("trainer.view_aggregation", ("mean", "max")),
 )
 
 

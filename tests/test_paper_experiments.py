@@ -99,7 +99,9 @@ def single_row_config(row: str):
 
 
 def test_every_row_of_the_paper_has_an_experiment_and_nothing_else():
-    found = sorted(str(p.relative_to(TABLES).with_suffix("")) for p in TABLES.glob("table*/*.yaml"))
+    # Table 4 (Charades) rows: tests/test_paper_table4.py
+    found = sorted(str(p.relative_to(TABLES).with_suffix("")) for p in TABLES.glob("table*/*.yaml")
+                   if p.parent.name != "table4")
     assert found == sorted(EXPECTED)
 
 
@@ -172,7 +174,7 @@ def test_docs_list_the_costs_the_reference_codebases_report():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("table", sorted(p.stem for p in TABLES.glob("table*.yaml")))
+@pytest.mark.parametrize("table", sorted(p.stem for p in TABLES.glob("table*.yaml") if p.stem != "table4"))
 def test_one_sweep_runs_a_table_in_the_folders_of_its_single_row_commands(table):
     cfg = compose_with_hydra([f"experiment=paper/{table}", "data.root=/x"])
     rows = [r.strip() for r in cfg.hydra.sweeper.params[ROWS_KEY].split(",")]

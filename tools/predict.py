@@ -4,6 +4,8 @@ views, an optional timeline of per-window predictions, an annotated copy of the 
     python tools/predict.py checkpoint=runs/demo/checkpoints/checkpoint_0000300.pt video=clip.mp4
     python tools/predict.py checkpoint=PATH video=clip.mp4 window=2 stride=1 out=labelled.mp4 json=preds.json
     python tools/predict.py checkpoint=PATH video=folder/ json=preds.json num_workers=4 device=cuda half=true
+    python tools/predict.py checkpoint=CHARADES_PATH video=clip.mp4 threshold=0.5 window=2 json=preds.json
+        # a multi-label checkpoint: per-class sigmoids, max over views; the labels at or above 0.5
 
 Every option: configs/predict.yaml. Exit status 0 when at least one video was labelled, 1 when every
 file was unreadable (each is reported on stderr), 2 on a configuration error.

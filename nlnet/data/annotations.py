@@ -35,19 +35,24 @@ KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
 
 @dataclass(frozen=True)
 class VideoRecord:
-    """One usable video: its path and class index."""
+    """One usable video: its path and class index; a multi-label video also lists all its classes
+    (``labels``) and, where the annotation times them, each action's ``(class, start_s, end_s)``."""
 
     path: str
     label: int
+    labels: tuple[int, ...] = ()
+    spans: tuple[tuple[int, float, float], ...] = ()
 
 
 @dataclass
 class Annotations:
-    """The usable records of an annotation file, its class names, and what is missing."""
+    """The usable records of an annotation file, its class names, and what is missing; ``multi_label``:
+    a video may have several classes (``VideoRecord.labels``)."""
 
     records: list[VideoRecord]
     classes: list[str]
     missing: list[str] = field(default_factory=list)
+    multi_label: bool = False
 
 
 def kinetics_filename(youtube_id: str, time_start: int, time_end: int) -> str:

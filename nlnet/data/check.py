@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from multiprocessing import Pool
+from typing import Any
 
 from .annotations import read_annotations
 from .decoding import DECODE_TIMEOUT, MAX_FRAME_PIXELS, VideoDecodeError, VideoReader
@@ -49,9 +50,10 @@ def _check_one(args):
 
 
 def check_dataset(
-    annotations: str | os.PathLike,
+    annotations: str | os.PathLike | None,
     root: str | os.PathLike,
     *,
+    reader: Any | None = None,
     num_frames: int = 8,
     sampling_rate: int = 8,
     label_map: str | os.PathLike | None = None,
@@ -64,8 +66,10 @@ def check_dataset(
     """Check every video of an annotation file.
 
     Args:
-        annotations: Kinetics CSV or list file.
+        annotations: Kinetics CSV or list file (unused with ``reader``).
         root: dataset folder.
+        reader: a dataset reader (``nlnet.data.readers``: UCF101, HMDB51, SSv2, class folders), read
+            instead of ``annotations``.
         num_frames: clip length T; with ``sampling_rate`` it defines "too short"
             (fewer than ``(T - 1) * sampling_rate + 1`` frames; such videos still work, clamped).
         sampling_rate: clip stride tau.
@@ -83,7 +87,8 @@ def check_dataset(
     Raises:
         DataError: the annotation file cannot be read or lists no video.
     """
-    table = read_annotations(annotations, root, label_map=label_map)
+    table = reader.read() if reader is not None else read_annotations(annotations, root, label_map=label_map)
+    annotations = getattr(reader, "source", type(reader).__name__) if reader is not None else annotations
     min_frames = (num_frames - 1) * sampling_rate + 1
     options = dict(min_frames=min_frames, full=full, max_frame_pixels=max_frame_pixels, decode_timeout=decode_timeout)
     jobs = [(r.path, options) for r in table.records]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +29,8 @@ from nlnet.utils.errors import DataError
 
 from .annotations import read_annotations
 from .decoding import DECODE_TIMEOUT, MAX_FRAME_PIXELS, VideoDecodeError, VideoReader
-from .sampling import eval_clip_start, read_clip, train_clip_start
+from .multilabel import clip_target
+from .sampling import DenseSampler, read_frames
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
 
 __all__ = ["VideoDataset", "MODES"]
@@ -42,7 +43,18 @@ class VideoDataset(Dataset):
 
     Args:
         root: dataset folder.
-        annotations: Kinetics CSV or ``relative/path label_index`` list (see ``annotations.py``).
+        annotations: Kinetics CSV or ``relative/path label_index`` list (see ``annotations.py``); unused
+            with ``reader``.
+        reader: the dataset's annotation reader (``nlnet.data.readers``: UCF101, HMDB51, SSv2, class
+            folders, lists); None: ``read_annotations(annotations, root, label_map=label_map)``.
+            With a multi-label table (``nlnet.data.multilabel``: Charades, multi-label lists) an item's
+            ``label`` is a multi-hot (K,) float32 target (``nlnet.data.multilabel.clip_target``): the
+            actions overlapping the training clip's time span, all the video's actions in testing.
+        sampler: where clips lie in time (``nlnet.data.sampling``); None: :class:`DenseSampler`, the
+            paper's one T x tau clip. :class:`SegmentSampler` spreads T frames over the whole video.
+        flip_label_map: class swapped by the training flip (e.g. "... left to right" <-> "... right to
+            left" in SSv2), by index or by class name, both directions given (mmaction2's
+            ``flip_label_map``); a class not listed keeps its label.
         mode: ``"train"`` or ``"test"``.
         num_frames: frames per clip, T (32 for the paper's 32x2, 8 for 8x8).
         sampling_rate: stride between sampled frames, tau (2 or 8), in frames of the video's rate.
@@ -77,7 +89,10 @@ class VideoDataset(Dataset):
         self,
         *,
         root: str | os.PathLike,
-        annotations: str | os.PathLike,
+        annotations: str | os.PathLike | None = None,
+        reader: Any | None = None,
+        sampler: Any | None = None,
+        flip_label_map: Mapping[int | str, int | str] | None = None,
         mode: str = "train",
         num_frames: int,
         sampling_rate: int,
@@ -107,7 +122,12 @@ class VideoDataset(Dataset):
         if num_clips < 1 or num_crops < 1:
             raise ValueError(f"num_clips={num_clips} and num_crops={num_crops} must be >= 1")
         self.root = str(root)
-        self.annotations = str(annotations)
+        if reader is None and annotations is None:
+            raise ValueError("VideoDataset needs annotations=<file> or reader=<a nlnet.data.readers reader>")
+        # what was read, for messages (a reader's ``source`` when it names one)
+        self.annotations = str(annotations if reader is None else getattr(reader, "source", type(reader).__name__))
+        self.sampler = sampler if sampler is not None else DenseSampler()
+        self.sampler.check(num_frames)
         self.mode = mode
         self.num_frames = num_frames
         self.sampling_rate = sampling_rate
@@ -122,14 +142,18 @@ class VideoDataset(Dataset):
         self.reader_options = dict(threads=decode_threads, max_frame_pixels=max_frame_pixels,
                                    decode_timeout=decode_timeout)  # VideoReader's, for every video
         self.epoch = 0
-        table = read_annotations(annotations, root, label_map=label_map)
+        table = reader.read() if reader is not None else read_annotations(annotations, root, label_map=label_map)
         if not table.records:
-            raise DataError(f"none of the {len(table.missing)} videos listed in {annotations} is under {root} "
+            raise DataError(f"none of the {len(table.missing)} videos listed in {self.annotations} is under {root} "
                             f"(first: {table.missing[0]})")
         self.classes = table.classes
         self.video_paths = [r.path for r in table.records]
         self.labels = [r.label for r in table.records]
+        self.multi_label = table.multi_label
+        self.records = table.records
+        self._train_window: tuple[float, float] | None = None  # the last training clip's (start_s, end_s)
         self.num_missing = len(table.missing)
+        self.flip_labels = flip_label_swaps(flip_label_map or {}, self.classes)
         self.failures: dict[str, str] = {}  # path -> reason, in this process (worker)
         self.train_transform = TrainTransform(crop_size=crop_size, scale=tuple(train_scale), flip_prob=flip_prob,
                                               mean=mean, std=std)
@@ -176,7 +200,7 @@ class VideoDataset(Dataset):
             params = self.train_transform.sample(rng)
             path = self.video_paths[video_index]
             try:
-                frames = self.decode_train_clip(path, float(rng.random()), params.short_side)
+                frames = self.decode_train_clip(path, self.sampler.draw(rng), params.short_side)
             except VideoDecodeError as e:
                 failures.append(self._record_failure(path, e.reason))
                 continue
@@ -190,18 +214,26 @@ class VideoDataset(Dataset):
 
     def _item(self, video: torch.Tensor, video_index: int, view_index: int, ok: bool, failures: list,
               flip: bool) -> dict:
-        item = {"video": video, "label": self.labels[video_index], "video_index": video_index,
+        label = self.labels[video_index]
+        if self.multi_label:
+            window = self._train_window if self.mode == "train" else None
+            label = clip_target(self.records[video_index], len(self.classes), window)
+        elif flip and self.mode == "train":  # the flipped clip shows the mirrored class (SSv2's left/right)
+            label = self.flip_labels.get(label, label)
+        item = {"video": video, "label": label, "video_index": video_index,
                 "view_index": view_index, "ok": ok, "failures": failures}
         if self.flip_on_device and self.mode == "train":
             item["flip"] = flip
         return item
 
-    def decode_train_clip(self, path: str, u: float, short_side: int) -> torch.Tensor:
-        """uint8 (T, C, H, W) frames of a training clip at position ``u`` in [0, 1)."""
+    def decode_train_clip(self, path: str, u: Any, short_side: int) -> torch.Tensor:
+        """uint8 (T, C, H, W) frames of a training clip at position ``u`` (``sampler.draw``: for the
+        dense clip a number in [0, 1))."""
         with self._reader(path) as reader:
-            return read_clip(reader, num_frames=self.num_frames, sampling_rate=self.sampling_rate,
-                             start=lambda duration, span: train_clip_start(duration, span, u),
-                             short_side=short_side if self.decode_resize else None)
+            times = self.sampler.train_times(reader.info, u, num_frames=self.num_frames,
+                                             sampling_rate=self.sampling_rate)
+            self._train_window = (float(times.min()), float(times.max()) + 1 / reader.info.fps)  # seconds
+            return read_frames(reader, times, short_side=short_side if self.decode_resize else None)
 
     def _test_item(self, index: int) -> dict:
         video_index, view_index = divmod(index, self.num_views)
@@ -226,9 +258,10 @@ class VideoDataset(Dataset):
         if key == self._cache_key:
             return self._cache_value
         with self._reader(self.video_paths[video_index]) as reader:
-            frames = read_clip(reader, num_frames=self.num_frames, sampling_rate=self.sampling_rate,
-                               start=lambda duration, span: eval_clip_start(duration, span, clip_index, self.num_clips),
-                               short_side=self.test_transform.short_side if self.decode_resize else None)
+            times = self.sampler.test_times(reader.info, clip_index, self.num_clips, num_frames=self.num_frames,
+                                            sampling_rate=self.sampling_rate)
+            short_side = self.test_transform.short_side if self.decode_resize else None
+            frames = read_frames(reader, times, short_side=short_side)
         self._cache_key, self._cache_value = key, frames
         return frames
 
@@ -238,3 +271,24 @@ class VideoDataset(Dataset):
     def _record_failure(self, path: str, reason: str) -> tuple[str, str]:
         self.failures.setdefault(path, reason)
         return path, reason
+
+
+def flip_label_swaps(flip_label_map: Mapping[int | str, int | str], classes: Sequence[str]) -> dict[int, int]:
+    """``flip_label_map`` (class indices or names) as index -> index, checked: every class exists and
+    every swap is listed both ways (a one-way entry would silently mislabel flipped clips)."""
+    def index(value: int | str) -> int:
+        if isinstance(value, str) and not value.lstrip("-").isdigit():
+            if value not in classes:
+                raise ValueError(f"flip_label_map: {value!r} is not a class of this dataset")
+            return classes.index(value)
+        if not 0 <= int(value) < len(classes):
+            raise ValueError(f"flip_label_map: class index {value} outside 0..{len(classes) - 1}")
+        return int(value)
+
+    swaps = {index(k): index(v) for k, v in flip_label_map.items()}
+    one_way = [(a, b) for a, b in swaps.items() if swaps.get(b) != a]
+    if one_way:
+        a, b = one_way[0]
+        raise ValueError(f"flip_label_map={dict(flip_label_map)}: {classes[a]!r} -> {classes[b]!r} is not "
+                         "swapped back; give both directions")
+    return swaps

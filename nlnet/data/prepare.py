@@ -24,7 +24,7 @@ from .annotations import VIDEO_EXTENSIONS, read_kinetics_rows, write_kinetics_cs
 from .decoding import VideoDecodeError, VideoReader, scaled_size
 from .encode import H264Writer
 
-__all__ = ["PrepareJob", "find_raw_video", "cut_and_rescale", "prepare_kinetics", "output_csv_name"]
+__all__ = ["PrepareJob", "find_raw_video", "cut_and_rescale", "prepare_kinetics", "output_csv_name", "prepare_tree"]
 
 _RAW_EXTENSIONS = VIDEO_EXTENSIONS + (".mov", ".avi", ".flv", ".3gp")
 # Kinetics ships train.csv, validate.csv and test.csv; the data configs read <root>/train.csv and <root>/val.csv.
@@ -155,8 +155,6 @@ def prepare_kinetics(
         FileNotFoundError: a CSV file or ``raw_dir`` does not exist.
         DataError: a CSV is not an official Kinetics CSV or lists nothing; two CSVs map to one output.
     """
-    from tqdm import tqdm
-
     if not Path(raw_dir).is_dir():
         raise FileNotFoundError(f"folder of raw downloads not found: {raw_dir}")
     names = [output_csv_name(c) for c in csv_files]
@@ -187,11 +185,26 @@ def prepare_kinetics(
             jobs.append(PrepareJob(src, str(dst), float(row["time_start"]), float(row["time_end"])))
     options = dict(short_side=short_side, crf=crf, preset=preset, keyframe_interval=keyframe_interval)
     failed: dict[str, str] = {}
+    _run_jobs(jobs, options, failed, num_workers=num_workers, progress=progress)
+    written_csv = []
+    for csv_file, rows in tables:
+        target = out_dir / output_csv_name(csv_file)
+        write_kinetics_csv(target, ((row["label"], row["youtube_id"], row["time_start"], row["time_end"],
+                                     row["split"]) for row in rows if Path(row["_dst"]).is_file()))
+        written_csv.append(str(target))
+    return {"done": len(jobs) - len(failed), "skipped": skipped, "no_download": no_download,
+            "failed": failed, "csv": written_csv}
+
+
+def _run_jobs(jobs: list[PrepareJob], options: dict, failed: dict[str, str], *, num_workers: int,
+              progress: bool) -> None:
+    """Run ``cut_and_rescale`` on every job (in ``num_workers`` processes); failures go to ``failed``."""
+    from tqdm import tqdm
+
     bar = tqdm(total=len(jobs), desc="preparing videos", unit="video", disable=not progress)
     if num_workers > 1:
         with Pool(num_workers, initializer=_init_worker, initargs=(options,)) as pool:
-            results = pool.imap_unordered(_run_job, jobs)
-            for job, error in results:
+            for job, error in pool.imap_unordered(_run_job, jobs):
                 bar.update()
                 if error:
                     failed[job.dst] = error
@@ -203,11 +216,66 @@ def prepare_kinetics(
             if error:
                 failed[job.dst] = error
     bar.close()
-    written_csv = []
-    for csv_file, rows in tables:
-        target = out_dir / output_csv_name(csv_file)
-        write_kinetics_csv(target, ((row["label"], row["youtube_id"], row["time_start"], row["time_end"],
-                                     row["split"]) for row in rows if Path(row["_dst"]).is_file()))
-        written_csv.append(str(target))
-    return {"done": len(jobs) - len(failed), "skipped": skipped, "no_download": no_download,
-            "failed": failed, "csv": written_csv}
+
+
+def prepare_tree(
+    src_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    short_side: int | None = 256,
+    crf: int = 23,
+    preset: str = "veryfast",
+    keyframe_interval: float | None = 1.0,
+    num_workers: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Re-encode every video of a dataset folder to H.264 .mp4 (short side, keyframe interval), keeping
+    the folder layout and copying every other file (the annotation files); resumable.
+
+    For any format of ``nlnet.data.readers``: the readers find ``<name>.mp4`` where the official files
+    list ``<name>.webm`` or ``<name>.avi``. Worth it for Something-Something v2 (VP9 with long keyframe
+    intervals) and for large videos of one's own; UCF101 and HMDB51 AVIs are read as they are.
+
+    Args:
+        src_dir: the dataset as downloaded.
+        out_dir: the prepared copy (``data.root`` of the training run).
+        short_side: output short side (None: keep the size).
+        crf, preset: libx264 quality and speed preset.
+        keyframe_interval: seconds between keyframes (None: libx264's default).
+        num_workers: parallel processes.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        ``{"done", "skipped", "copied", "failed": {dst: reason}}``.
+
+    Raises:
+        FileNotFoundError: ``src_dir`` does not exist.
+        DataError: ``out_dir`` is inside ``src_dir``.
+    """
+    import shutil
+
+    src_dir, out_dir = Path(src_dir).resolve(), Path(out_dir).resolve()
+    if not src_dir.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {src_dir}")
+    if out_dir == src_dir or src_dir in out_dir.parents:
+        raise DataError(f"output folder {out_dir} is inside the source folder {src_dir}: choose another")
+    jobs, skipped, copied = [], 0, 0
+    for folder, _, files in os.walk(src_dir):
+        for name in sorted(files):
+            src = Path(folder) / name
+            rel = src.relative_to(src_dir)
+            if src.suffix.lower() in _RAW_EXTENSIONS:
+                dst = out_dir / rel.with_suffix(".mp4")
+                if dst.is_file():
+                    skipped += 1
+                else:
+                    jobs.append(PrepareJob(str(src), str(dst), 0.0, float("inf")))
+            elif not (out_dir / rel).is_file():
+                (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, out_dir / rel)
+                copied += 1
+    failed: dict[str, str] = {}
+    options = dict(short_side=short_side, crf=crf, preset=preset, keyframe_interval=keyframe_interval)
+    _run_jobs(jobs, options, failed, num_workers=num_workers, progress=progress)
+    return {"done": len(jobs) - len(failed), "skipped": skipped, "copied": copied, "failed": failed}
+

@@ -8,6 +8,7 @@ dataset whose classes can only be told apart by motion or by relations between s
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -28,6 +29,8 @@ __all__ = [
     "frame_indices",
     "render_synthetic_clip",
     "make_synthetic_dataset",
+    "render_synthetic_sequence",
+    "make_synthetic_charades",
 ]
 
 # Every clip shows two shapes on a textured background; the class is what they do over time.
@@ -255,3 +258,87 @@ def make_synthetic_dataset(
     with atomic_path(marker) as tmp:
         Path(tmp).write_text(json.dumps(spec))
     return {**spec, "skipped": False}
+
+
+# ---------------------------------------------------------------------------------------------
+# A miniature Charades: several synthetic motions per video, each a timed action
+# ---------------------------------------------------------------------------------------------
+
+CHARADES_FIELDS = ("id", "subject", "scene", "quality", "relevance", "verified", "script", "objects",
+                   "descriptions", "actions", "length")
+
+
+def render_synthetic_sequence(labels, *, segment_frames: int, width: int, height: int, rng: np.random.Generator,
+                              noise: float = 4.0) -> np.ndarray:
+    """Frames (len(labels) * segment_frames, H, W, 3) uint8: one synthetic clip per label, one after the other
+    (each a motion of ``SYNTHETIC_CLASSES``, with its own shapes and background, like a cut between scenes)."""
+    return np.concatenate([render_synthetic_clip(int(label), num_frames=segment_frames, width=width, height=height,
+                                                 rng=rng, noise=noise) for label in labels])
+
+
+def make_synthetic_charades(
+    root: str | os.PathLike,
+    *,
+    num_classes: int = 4,
+    train_videos: int = 48,
+    test_videos: int = 16,
+    actions_per_video: int = 2,
+    segment_frames: int = 12,
+    size: int = 32,
+    fps: float = 25.0,
+    noise: float = 4.0,
+    seed: int = 0,
+) -> dict:
+    """Write a miniature Charades in the official release's format (paper §5.2): ``Charades_v1_classes.txt``
+    (``c000 moving up``), ``Charades_v1_train.csv`` / ``Charades_v1_test.csv`` (id, subject, scene, quality,
+    relevance, verified, script, objects, descriptions, actions, length) and ``Charades_v1_480/<id>.mp4``.
+
+    Each video shows ``actions_per_video`` different motions of ``SYNTHETIC_CLASSES`` one after the other, each
+    ``segment_frames`` long: its ``actions`` cell times them (``c001 0.48 0.96;c000 0.00 0.48``).
+
+    Args:
+        root: output folder.
+        num_classes: how many of ``SYNTHETIC_CLASSES`` are actions (2..6).
+        train_videos: videos of the training CSV.
+        test_videos: videos of the test CSV.
+        actions_per_video: motions per video (1..num_classes).
+        segment_frames: frames per motion.
+        size: frame side (even).
+        fps: frame rate of the files.
+        noise: standard deviation of the per-frame pixel noise.
+        seed: everything random derives from it.
+
+    Returns:
+        The paths written: ``classes``, ``train``, ``test`` (CSV files) and ``videos`` (folder).
+    """
+    if not 2 <= num_classes <= len(SYNTHETIC_CLASSES) or not 1 <= actions_per_video <= num_classes:
+        raise ValueError(f"num_classes={num_classes}, actions_per_video={actions_per_video}: choose "
+                         f"2 <= num_classes <= {len(SYNTHETIC_CLASSES)}, 1 <= actions_per_video <= num_classes")
+    root = Path(root)
+    videos = root / "Charades_v1_480"
+    videos.mkdir(parents=True, exist_ok=True)
+    paths = {"classes": str(root / "Charades_v1_classes.txt"), "train": str(root / "Charades_v1_train.csv"),
+             "test": str(root / "Charades_v1_test.csv"), "videos": str(videos)}
+    with atomic_path(paths["classes"]) as tmp:
+        Path(tmp).write_text("".join(f"c{k:03d} {SYNTHETIC_CLASSES[k]}\n" for k in range(num_classes)))
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    for split, count, split_seed in (("train", train_videos, 0), ("test", test_videos, 1)):
+        rows = []
+        for k in range(count):
+            rng = np.random.default_rng([seed, split_seed, k])
+            vid = "".join(alphabet[i] for i in rng.integers(0, len(alphabet), size=5)) + f"{k:03d}"
+            labels = rng.choice(num_classes, size=actions_per_video, replace=False)
+            frames = render_synthetic_sequence(labels, segment_frames=segment_frames, width=size, height=size,
+                                               rng=rng, noise=noise)
+            write_video(videos / f"{vid}.mp4", frames, fps=fps, preset="veryfast")
+            seconds = segment_frames / fps
+            actions = ";".join(f"c{label:03d} {i * seconds:.2f} {(i + 1) * seconds:.2f}"
+                               for i, label in enumerate(labels))
+            rows.append({"id": vid, "subject": "S01", "scene": "Synthetic", "quality": 7, "relevance": 7,
+                         "verified": "Yes", "script": "", "objects": "", "descriptions": "", "actions": actions,
+                         "length": f"{len(frames) / fps:.2f}"})
+        with atomic_path(paths[split]) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CHARADES_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+    return paths

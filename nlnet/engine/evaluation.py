@@ -14,7 +14,7 @@ import contextlib
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +33,8 @@ class ViewPredictions:
 
     video_index: torch.Tensor  # (V,) int64
     view_index: torch.Tensor  # (V,) int64
-    scores: torch.Tensor  # (V, K) float32 softmax probabilities
-    labels: torch.Tensor  # (V,) int64
+    scores: torch.Tensor  # (V, K) float32 softmax (multi-label: sigmoid) probabilities
+    labels: torch.Tensor  # (V,) int64, or (V, K) float32 multi-hot targets
     ok: torch.Tensor  # (V,) bool: False where the video failed to decode
 
     @staticmethod
@@ -47,8 +47,8 @@ class ViewPredictions:
 class VideoPredictions:
     """Per-video results after aggregation; row ``i`` is video ``i`` of the dataset."""
 
-    scores: torch.Tensor  # (num_videos, K) mean softmax over the video's decodable views
-    labels: torch.Tensor  # (num_videos,) int64, -1 for a video with no view seen
+    scores: torch.Tensor  # (num_videos, K) mean (or max) probabilities over the video's decodable views
+    labels: torch.Tensor  # (num_videos,) int64 (multi-label: (num_videos, K)), -1 for a video with no view seen
     num_views: torch.Tensor  # (num_videos,) decodable views averaged
     failed: torch.Tensor  # (num_videos,) bool: every view failed to decode
     failures: dict[str, str] = field(default_factory=dict)  # path -> reason of the videos that failed
@@ -71,7 +71,8 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
 
 @torch.no_grad()
 def predict_views(model: nn.Module, batches: Iterable[dict[str, Any]], *, device: torch.device,
-                  precision: str = "fp32", prologue: BatchPrologue | None = None) -> ViewPredictions:
+                  precision: str = "fp32", prologue: BatchPrologue | None = None,
+                  probabilities: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ViewPredictions:
     """Run ``model`` (in eval mode) over batches of the dataset contract and keep each view's softmax.
 
     Args:
@@ -80,8 +81,10 @@ def predict_views(model: nn.Module, batches: Iterable[dict[str, Any]], *, device
         device: where to compute.
         precision: fp32, bf16 or fp16 autocast.
         prologue: batch -> model input on ``device`` (default: ImageNet statistics, contiguous).
+        probabilities: float logits -> probabilities (default: softmax over classes; multi-label: sigmoid).
     """
     prologue = prologue if prologue is not None else BatchPrologue(device=device)
+    probabilities = probabilities or (lambda logits: logits.softmax(dim=1))
     was_training = model.training
     model.eval()
     parts = []
@@ -91,8 +94,8 @@ def predict_views(model: nn.Module, batches: Iterable[dict[str, Any]], *, device
         parts.append(ViewPredictions(
             video_index=torch.as_tensor(batch["video_index"]).long().cpu(),
             view_index=torch.as_tensor(batch["view_index"]).long().cpu(),
-            scores=logits.float().softmax(dim=1).cpu(),
-            labels=torch.as_tensor(batch["label"]).long().cpu(),
+            scores=probabilities(logits.float()).cpu(),
+            labels=_labels(batch["label"]),
             ok=torch.as_tensor(batch["ok"]).bool().cpu(),
         ))
     model.train(was_training)
@@ -100,6 +103,12 @@ def predict_views(model: nn.Module, batches: Iterable[dict[str, Any]], *, device
         return ViewPredictions(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
                                torch.zeros(0, 0), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.bool))
     return ViewPredictions.cat(parts)
+
+
+def _labels(label: Any) -> torch.Tensor:
+    """(B,) int64 class indices, or (B, K) float32 multi-hot targets, on the CPU."""
+    label = torch.as_tensor(label)
+    return (label.float() if label.is_floating_point() else label.long()).cpu()
 
 
 def gather_views(local: ViewPredictions) -> ViewPredictions:
@@ -123,20 +132,28 @@ def fail_whole_videos(views: ViewPredictions) -> ViewPredictions:
     return ViewPredictions(views.video_index, views.view_index, views.scores, views.labels, ok)
 
 
-def aggregate_views(views: ViewPredictions, *, num_videos: int, num_classes: int) -> VideoPredictions:
-    """Average the softmax scores of each video's decodable views (the paper's multi-view test).
+def aggregate_views(views: ViewPredictions, *, num_videos: int, num_classes: int,
+                    aggregation: str = "mean") -> VideoPredictions:
+    """Average the softmax scores of each video's decodable views (the paper's multi-view test), or
+    take their element-wise maximum (``aggregation="max"``, the Charades test of PySlowFast and LFB).
 
     Args:
         views: the views (each at most once), e.g. from :func:`gather_views`.
         num_videos: number of videos in the dataset (``video_index`` < ``num_videos``).
         num_classes: K.
+        aggregation: ``mean`` or ``max``.
     """
     idx = views.video_index
     good = views.ok
-    scores = torch.zeros(num_videos, num_classes).index_add_(0, idx[good], views.scores[good].float())
     num_views = torch.zeros(num_videos, dtype=torch.long).index_add_(0, idx[good], torch.ones_like(idx[good]))
-    scores = scores / num_views.clamp(min=1)[:, None]
-    labels = torch.full((num_videos,), -1, dtype=torch.long)
+    if aggregation == "max":
+        rows = idx[good][:, None].expand(-1, num_classes)  # (V', K): each view's scores go to its video's row
+        scores = torch.zeros(num_videos, num_classes).scatter_reduce_(0, rows, views.scores[good].float(), "amax",
+                                                                      include_self=False)
+    else:
+        scores = torch.zeros(num_videos, num_classes).index_add_(0, idx[good], views.scores[good].float())
+        scores = scores / num_views.clamp(min=1)[:, None]
+    labels = torch.full((num_videos, *views.labels.shape[1:]), -1, dtype=views.labels.dtype)
     labels[idx] = views.labels
     seen = torch.zeros(num_videos, dtype=torch.bool)
     seen[idx] = True
@@ -182,8 +199,13 @@ def compute_metrics(videos: VideoPredictions, *, class_names: Sequence[str] | No
 
 def evaluate(model: nn.Module, batches: Iterable[dict[str, Any]], *, num_videos: int, num_classes: int,
              device: torch.device, class_names: Sequence[str] | None = None, views_per_video: int | None = None,
-             precision: str = "fp32", prologue: BatchPrologue | None = None) -> tuple[dict[str, Any], VideoPredictions]:
+             precision: str = "fp32", prologue: BatchPrologue | None = None,
+             probabilities: Callable[[torch.Tensor], torch.Tensor] | None = None, aggregation: str = "mean",
+             metrics: Callable[..., dict[str, Any]] = compute_metrics) -> tuple[dict[str, Any], VideoPredictions]:
     """Predict this rank's views, gather them from every rank, aggregate per video and score.
+
+    ``probabilities``, ``aggregation`` and ``metrics`` are the run's objective's
+    (``nlnet.engine.objectives``); the defaults are the single-label test (softmax, mean, accuracies).
 
     Every rank gets the same (metrics, per-video predictions). A video with a failed view is failed
     (:func:`fail_whole_videos`); ``videos.failures`` names each failed video's path and reason (from
@@ -191,15 +213,15 @@ def evaluate(model: nn.Module, batches: Iterable[dict[str, Any]], *, num_videos:
     """
     failures: dict[str, str] = {}
     local = predict_views(model, _recording_failures(batches, failures), device=device, precision=precision,
-                          prologue=prologue)
+                          prologue=prologue, probabilities=probabilities)
     if local.scores.numel() == 0:
         local.scores = torch.zeros(0, num_classes)
     views = fail_whole_videos(gather_views(local))
-    videos = aggregate_views(views, num_videos=num_videos, num_classes=num_classes)
+    videos = aggregate_views(views, num_videos=num_videos, num_classes=num_classes, aggregation=aggregation)
     for part in du.all_gather_object(failures):
         for path, reason in part.items():
             videos.failures.setdefault(path, reason)
-    return compute_metrics(videos, class_names=class_names, views_per_video=views_per_video), videos
+    return metrics(videos, class_names=class_names, views_per_video=views_per_video), videos
 
 
 def _recording_failures(batches: Iterable[dict[str, Any]], failures: dict[str, str]) -> Iterator[dict[str, Any]]:
@@ -230,8 +252,7 @@ def write_results(directory: str, metrics: dict[str, Any], videos: VideoPredicti
         per_video.append({
             "video_index": i,
             "path": path,
-            "label": int(videos.labels[i]),
-            "prediction": int(videos.scores[i].argmax()) if videos.num_views[i] > 0 else None,
+            **_label_entries(videos.labels[i], videos.scores[i], videos.num_views[i] > 0),
             "num_views": int(videos.num_views[i]),
             "failed": bool(videos.failed[i]),
             **({"reason": videos.failures.get(path)} if videos.failed[i] else {}),
@@ -242,6 +263,14 @@ def write_results(directory: str, metrics: dict[str, Any], videos: VideoPredicti
     _atomic_json({"class_names": list(class_names), "videos": per_video},
                  os.path.join(directory, "per_video_scores.json"))
     return results_path
+
+
+def _label_entries(label: torch.Tensor, scores: torch.Tensor, seen: bool) -> dict[str, Any]:
+    """A single-label video's ``label`` and ``prediction`` (arg-max), or a multi-label one's ``labels``
+    (its classes) and no prediction (the scores are the per-class probabilities)."""
+    if label.dim():
+        return {"labels": [int(k) for k in label.nonzero().flatten()]}
+    return {"label": int(label), "prediction": int(scores.argmax()) if seen else None}
 
 
 def _atomic_json(obj: Any, path: str) -> None:

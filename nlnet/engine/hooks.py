@@ -23,6 +23,7 @@ import torch.nn as nn
 from nlnet.engine import distributed as du
 from nlnet.engine.checkpoint import CheckpointManager, atomic_save
 from nlnet.engine.evaluation import autocast_context
+from nlnet.engine.objectives import metrics_summary
 from nlnet.engine.prologue import BatchPrologue
 from nlnet.engine.trainer import HookBase
 from nlnet.utils.logger import get_logger
@@ -233,9 +234,8 @@ class EvalHook(HookBase):
             start = time.perf_counter()
             metrics = self.evaluate()
             get_logger().info(
-                f"{metrics.get('tag', 'validation')} at iteration {t.iter}: top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f} "
-                f"mean class {metrics['mean_class_accuracy']:.2f} ({metrics['num_videos']} videos, "
-                f"{time.perf_counter() - start:.1f}s)"
+                f"{metrics.get('tag', 'validation')} at iteration {t.iter}: {metrics_summary(metrics)} "
+                f"({metrics['num_videos']} videos, {time.perf_counter() - start:.1f}s)"
             )
             t.call_hooks("after_eval", metrics)
 
@@ -264,8 +264,9 @@ class MetricLogger(HookBase):
         done = t.iter - t.start_iter
         elapsed = time.perf_counter() - (self._start or time.perf_counter())
         eta = elapsed / max(done, 1) * (t.max_iter - t.iter)
+        batch_metrics = "".join(f" {name} {s.avg(name):.1f}" for name in t.objective.batch_metric_names)
         get_logger().info(
-            f"iter {t.iter}/{t.max_iter} loss {s.avg('loss'):.4f} top1 {s.avg('top1'):.1f} top5 {s.avg('top5'):.1f} "
+            f"iter {t.iter}/{t.max_iter} loss {s.avg('loss'):.4f}{batch_metrics} "
             f"lr {s.latest('lr'):.4g} data {s.avg('data_time'):.3f}s compute {s.avg('compute_time'):.3f}s "
             f"{s.avg('clips_per_s'):.1f} clips/s mem {memory_mb(t.device):.0f}MiB eta {_hms(eta)}"
         )

@@ -25,6 +25,7 @@ from nlnet.engine.checkpoint import (CheckpointManager, checkpoint_run_dir, load
                                     require_training_state)
 from nlnet.engine.evaluation import evaluate, write_results
 from nlnet.engine.loader import EndlessLoader, build_eval_loader
+from nlnet.engine.objectives import metrics_summary, objective_for
 from nlnet.engine.prologue import BatchPrologue
 from nlnet.engine.report import write_plan
 from nlnet.engine.schedule import ScheduleBudget, build_scheduler
@@ -96,6 +97,7 @@ class _Data:
     classes: list[str]
     loader_kw: dict[str, Any]
     eval_kw: dict[str, Any]
+    objective: Any
 
 
 def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
@@ -160,14 +162,15 @@ def _build_model(cfg: Any, *, fresh_start: bool) -> nn.Module:
 def _build_data(cfg: Any, model: nn.Module, device: torch.device) -> _Data:
     train_set = C.instantiate(cfg.data.train)
     classes = list(train_set.classes)
-    check_num_classes(model, classes, cfg.data.train.get("annotations"), cfg.data.train.get("label_map"))
+    check_num_classes(model, classes, train_set.annotations, cfg.data.train.get("label_map"))
     get_logger().info(f"model: {type(model).__name__} with {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
                       f"parameters; training set: {len(train_set)} clips, {len(classes)} classes")
-    eval_kw = _eval_settings(cfg, device, classes)
+    eval_kw = _eval_settings(cfg, device, classes, train_set)
     loader_kw = dict(batch_size=int(cfg.data.batch_size), num_workers=eval_kw["num_workers"],
                      num_replicas=du.get_world_size(), rank=du.get_rank(), worker_threads=eval_kw["worker_threads"],
                      failures={})  # one log line per bad file
-    return _Data(train_set=train_set, classes=classes, loader_kw=loader_kw, eval_kw=eval_kw)
+    return _Data(train_set=train_set, classes=classes, loader_kw=loader_kw, eval_kw=eval_kw,
+                 objective=eval_kw["objective"])
 
 
 def _uses_tensorboard(cfg: Any) -> bool:
@@ -175,17 +178,27 @@ def _uses_tensorboard(cfg: Any) -> bool:
     return bool(cfg.get("logger")) and "_target_" in cfg.logger
 
 
-def _eval_settings(cfg: Any, device: torch.device, class_names: list[str]) -> dict[str, Any]:
-    """The keyword arguments of :func:`_evaluate_with_videos` (validation, final test, ``test``)."""
+def _eval_settings(cfg: Any, device: torch.device, class_names: list[str], dataset: Any) -> dict[str, Any]:
+    """The keyword arguments of :func:`_evaluate_with_videos` (validation, final test, ``test``); the
+    objective is the one of ``dataset``'s labels, with ``trainer.view_aggregation`` (null: its default)."""
     return dict(device=device, precision=str(cfg.trainer.precision), channels_last=bool(cfg.trainer.channels_last),
                 batch_size=int(cfg.trainer.get("eval_batch_size") or cfg.data.batch_size),
                 num_workers=int(cfg.data.num_workers), worker_threads=int(cfg.data.get("worker_threads") or 1),
-                class_names=class_names)
+                class_names=class_names,
+                objective=objective_for(dataset, aggregation=cfg.trainer.get("view_aggregation")))
 
 
 def _metrics_line(m: dict[str, Any]) -> str:
-    return (f"test: top1 {m['top1']:.2f}% top5 {m['top5']:.2f}% mean class {m['mean_class_accuracy']:.2f}% "
+    return (f"test: {metrics_summary(m, '%')} "
             f"({m['num_videos']} videos x {m['views_per_video']} views, {m['failed_videos']} failed)")
+
+
+def check_label_kind(dataset: Any, multi_label: bool, key: str, trained_on: str) -> None:
+    """Refuse a multi-label dataset for a single-label model, or the reverse (one line naming ``key``)."""
+    kinds = {True: "multi-label", False: "single-label"}
+    if bool(getattr(dataset, "multi_label", False)) != multi_label:
+        raise ConfigError(f"{key}: a {kinds[not multi_label]} dataset, but {trained_on} is {kinds[multi_label]}; "
+                          f"use a {kinds[multi_label]} dataset (multi-label: data.*.reader)")
 
 
 def _build_trainer(cfg: Any, model: nn.Module, data: _Data, device: torch.device) -> tuple[Trainer, ScheduleBudget]:
@@ -213,7 +226,7 @@ def _build_trainer(cfg: Any, model: nn.Module, data: _Data, device: torch.device
     trainer = Trainer(model=model, optimizer=optimizer, scheduler=build_scheduler(optimizer, schedule=schedule),
                       data=loader, max_iter=max_iter, device=device, train_module=train_module,
                       precision=str(t_cfg.precision), grad_clip_norm=t_cfg.grad_clip_norm,
-                      prologue=prologue)
+                      prologue=prologue, objective=data.objective)
     return trainer, budget
 
 
@@ -231,16 +244,20 @@ def _build_hooks(cfg: Any, trainer: Trainer, data: _Data, manager: CheckpointMan
         hooks.append(H.PreciseBN(batches=precise_bn_batches, num_iters=int(t_cfg.precise_bn_iters),
                                  periods=(int(t_cfg.checkpoint_period), int(t_cfg.eval_period))))
     hooks.append(H.Checkpointer(manager=manager, period=int(t_cfg.checkpoint_period),
-                                extra={"config": C.to_container(cfg), "class_names": data.classes}))
+                                extra={"config": C.to_container(cfg), "class_names": data.classes,
+                                       "multi_label": data.objective.multi_label},
+                                best_metric=data.objective.best_metric))
     eval_set, final_test = None, None
     if t_cfg.eval_period > 0:
         val_set = eval_set = C.instantiate(cfg.data.val,
                                            **({} if t_cfg.eval_multi_view else {"num_clips": 1, "num_crops": 1}))
+        check_label_kind(val_set, data.objective.multi_label, "data.val", "data.train")
         hooks.append(H.EvalHook(period=int(t_cfg.eval_period), at_end=not t_cfg.test_at_end,
                                 evaluate=lambda: {**_evaluate_with_videos(model, val_set, **data.eval_kw)[0],
                                                   "tag": "val"}))
     if t_cfg.test_at_end:
         test_set = C.instantiate(cfg.data.val)
+        check_label_kind(test_set, data.objective.multi_label, "data.val", "data.train")
         eval_set = eval_set or test_set
 
         def test_and_record() -> dict[str, Any]:
@@ -319,7 +336,7 @@ def _resume(trainer: Trainer, path: str, state: dict[str, Any], *, seed: int) ->
 # ---- evaluation -------------------------------------------------------------------------------------
 def _evaluate_with_videos(model: nn.Module, dataset: Any, *, device: torch.device, precision: str,
                           channels_last: bool, batch_size: int, num_workers: int, worker_threads: int,
-                          class_names: list[str]) -> tuple:
+                          class_names: list[str], objective: Any) -> tuple:
     if getattr(dataset, "full_frame", False):  # whole frames: sizes differ between videos, one clip a batch
         batch_size = 1
     loader = build_eval_loader(dataset=dataset, batch_size=batch_size, num_workers=num_workers,
@@ -327,7 +344,8 @@ def _evaluate_with_videos(model: nn.Module, dataset: Any, *, device: torch.devic
                                pin_memory=device.type == "cuda", worker_threads=worker_threads)
     return evaluate(model, loader, num_videos=int(dataset.num_videos), num_classes=len(class_names), device=device,
                     class_names=class_names, views_per_video=int(dataset.num_views), precision=precision,
-                    prologue=BatchPrologue.for_dataset(dataset, device=device, channels_last=channels_last))
+                    prologue=BatchPrologue.for_dataset(dataset, device=device, channels_last=channels_last),
+                    probabilities=objective.probabilities, aggregation=objective.aggregation, metrics=objective.metrics)
 
 
 def _test_and_write(model: nn.Module, dataset: Any, *, output_dir: str, checkpoint: str | None,
@@ -337,7 +355,7 @@ def _test_and_write(model: nn.Module, dataset: Any, *, output_dir: str, checkpoi
     if du.is_main_process():
         path = write_results(output_dir, metrics, videos, class_names=kw["class_names"],
                              video_paths=list(getattr(dataset, "video_paths", []) or []),
-                             extra={"checkpoint": checkpoint})
+                             extra={"checkpoint": checkpoint, "view_aggregation": kw["objective"].aggregation})
         for failed, reason in sorted(videos.failures.items()):
             get_logger().warning(f"cannot decode {failed} ({reason}); left out of the results")
     du.barrier()
@@ -379,6 +397,7 @@ def _test(cfg: Any, checkpoint: str, output_dir: str, device: torch.device) -> d
     prologue = BatchPrologue.for_dataset(dataset, device=device, channels_last=bool(cfg.trainer.channels_last))
     prologue.prepare_model(model)
     class_names = list(state.get("class_names") or dataset.classes)
+    check_label_kind(dataset, bool(state.get("multi_label", False)), "data.val", f"checkpoint {checkpoint}")
     difference = class_difference(dataset.classes, class_names)
     if difference:
         label_map = cfg.data.val.get("label_map")
@@ -388,7 +407,7 @@ def _test(cfg: Any, checkpoint: str, output_dir: str, device: torch.device) -> d
              f"{dataset.num_views} views of {dataset.num_frames} frames at stride {dataset.sampling_rate}")
     start = time.perf_counter()
     metrics, path = _test_and_write(model, dataset, output_dir=output_dir, checkpoint=os.path.abspath(checkpoint),
-                                    **_eval_settings(cfg, device, class_names))
+                                    **_eval_settings(cfg, device, class_names, dataset))
     if _uses_tensorboard(cfg):
         writer = open_writer(os.path.join(output_dir, "tensorboard"))
         if writer is not None:

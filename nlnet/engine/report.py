@@ -7,7 +7,7 @@ this module reads from each row's run folder (``runs/<row name>/<overrides>``)::
                      table, the row and the published top-1 / top-5 (Tables 2-3)
     schedule.json    the planned iterations after the budget rule (:func:`write_plan`, at every start)
     checkpoints/     checkpoint_<iteration>.pt: how far training got
-    results.json     the multi-view test: top1, top5 and the checkpoint tested
+    results.json     the multi-view test: top1, top5 (multi-label: map) and the checkpoint tested
 
 A row with no run folder yet is "pending"; one whose newest checkpoint is short of the plan shows
 how far it got; a finished run that was not tested yet says so.
@@ -54,19 +54,22 @@ def _read_json(path: str) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class Published:
-    """A row of the paper: its table, its label there and the published Kinetics-400 val accuracy.
+    """A row of the paper: its table, its label there and the published Kinetics-400 val accuracy (or,
+    for Charades, Table 4, the published mAP).
 
     Args:
         table: e.g. "2a".
         row: the row's label in the paper's table.
         top1: published top-1 (%).
         top5: published top-5 (%), None where the paper's table gives none.
+        map: published mAP (%) of a multi-label row (Table 4: train/val), else None.
     """
 
     table: str
     row: str
     top1: float | None
     top5: float | None
+    map: float | None = None
 
     @staticmethod
     def from_config(paper: Mapping[str, Any] | None, *, default_row: str) -> Published:
@@ -78,7 +81,7 @@ class Published:
             return float(value) if isinstance(value, (int, float)) else None
 
         return Published(table=str(paper.get("table", "-")), row=str(paper.get("row", default_row)),
-                         top1=number("top1"), top5=number("top5"))
+                         top1=number("top1"), top5=number("top5"), map=number("map"))
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class RunProgress:
         top1: tested top-1 (%), None before a test.
         top5: tested top-5 (%).
         tested_iteration: the iteration of the checkpoint that was tested.
+        map: tested mAP (%) of a multi-label run, None before a test.
     """
 
     exists: bool
@@ -100,14 +104,16 @@ class RunProgress:
     top1: float | None
     top5: float | None
     tested_iteration: int | None
+    map: float | None = None
 
     @property
     def status(self) -> str:
         """pending | training | trained (not tested) | tested | tested part-way."""
-        if not self.exists or (self.iteration == 0 and self.top1 is None):
+        tested = self.top1 is not None or self.map is not None
+        if not self.exists or (self.iteration == 0 and not tested):
             return "pending"
         finished = self.planned is not None and self.iteration >= self.planned
-        if self.top1 is None:
+        if not tested:
             return "trained, not tested" if finished else "training"
         if self.planned is not None and (self.tested_iteration or 0) < self.planned:
             return "tested part-way"
@@ -130,7 +136,7 @@ def read_progress(run_dir: str, *, planned: int | None = None) -> RunProgress:
     return RunProgress(exists=True, iteration=found[-1][0] if found else 0,
                        planned=int(plan["max_iter"]) if "max_iter" in plan else planned,
                        top1=accuracy("top1"), top5=accuracy("top5"),
-                       tested_iteration=int(tested.group(1)) if tested else None)
+                       tested_iteration=int(tested.group(1)) if tested else None, map=accuracy("map"))
 
 
 @dataclass(frozen=True)
@@ -152,8 +158,28 @@ class TableRow:
     gflops: float | None = None
 
 
+def mean_row(rows: Sequence[TableRow], *, label: str = "mean") -> TableRow:
+    """A row averaging the tested rows' top-1 / top-5 (e.g. the three official splits of UCF101 or
+    HMDB51, which are reported as their mean); its run column says how many rows were averaged."""
+    tested = [row for row in rows if row.progress.top1 is not None]
+
+    def mean(values: list[float | None]) -> float | None:
+        return sum(values) / len(values) if values and None not in values else None
+
+    progress = RunProgress(exists=bool(tested), iteration=min((r.progress.iteration for r in tested), default=0),
+                           planned=None, top1=mean([r.progress.top1 for r in tested]),
+                           top5=mean([r.progress.top5 for r in tested]), tested_iteration=None)
+    first = rows[0].published if rows else Published(table="-", row=label, top1=None, top5=None)
+    published = Published(table=first.table, row=label, top1=None, top5=None)
+    return TableRow(published=published, progress=progress, run_dir=f"mean of {len(tested)} of {len(rows)} runs")
+
+
 COLUMNS = ("table", "row", "paper top-1", "paper top-5", "nlnet top-1", "nlnet top-5", "diff top-1",
            "diff top-5", "params (M)", "GFLOPs", "iterations", "status", "run")
+
+
+MAP_COLUMNS = ("table", "row", "paper mAP", "nlnet mAP", "diff mAP", "params (M)", "GFLOPs", "iterations", "status",
+               "run")  # a table of multi-label rows (Table 4, Charades)
 
 
 def _fmt(value: float | None, digits: int = 1, sign: bool = False) -> str:
@@ -176,19 +202,37 @@ def row_cells(row: TableRow) -> list[str]:
             f"{run.iteration} / {planned}", run.status, row.run_dir]
 
 
+def map_row_cells(row: TableRow) -> list[str]:
+    """The cells of a multi-label ``row`` in :data:`MAP_COLUMNS` order."""
+    paper, run = row.published, row.progress
+    cells = row_cells(row)
+    return [paper.table, paper.row, _fmt(paper.map), _fmt(run.map, 2), _fmt(_diff(run.map, paper.map), 2, sign=True),
+            *cells[COLUMNS.index("params (M)"):]]
+
+
+def table_layout(rows: Sequence[TableRow]) -> tuple[tuple[str, ...], Any]:
+    """(columns, row -> cells): mAP columns when every row is a multi-label row of the paper (a published
+    mAP), else top-1 / top-5."""
+    if rows and all(row.published.map is not None for row in rows):
+        return MAP_COLUMNS, map_row_cells
+    return COLUMNS, row_cells
+
+
 def to_markdown(rows: Sequence[TableRow]) -> str:
     """A Markdown table, one line per row."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row_cells(row)) + " |" for row in rows]
+    columns, cells = table_layout(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cells(row)) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def to_csv(rows: Sequence[TableRow]) -> str:
     """CSV with a header line (for spreadsheets)."""
+    columns, cells = table_layout(rows)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    writer.writerows(row_cells(row) for row in rows)
+    writer.writerow(columns)
+    writer.writerows(cells(row) for row in rows)
     return out.getvalue()
 
 

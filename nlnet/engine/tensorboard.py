@@ -12,6 +12,9 @@ from nlnet.engine.hooks import is_due, memory_mb
 from nlnet.engine.trainer import HookBase
 
 
+EVAL_SCALARS = ("top1", "top5", "mean_class_accuracy", "map")  # those an evaluation has are written
+
+
 def open_writer(log_dir: str, *, purge_step: int | None = None) -> Any:
     """A ``SummaryWriter`` on ``log_dir`` on rank 0 (events after ``purge_step``, left by an interrupted
     run, are dropped); None on other ranks. The caller closes it."""
@@ -46,9 +49,10 @@ def confusion_figure(confusion: Sequence[Sequence[int]], class_names: Sequence[s
 
 def write_eval_metrics(writer: Any, metrics: dict[str, Any], step: int, *, tag: str,
                        class_names: Sequence[str] = ()) -> None:
-    """An evaluation in TensorBoard: ``<tag>/top1``, ``top5``, ``mean_class_accuracy`` and, when the
-    metrics have one, the confusion matrix as a figure (used in training and by ``launch.test``)."""
-    for key in ("top1", "top5", "mean_class_accuracy"):
+    """An evaluation in TensorBoard: ``<tag>/top1``, ``top5``, ``mean_class_accuracy`` (multi-label:
+    ``<tag>/map``) and, when the metrics have one, the confusion matrix as a figure (used in training and
+    by ``launch.test``)."""
+    for key in (k for k in EVAL_SCALARS if k in metrics):
         writer.add_scalar(f"{tag}/{key}", metrics[key], step)
     confusion = metrics.get("confusion_matrix")
     if confusion:
@@ -110,7 +114,7 @@ class TensorBoardLogger(HookBase):
 
     def after_eval(self, metrics: dict[str, Any]) -> None:
         tag = metrics.get("tag", "val")
-        self.final_metrics.update({f"{tag}/{key}": float(metrics[key]) for key in ("top1", "top5", "mean_class_accuracy")})
+        self.final_metrics.update({f"{tag}/{key}": float(metrics[key]) for key in EVAL_SCALARS if key in metrics})
         if self.writer is not None:
             write_eval_metrics(self.writer, metrics, self.trainer.iter, tag=tag, class_names=self.class_names)
 

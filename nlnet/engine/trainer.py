@@ -9,12 +9,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from nlnet.engine import distributed as du
 from nlnet.engine.evaluation import autocast_context
+from nlnet.engine.objectives import MultiLabel, SingleLabel
 from nlnet.engine.prologue import BatchPrologue
-from nlnet.utils.metrics import topk_accuracy
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -92,13 +91,15 @@ class Trainer:
         prologue: batch -> (input, labels) on ``device`` (normalisation, layout); default: ImageNet
             statistics, contiguous layout.
         hooks: hooks, called in order.
+        objective: the loss and per-batch metrics (``nlnet.engine.objectives``, chosen by the data):
+            cross-entropy and top-1/top-5 (default), or binary cross-entropy on multi-hot targets.
     """
 
     def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, data: Iterator[dict[str, Any]], max_iter: int,
                  device: torch.device, train_module: nn.Module | None = None, precision: str = "fp32",
                  grad_clip_norm: float | None = None, prologue: BatchPrologue | None = None,
-                 hooks: Iterable[HookBase] = ()) -> None:
+                 hooks: Iterable[HookBase] = (), objective: SingleLabel | MultiLabel | None = None) -> None:
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -109,6 +110,7 @@ class Trainer:
         self.precision = precision
         self.grad_clip_norm = grad_clip_norm
         self.prologue = prologue if prologue is not None else BatchPrologue(device=device)
+        self.objective = objective if objective is not None else SingleLabel()
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.iter = 0
         self.start_iter = 0
@@ -146,14 +148,14 @@ class Trainer:
             self.call_hooks("after_train")
 
     def run_step(self) -> None:
-        """One SGD iteration: fetch, forward, cross-entropy, backward, (clip), step, schedule."""
+        """One SGD iteration: fetch, forward, the objective's loss, backward, (clip), step, schedule."""
         t0 = time.perf_counter()
         batch = next(self.data)
-        video, labels = self.prologue(batch)  # (B, C, T, H, W) float, (B,) on the device
+        video, labels = self.prologue(batch)  # (B, C, T, H, W) float, (B,) (multi-label: (B, K)) on the device
         t1 = time.perf_counter()
         with autocast_context(self.device, self.precision):
             logits = self.train_module(video)  # (B, K)
-        loss = F.cross_entropy(logits.float(), labels)
+        loss = self.objective.loss(logits.float(), labels)
         loss_value = loss.detach()
         if du.any_rank(not bool(torch.isfinite(loss_value)), self.device):
             raise NonFiniteLossError(
@@ -174,12 +176,12 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         t2 = time.perf_counter()
-        acc = topk_accuracy(logits.detach().float(), labels, (1, 5))
+        batch_metrics = self.objective.batch_metrics(logits.detach().float(), labels)
         batch_size = video.shape[0] * du.get_world_size()
         self.storage.put("loss", loss_value.item())
         self.storage.put("lr", lr)
-        self.storage.put("top1", acc[1])
-        self.storage.put("top5", acc[5])
+        for name, value in batch_metrics.items():
+            self.storage.put(name, value)
         self.storage.put("data_time", t1 - t0)
         self.storage.put("compute_time", t2 - t1)
         self.storage.put("clips_per_s", batch_size / max(t2 - t0, 1e-9))

@@ -12,7 +12,7 @@ from nlnet.inference.annotate import annotate_video
 from nlnet.inference.export import FORMATS, export_model
 from nlnet.inference.loading import load_trained_model, resolve_device
 from nlnet.inference.predict import (FailedVideo, Predictor, VideoPrediction, find_videos, half_precision,
-                                     predictions_to_json, top_classes, write_predictions)
+                                     predictions_to_json, select_classes, write_predictions)
 from nlnet.inference.views import Timeline
 from nlnet.utils.errors import ConfigError
 
@@ -21,8 +21,8 @@ __all__ = ["run_predict", "run_export", "annotated_path"]
 ANNOTATION_TOP_K = 3  # labels drawn on the annotated video
 
 
-def _format_top(scores, class_names: Sequence[str], k: int, sep: str) -> str:
-    return sep.join(f"{p:.3f} {name}" for name, p in top_classes(scores, class_names, k))
+def _format_top(scores, class_names: Sequence[str], k: int, sep: str, threshold: float | None = None) -> str:
+    return sep.join(f"{p:.3f} {name}" for name, p in select_classes(scores, class_names, k, threshold)) or "-"
 
 
 def annotated_path(video: str, root: str, out: str) -> str:
@@ -33,27 +33,30 @@ def annotated_path(video: str, root: str, out: str) -> str:
     return os.path.join(out, os.path.splitext(os.path.relpath(video, root))[0] + ".mp4")
 
 
-def _print_prediction(result: VideoPrediction, class_names: Sequence[str], k: int) -> None:
+def _print_prediction(result: VideoPrediction, class_names: Sequence[str], k: int,
+                      threshold: float | None = None) -> None:
     info = result.info
     print(f"{result.path}: {info.duration:.2f}s, {result.num_views} views")
-    print("  " + _format_top(result.scores, class_names, k, "\n  "))
+    print("  " + _format_top(result.scores, class_names, k, "\n  ", threshold))
     for w in result.timeline:
-        print(f"    {w.window.start:7.2f}-{w.window.end:.2f}s  {_format_top(w.scores, class_names, k, ' | ')}")
+        top = _format_top(w.scores, class_names, k, " | ", threshold)
+        print(f"    {w.window.start:7.2f}-{w.window.end:.2f}s  {top}")
 
 
-def _labels_at(result: VideoPrediction, class_names: Sequence[str]):
+def _labels_at(result: VideoPrediction, class_names: Sequence[str], threshold: float | None = None):
     def labels(time: float) -> list[str]:
         current = result.window_at(time)
         scores = result.scores if current is None else current.scores
-        return [f"{p:.2f} {name}" for name, p in top_classes(scores, class_names, ANNOTATION_TOP_K)]
+        return [f"{p:.2f} {name}" for name, p in select_classes(scores, class_names, ANNOTATION_TOP_K, threshold)]
     return labels
 
 
 def run_predict(*, checkpoint: str, video: str, top_k: int = 5, views: Mapping[str, Any] | None = None,
                 window: float | None = None, stride: float | None = None, window_clips: int = 1,
                 out: str | None = None, out_min_size: int = 240, json: str | None = None, device: str = "auto",
-                half: bool = False, batch_size: int = 8, num_workers: int = 0) -> int:
-    """Label ``video`` (a file or a folder) with ``checkpoint``; see ``configs/predict.yaml``.
+                half: bool = False, batch_size: int = 8, num_workers: int = 0, threshold: float | None = None) -> int:
+    """Label ``video`` (a file or a folder) with ``checkpoint``; see ``configs/predict.yaml``. With
+    ``threshold``, the labels printed and drawn are the classes at or above it (for multi-label models).
 
     Returns:
         0 when at least one video was labelled, 1 when none could be (each failure is printed on
@@ -61,6 +64,8 @@ def run_predict(*, checkpoint: str, video: str, top_k: int = 5, views: Mapping[s
     """
     if not isinstance(top_k, int) or top_k < 1:
         raise ConfigError(f"top_k={top_k}: must be a positive integer")
+    if threshold is not None and not (isinstance(threshold, (int, float)) and 0 <= threshold <= 1):
+        raise ConfigError(f"threshold={threshold}: must be a probability in [0, 1] (or null: top_k)")
     if stride is not None and window is None:
         raise ConfigError(f"stride={stride} needs window=SECONDS (the length of each timeline window)")
     paths = find_videos(video)
@@ -79,16 +84,20 @@ def run_predict(*, checkpoint: str, video: str, top_k: int = 5, views: Mapping[s
         if isinstance(result, FailedVideo):
             print(f"error: cannot read {result.path}: {result.error}", file=sys.stderr)
         else:
-            _print_prediction(result, names, top_k)
+            _print_prediction(result, names, top_k, threshold)
             if out:
                 path = annotated_path(result.path, video, out)
-                written = annotate_video(result.path, path, _labels_at(result, names), min_short_side=out_min_size)
+                written = annotate_video(result.path, path, _labels_at(result, names, threshold),
+                                         min_short_side=out_min_size)
                 print(f"  annotated video: {path} ({written} frames)")
     failed = sum(isinstance(r, FailedVideo) for r in results)
     if json:
         meta = {"checkpoint": os.path.abspath(checkpoint), "protocol": asdict(trained.protocol),
-                "window": window, "stride": stride if stride is not None else window, "window_clips": window_clips}
-        data = predictions_to_json(results, class_names=names, k=top_k, meta=meta)
+                "window": window, "stride": stride if stride is not None else window, "window_clips": window_clips,
+                "activation": trained.objective.activation, "view_aggregation": trained.objective.aggregation,
+                "threshold": threshold}
+        data = predictions_to_json(results, class_names=names, k=top_k, meta=meta, threshold=threshold,
+                                   all_probabilities=trained.objective.multi_label)
         print(f"predictions: {write_predictions(json, data)}")
     if folder:
         print(f"{len(results) - failed} of {len(results)} videos labelled, {failed} unreadable")

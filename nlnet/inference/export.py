@@ -247,22 +247,29 @@ def _blocks_json(model: nn.Module, fell_back: list[str]) -> list[dict[str, Any]]
             for name, m in model.named_modules() if isinstance(m, NonLocalBlock)]
 
 
+OUTPUT_MEANING = {"softmax": "class scores: softmax over the last axis gives the probabilities",
+                  "sigmoid": "class scores (multi-label): a sigmoid of each gives that class's probability"}
+VIEW_AGGREGATION = {"mean": "average", "max": "take the element-wise maximum of"}
+
+
 def _sidecar(trained: TrainedModel, report: ExportReport, *, batch: int | str) -> dict[str, Any]:
-    protocol, fmt = trained.protocol, FORMATS[report.format]
+    protocol, fmt, objective = trained.protocol, FORMATS[report.format], trained.objective
     return {
         "format": report.format, "file": os.path.basename(report.path), "runtime": fmt.runtime,
         "input": {"name": INPUT_NAME, "shape": [batch, *protocol.input_shape], "dtype": "float32",
                   "layout": "batch, RGB channels, frames, height, width",
                   "values": "RGB on the [0, 1] scale, then (x - mean) / std per channel"},
         "output": {"name": OUTPUT_NAME, "shape": [batch, len(trained.class_names)],
-                   "meaning": "class scores: softmax over the last axis gives the probabilities"},
+                   "activation": objective.activation, "meaning": OUTPUT_MEANING[objective.activation]},
         "pipeline": {"num_frames": protocol.num_frames, "sampling_rate": protocol.sampling_rate,
                      "short_side": protocol.short_side, "crop_size": protocol.crop_size,
                      "num_clips": protocol.num_clips, "num_crops": protocol.num_crops,
                      "mean": list(protocol.mean), "std": list(protocol.std),
                      "decode_resize": protocol.decode_resize,
                      "views": "num_clips clips uniformly spaced in time x num_crops crops along the long "
-                              "side; average the softmax over the views (nlnet.inference.Predictor)"},
+                              f"side; {VIEW_AGGREGATION[objective.aggregation]} the {objective.activation} over the "
+                              "views (nlnet.inference.Predictor)",
+                     "view_aggregation": objective.aggregation},
         "class_names": list(trained.class_names),
         "nonlocal_blocks": _blocks_json(trained.model, report.fell_back),
         "fallback_reason": report.fallback_reason,

@@ -8,7 +8,7 @@ mean/std), which ``predict`` and ``export`` use by default.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 import torch
@@ -17,6 +17,7 @@ import torch.nn as nn
 from nlnet.data.transforms import ViewProtocol
 from nlnet.engine.checkpoint import load_checkpoint, load_model_state
 from nlnet.engine.launch import build_model
+from nlnet.engine.objectives import MultiLabel, SingleLabel, objective_of
 from nlnet.engine.weights import stored_model_config
 from nlnet.utils.errors import ConfigError
 
@@ -33,6 +34,8 @@ class TrainedModel:
         protocol: the stored test protocol (``data.val``).
         checkpoint: the file it came from.
         iteration: the training iteration of the checkpoint (None if not recorded).
+        objective: how outputs become probabilities and views combine: softmax and mean (single-label),
+            or a sigmoid per class and the checkpoint's ``trainer.view_aggregation`` (multi-label: max).
     """
 
     model: nn.Module
@@ -40,6 +43,7 @@ class TrainedModel:
     protocol: ViewProtocol
     checkpoint: str
     iteration: int | None = None
+    objective: SingleLabel | MultiLabel = field(default_factory=SingleLabel)
 
 
 def _build(config: Mapping[str, Any], checkpoint: str) -> nn.Module:
@@ -107,8 +111,10 @@ def load_trained_model(checkpoint: str | os.PathLike, *, views: Mapping[str, Any
     if num_classes is not None and len(names) != num_classes:
         raise ConfigError(f"checkpoint={path}: {len(names)} class names for a model with {num_classes} outputs")
     iteration = state.get("iteration")
+    aggregation = (config.get("trainer") or {}).get("view_aggregation")
     return TrainedModel(model=model, class_names=names, protocol=protocol,
-                        checkpoint=path, iteration=int(iteration) if iteration is not None else None)
+                        checkpoint=path, iteration=int(iteration) if iteration is not None else None,
+                        objective=objective_of(bool(state.get("multi_label", False)), aggregation=aggregation))
 
 
 def resolve_device(device: str) -> torch.device:

@@ -1,5 +1,7 @@
 """Label videos with a trained model: class probabilities averaged over the test views (paper §4.1),
-optionally a timeline of per-window predictions, for one file or a folder of files.
+optionally a timeline of per-window predictions, for one file or a folder of files. A multi-label model
+(e.g. Charades, paper §5.2) gives a sigmoid probability per class, combined over views by its checkpoint's
+aggregation (max by default); its labels are the classes above a threshold, or the top-k.
 
 Views of all videos are packed into batches of ``batch_size`` for the network; decoding can run in
 ``num_workers`` processes (``VideoViewStream``). An unreadable file is reported and skipped.
@@ -17,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from nlnet.data.decoding import VideoInfo
 from nlnet.engine.evaluation import autocast_context
+from nlnet.engine.objectives import MultiLabel, SingleLabel
 from nlnet.inference.loading import TrainedModel, ViewProtocol
 from nlnet.inference.views import (WHOLE_VIDEO, ClipViews, Timeline, VideoDone, VideoFailed, VideoViewStream,
                                    Window)
@@ -24,7 +27,7 @@ from nlnet.utils.errors import ConfigError
 from nlnet.utils.io import atomic_path
 
 __all__ = ["VIDEO_EXTENSIONS", "WindowPrediction", "VideoPrediction", "FailedVideo", "Predictor", "find_videos",
-           "half_precision", "predictions_to_json", "top_classes", "write_predictions"]
+           "half_precision", "predictions_to_json", "top_classes", "select_classes", "write_predictions"]
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv",
                     ".ogv", ".3gp", ".ts")
@@ -34,6 +37,15 @@ def top_classes(scores: torch.Tensor, class_names: Sequence[str], k: int) -> lis
     """The ``k`` most probable classes of a (K,) probability vector, as (name, probability)."""
     values, indices = scores.topk(min(k, len(scores)))
     return [(class_names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+
+
+def select_classes(scores: torch.Tensor, class_names: Sequence[str], k: int,
+                   threshold: float | None = None) -> list[tuple[str, float]]:
+    """The classes to report: every class with probability >= ``threshold`` (most probable first), or,
+    without a threshold, the ``k`` most probable (``top_classes``)."""
+    if threshold is None:
+        return top_classes(scores, class_names, k)
+    return [(name, p) for name, p in top_classes(scores, class_names, len(scores)) if p >= threshold]
 
 
 @dataclass
@@ -47,7 +59,8 @@ class WindowPrediction:
 
 @dataclass
 class VideoPrediction:
-    """A labelled video: ``scores`` (K,) are the mean softmax over the protocol's views."""
+    """A labelled video: ``scores`` (K,) are the mean softmax over the protocol's views (multi-label:
+    the max, or mean, of the per-class sigmoids)."""
 
     path: str
     info: VideoInfo
@@ -93,36 +106,44 @@ def half_precision(device: torch.device) -> str:
 
 
 class _Scores:
-    """Running sums of softmax scores per (video, group)."""
+    """Running sums (``aggregation="mean"``) or maxima (``"max"``) of probabilities per (video, group)."""
 
-    def __init__(self) -> None:
+    def __init__(self, aggregation: str = "mean") -> None:
+        self.aggregation = aggregation
         self.sums: dict[tuple[int, int], torch.Tensor] = {}
         self.counts: dict[tuple[int, int], int] = {}
 
     def add(self, video: int, groups: Iterable[int], probabilities: torch.Tensor) -> None:
         for group in groups:
             key = (video, group)
-            self.sums[key] = self.sums.get(key, 0) + probabilities
+            if self.aggregation == "max":
+                self.sums[key] = torch.maximum(self.sums[key], probabilities) if key in self.sums else probabilities
+            else:
+                self.sums[key] = self.sums.get(key, 0) + probabilities
             self.counts[key] = self.counts.get(key, 0) + 1
 
     def mean(self, video: int, group: int) -> tuple[torch.Tensor, int]:
-        return self.sums[(video, group)] / self.counts[(video, group)], self.counts[(video, group)]
+        """The group's combined probabilities (mean or max) and its number of views."""
+        total, count = self.sums[(video, group)], self.counts[(video, group)]
+        return (total if self.aggregation == "max" else total / count), count
 
 
 class Predictor:
     """Run a trained model over the views of video files and average their class probabilities.
 
     Args:
-        model: the network; ``softmax(model(x))`` are class probabilities.
+        model: the network; ``softmax(model(x))`` are class probabilities (multi-label: ``sigmoid``).
         protocol: how views are made (``ViewProtocol``).
         device: where the network runs.
         precision: ``fp32``, or ``bf16``/``fp16`` autocast (CUDA; see ``half_precision``).
         batch_size: views per forward pass (at most; more only if one clip has more crops).
         num_workers: decoding processes (0: decode in this process).
+        objective: probabilities and view aggregation (default: softmax, mean; ``TrainedModel.objective``).
     """
 
     def __init__(self, *, model: nn.Module, protocol: ViewProtocol, device: torch.device = torch.device("cpu"),
-                 precision: str = "fp32", batch_size: int = 8, num_workers: int = 0) -> None:
+                 precision: str = "fp32", batch_size: int = 8, num_workers: int = 0,
+                 objective: SingleLabel | MultiLabel | None = None) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size}: must be a positive integer")
         if num_workers < 0:
@@ -133,10 +154,11 @@ class Predictor:
         self.precision = precision
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.objective = objective if objective is not None else SingleLabel()
 
     @classmethod
     def from_trained(cls, trained: TrainedModel, **kwargs: Any) -> "Predictor":
-        return cls(model=trained.model, protocol=trained.protocol, **kwargs)
+        return cls(model=trained.model, protocol=trained.protocol, objective=trained.objective, **kwargs)
 
     @torch.no_grad()
     def _run(self, pending: list[ClipViews], scores: _Scores) -> None:
@@ -144,7 +166,7 @@ class Predictor:
         batch = torch.cat([clip.views for clip in pending]).to(self.device, non_blocking=True)
         with autocast_context(self.device, self.precision):
             logits = self.model(batch)
-        probabilities = logits.float().softmax(dim=1).cpu()  # (V, K)
+        probabilities = self.objective.probabilities(logits.float()).cpu()  # (V, K)
         row = 0
         for clip in pending:
             for view in probabilities[row: row + len(clip.views)]:
@@ -157,7 +179,7 @@ class Predictor:
         stream = VideoViewStream(paths=paths, protocol=self.protocol, timeline=timeline,
                                  decode_threads=1 if self.num_workers else 0)
         loader = DataLoader(stream, batch_size=None, num_workers=self.num_workers)  # records one by one
-        scores, results, pending = _Scores(), {}, []
+        scores, results, pending = _Scores(self.objective.aggregation), {}, []
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -194,10 +216,24 @@ def _top_json(scores: torch.Tensor, class_names: Sequence[str], k: int) -> list[
     return [{"class": name, "probability": round(p, 6)} for name, p in top_classes(scores, class_names, k)]
 
 
+def _scores_json(scores: torch.Tensor, class_names: Sequence[str], k: int, threshold: float | None,
+                 all_probabilities: bool) -> dict[str, Any]:
+    """``top_k``, and ``labels`` (the classes >= ``threshold``) and ``probabilities`` (every class) when asked."""
+    entry: dict[str, Any] = {"top_k": _top_json(scores, class_names, k)}
+    if threshold is not None:
+        entry["labels"] = [{"class": name, "probability": round(p, 6)}
+                           for name, p in select_classes(scores, class_names, k, threshold)]
+    if all_probabilities:
+        entry["probabilities"] = {name: round(float(p), 6) for name, p in zip(class_names, scores.tolist())}
+    return entry
+
+
 def predictions_to_json(results: Sequence[VideoPrediction | FailedVideo], *, class_names: Sequence[str], k: int,
-                        meta: dict[str, Any] | None = None) -> dict[str, Any]:
+                        meta: dict[str, Any] | None = None, threshold: float | None = None,
+                        all_probabilities: bool = False) -> dict[str, Any]:
     """Everything ``predict`` found, as JSON-ready containers: per video its top-k, its timeline, and
-    the files that failed."""
+    the files that failed; with ``threshold``, also the ``labels`` at or above it; with
+    ``all_probabilities`` (multi-label models), every class's probability."""
     videos, failed = [], []
     for r in results:
         if isinstance(r, FailedVideo):
@@ -205,9 +241,9 @@ def predictions_to_json(results: Sequence[VideoPrediction | FailedVideo], *, cla
             continue
         videos.append({
             "path": r.path, "duration": round(r.info.duration, 6), "fps": round(r.info.fps, 6),
-            "num_views": r.num_views, "top_k": _top_json(r.scores, class_names, k),
+            "num_views": r.num_views, **_scores_json(r.scores, class_names, k, threshold, all_probabilities),
             "timeline": [{"start": round(w.window.start, 6), "end": round(w.window.end, 6), "num_views": w.num_views,
-                          "top_k": _top_json(w.scores, class_names, k)} for w in r.timeline],
+                          **_scores_json(w.scores, class_names, k, threshold, all_probabilities)} for w in r.timeline],
         })
     return {**(meta or {}), "class_names": list(class_names), "videos": videos, "failed": failed}
 

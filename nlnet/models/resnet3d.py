@@ -105,6 +105,16 @@ def _per_stage(value: Sequence, name: str, what: str) -> list[list]:
     return [list(v) for v in stages]
 
 
+def _frozen_prefix(frozen_stages: str | None) -> tuple[str, ...]:
+    """``frozen_stages`` ("stem", "res2".."res5" or None) as the parts from the stem to it."""
+    if frozen_stages is None:
+        return ()
+    if frozen_stages not in FREEZABLE:
+        raise ValueError(f"frozen_stages={frozen_stages!r}: valid values are null, {', '.join(FREEZABLE)} "
+                         "(the last part frozen, with every part before it)")
+    return FREEZABLE[:FREEZABLE.index(frozen_stages) + 1]
+
+
 def _frozen_parts(frozen_bn: str | Sequence[str]) -> tuple[str, ...]:
     """``frozen_bn`` as part names (``"all"``: every part), checked."""
     names = [frozen_bn] if isinstance(frozen_bn, str) else as_list(frozen_bn, "frozen_bn")
@@ -151,6 +161,9 @@ class ResNet3d(nn.Module):
             mode whatever ``.train()`` is called with) and get no affine updates (their weight
             and bias have ``requires_grad=False``). The paper's 128-frame fine-tuning freezes all.
             A new non-local block in a frozen part stays the identity (its BN gamma is 0).
+        frozen_stages: fine-tuning: the parts from the stem up to this one ("stem", "res2".."res5";
+            None: none) are frozen: no parameter of theirs is trained (``requires_grad=False``) and
+            their BatchNorms stay in eval mode, as ``frozen_bn`` (mmaction2's ``frozen_stages``).
         zero_init_residual: start the last BN gamma of every residual branch at zero.
         checkpoint_stages: stage names (e.g. ["res3", "res4"]) whose activations are recomputed in
             backward (activation checkpointing). Note: BN running statistics are then updated twice
@@ -178,6 +191,7 @@ class ResNet3d(nn.Module):
         head_pool_kernel: Sequence[int] | None = None,
         fully_conv_test: bool = False,
         frozen_bn: str | Sequence[str] = (),
+        frozen_stages: str | None = None,
         zero_init_residual: bool = False,
         checkpoint_stages: Sequence[str] = (),
         norm_layer: NormLayer = nn.BatchNorm3d,
@@ -212,7 +226,8 @@ class ResNet3d(nn.Module):
         self.depth = depth
         self.num_classes = num_classes
         self.stage_names = STAGE_NAMES
-        self.frozen_bn = _frozen_parts(frozen_bn)
+        self.frozen_stages = _frozen_prefix(frozen_stages)
+        self.frozen_bn = tuple(p for p in FREEZABLE if p in _frozen_parts(frozen_bn) + self.frozen_stages)
         self.stem = Stem(in_channels=in_channels, out_channels=base_width,
                          kernel=triple(stem_kernel, "stem_kernel"), stride=triple(stem_stride, "stem_stride"),
                          pool_kernel=triple(pool1_kernel, "pool1_kernel"),
@@ -239,9 +254,9 @@ class ResNet3d(nn.Module):
         self.head = Head(in_channels=channels, num_classes=num_classes, dropout=dropout,
                          pool_kernel=head_pool_kernel, fully_conv_test=fully_conv_test)
         self._init_weights(zero_init_residual)
-        for bn in self.frozen_norms():
-            for p in bn.parameters():
-                p.requires_grad_(False)
+        frozen = [*self.frozen_norms(), *(getattr(self, part) for part in self.frozen_stages)]
+        for p in (p for module in frozen for p in module.parameters()):
+            p.requires_grad_(False)
         self.train(self.training)  # frozen BNs start in eval mode
 
     def _init_weights(self, zero_init_residual: bool) -> None:

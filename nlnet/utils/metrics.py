@@ -46,3 +46,42 @@ def mean_class_accuracy(confusion: torch.Tensor) -> float:
     acc = per_class_accuracy(confusion)
     present = ~acc.isnan()
     return float(acc[present].mean()) if present.any() else float("nan")
+
+
+def average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float:
+    """Average precision of one class: the sum over score thresholds of (recall gain) x precision, tied
+    scores forming one threshold (scikit-learn's ``average_precision_score``, which PySlowFast's Charades
+    mAP uses). NaN when the class has no positive.
+
+    Args:
+        scores: (N,) scores of the class.
+        targets: (N,) 1 where the class is present, else 0.
+    """
+    order = torch.argsort(scores.double(), descending=True, stable=True)
+    ranked, hits = scores.double()[order], targets.double()[order]
+    if not len(hits) or hits.sum() == 0:
+        return float("nan")
+    last = torch.ones(len(ranked), dtype=torch.bool)  # the last item of each group of tied scores
+    last[:-1] = ranked[1:] != ranked[:-1]
+    tp = hits.cumsum(0)[last]  # true positives at each threshold
+    seen = (torch.arange(len(ranked), dtype=torch.float64) + 1)[last]
+    precision, recall = tp / seen, tp / tp[-1]
+    gain = recall - torch.cat([recall.new_zeros(1), recall[:-1]])
+    return float((gain * precision).sum())
+
+
+def mean_average_precision(scores: torch.Tensor, targets: torch.Tensor) -> tuple[float, list[float]]:
+    """Charades mAP (paper §5.2, Table 4) as PySlowFast and the Long-Term Feature Bank compute it: the
+    per-class average precision, classes without a positive excluded, then the mean (percent).
+
+    Args:
+        scores: (N, K) scores (e.g. per-video sigmoid probabilities).
+        targets: (N, K) multi-hot targets.
+
+    Returns:
+        (mAP, per-class AP), both in percent; a class with no positive has AP NaN (and mAP is NaN when
+        no class has one).
+    """
+    per_class = [100.0 * average_precision(scores[:, k], targets[:, k]) for k in range(scores.shape[1])]
+    present = [ap for ap in per_class if ap == ap]
+    return (sum(present) / len(present) if present else float("nan")), per_class

@@ -176,3 +176,61 @@ def test_an_empty_annotation_file_or_no_video_present_is_one_clear_error(root, t
 def test_errors_name_the_choices(root):
     with pytest.raises(ValueError, match="valid choices"):
         dataset(root, mode="val")
+
+
+# ---- readers, segment sampling, the SSv2 flip label swap --------------------------------------------
+@pytest.fixture(scope="module")
+def ssv2_root(tmp_path_factory):
+    from mini_datasets import make_ssv2
+    root = tmp_path_factory.mktemp("ssv2")
+    make_ssv2(root)
+    return root
+
+
+def ssv2_dataset(root, subset="train", **kwargs):
+    from nlnet.data.readers import SSv2Reader
+    from nlnet.data.sampling import SegmentSampler
+    reader = SSv2Reader(root=root / "20bn-something-something-v2",
+                        labels=root / "labels" / "something-something-v2-labels.json",
+                        annotations=root / "labels" / f"something-something-v2-{subset}.json")
+    args = dict(root=root, reader=reader, sampler=SegmentSampler(num_segments=4), num_frames=4, sampling_rate=1,
+                crop_size=32, train_scale=(32, 32), test_scale=32, num_clips=1, num_crops=1, mean=(0, 0, 0),
+                std=(1, 1, 1))
+    return VideoDataset(**{**args, **kwargs})
+
+
+def test_segment_sampling_reads_the_centre_of_each_segment(ssv2_root):
+    # 16 frames at 12 fps, 4 segments of 4 frames: the centred single frame of segment i is frame 4i + 2
+    item = ssv2_dataset(ssv2_root, "validation", mode="test")[0]
+    indices = frame_indices(item["video"].permute(1, 0, 2, 3).numpy(), channels_last=False)
+    assert indices.tolist() == [2, 6, 10, 14]
+    train = ssv2_dataset(ssv2_root, flip_prob=0.0)
+    for index in range(len(train)):
+        got = frame_indices(train[index]["video"].permute(1, 0, 2, 3).numpy(), channels_last=False)
+        assert all(4 * i <= f < 4 * i + 4 for i, f in enumerate(got))
+
+
+@pytest.mark.parametrize("flip_on_device", [False, True])
+def test_ssv2_flip_swaps_left_and_right(ssv2_root, flip_on_device):
+    from mini_datasets import SSV2_CLASSES
+    swaps = {"Pushing something from left to right": "Pushing something from right to left",
+             "Pushing something from right to left": "Pushing something from left to right",
+             1: 2, 2: 1}  # by name or by index, as mmaction2's flip_label_map
+    flipped = ssv2_dataset(ssv2_root, flip_prob=1.0, flip_label_map=swaps, flip_on_device=flip_on_device)
+    plain = ssv2_dataset(ssv2_root, flip_prob=0.0, flip_label_map=swaps)
+    expected = {1: 2, 2: 1, 3: 4, 4: 3}
+    for index in range(len(plain)):
+        label = plain.labels[index]
+        assert plain[index]["label"] == label
+        assert flipped[index]["label"] == expected.get(label, label), SSV2_CLASSES[label]
+    assert sorted(flipped.labels) == list(range(len(SSV2_CLASSES)))
+    # the test set is never flipped: labels as read
+    test = ssv2_dataset(ssv2_root, "validation", mode="test", flip_label_map=swaps)
+    assert [test[i]["label"] for i in range(len(test))] == test.labels == [1, 4, 0]
+
+
+def test_flip_label_map_errors(ssv2_root):
+    with pytest.raises(ValueError, match="is not swapped back; give both directions"):
+        ssv2_dataset(ssv2_root, flip_label_map={1: 2})
+    with pytest.raises(ValueError, match="'Juggling' is not a class of this dataset"):
+        ssv2_dataset(ssv2_root, flip_label_map={"Juggling": 1, 1: "Juggling"})

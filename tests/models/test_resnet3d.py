@@ -381,3 +381,30 @@ def test_constructor_opens_no_file(monkeypatch):
     assert model.nonlocal_names() == ["res3.nonlocal0"]
     with pytest.raises(TypeError, match="pretrained"):  # weights are loaded outside (nlnet.engine.weights)
         ResNet3d(depth=18, base_width=2, pretrained="torchvision")
+
+
+# --------------------------------------------------------------------------------------------
+# Frozen stages (fine-tuning)
+# --------------------------------------------------------------------------------------------
+def test_frozen_stages_freeze_weights_and_bn_of_stem_to_the_named_stage():
+    torch.manual_seed(0)
+    model = ResNet3d(depth=18, base_width=4, num_classes=3, dropout=0.0, nonlocal_blocks=[[], [0], [], []],
+                     nonlocal_layer=NonLocalBlock, frozen_stages="res3", **CONV_8X8)
+    assert model.frozen_stages == ("stem", "res2", "res3") and model.frozen_bn == ("stem", "res2", "res3")
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if k.split(".")[0] in model.frozen_stages}
+    live = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("res4.", "res5.", "head."))}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in model.named_parameters() if n.startswith(("res4.", "res5.", "head."))}
+    model.train()
+    assert not model.res3.nonlocal0.norm.training and model.res4.block0.bn1.training
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5, momentum=0.9)
+    for _ in range(2):
+        optimizer.zero_grad()
+        F.cross_entropy(model(torch.randn(2, 3, 4, 32, 32)), torch.tensor([0, 2])).backward()
+        optimizer.step()
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in frozen.items())  # weights and BN statistics
+    assert not any(torch.equal(state[k], v) for k, v in live.items() if k.endswith("weight"))
+    assert ResNet3d(depth=18, base_width=4, frozen_stages=None).frozen_stages == ()
+    with pytest.raises(ValueError, match=r"^frozen_stages='res6': valid values are null, stem, res2, res3, res4, res5"):
+        ResNet3d(depth=18, base_width=4, frozen_stages="res6")
