@@ -12,16 +12,16 @@ pytestmark = pytest.mark.slow
 
 
 def run_tool(tool, *args):
-    """``python tools/<tool> args...``; returns (exit status, stdout). A one-line error (``error: ...`` on
-    stderr, status 2) is raised as ``UserError(message)``, as the tool's main raises it in a process."""
+    """``python tools/<tool> args...``; returns (exit status, stdout). A one-line error (``error: ...`` last
+    on stderr, status 2, no traceback) is raised as ``UserError(message)``, as the tool's main raises it."""
     from nlnet.utils.errors import UserError
 
     proc = subprocess.run([PYTHON, str(ROOT / "tools" / tool), *map(str, args)], env=tool_env(), cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
-    if proc.returncode == 2:
-        lines = proc.stderr.splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
-        raise UserError(lines[0][len("error: "):])
+    if proc.returncode == 2:  # the last line (after any progress bar of a set checked before)
+        last = proc.stderr.splitlines()[-1]
+        assert last.startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        raise UserError(last[len("error: "):])
     assert proc.returncode in (0, 1), proc.stderr[-2000:]
     return proc.returncode, proc.stdout
 
