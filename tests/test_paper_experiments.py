@@ -11,7 +11,7 @@ import torch
 
 from helpers import CONFIGS, ROOT, compose
 from nlnet.config import instantiate
-from nlnet.engine.report import clip_cost
+from nlnet.paper.tables import clip_cost
 
 TABLES = Path(CONFIGS, "experiment", "paper")
 ROWS_KEY = "+experiment/paper@_global_"

@@ -10,7 +10,7 @@ import torch
 
 from helpers import PYTHON, ROOT, compose, tool_env
 from nlnet.config import compose_config, instantiate
-from nlnet.engine.report import MAP_COLUMNS, Published, RunProgress, TableRow, to_markdown
+from nlnet.paper.tables import MAP_COLUMNS, Published, RunProgress, TableRow, to_markdown
 
 ROWS_KEY = "+experiment/paper@_global_"
 # row -> (Table 2g row it starts from, published mAP train/val, trainval/test)

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from nlnet.data.dataset import VideoDataset
 from nlnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from nlnet.engine.prologue import BatchPrologue
+from nlnet.data.prologue import BatchPrologue
 from nlnet.utils.cli import pin_threads, threads_line
 
 

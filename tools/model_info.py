@@ -23,7 +23,7 @@ from nlnet.utils.cli import one_line_errors, run_main
 @one_line_errors()
 def main(cfg: DictConfig) -> None:
     from nlnet.config import counted_clip, instantiate  # imported after the config composed: torch takes seconds
-    from nlnet.engine.report import model_info
+    from nlnet.paper.tables import model_info
 
     frames, size = counted_clip(cfg)
     print(model_info(instantiate(cfg.model.net), frames=frames, size=size,

@@ -9,7 +9,7 @@ counted as run (impl=auto) and in their materialised reference form.
 
 --paper writes the other table of docs/models.md: every experiment of configs/experiment/paper (the
 rows of the paper's Tables 2 and 3) with its parameters and GFLOPs of one training clip, each model
-traced whole (nlnet.engine.report.clip_cost, the figures tools/paper_table.py prints).
+traced whole (nlnet.paper.tables.clip_cost, the figures tools/paper_table.py prints).
 
     python tools/model_table.py --out docs/models.md
     python tools/model_table.py --paper --out docs/models.md
@@ -25,7 +25,7 @@ import torch
 from omegaconf import OmegaConf
 
 from nlnet.config import compose_config, instantiate
-from nlnet.engine.report import clip_cost
+from nlnet.paper.tables import clip_cost
 from nlnet.utils.flops import model_cost
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,8 +19,8 @@ import os
 from omegaconf import OmegaConf
 
 from nlnet.config import compose_config, instantiate
-from nlnet.engine.report import Published, TableRow, clip_cost, mean_row, read_progress, to_csv, to_markdown
-from nlnet.engine.weights import stored_model_config
+from nlnet.paper.tables import Published, TableRow, clip_cost, mean_row, read_progress, to_csv, to_markdown
+from nlnet.checkpoint.weights import stored_model_config
 from nlnet.utils.cli import ArgumentParser, run_main
 from nlnet.utils.errors import ConfigError
 

@@ -28,8 +28,8 @@ def main(cfg) -> None:
     if not os.path.isfile(cfg.checkpoint):  # before importing torch (seconds)
         raise ConfigError(f"checkpoint: file not found: {cfg.checkpoint}")
     from nlnet.config import apply_overrides
-    from nlnet.engine.checkpoint import read_checkpoint_config
-    from nlnet.engine.launch import test
+    from nlnet.checkpoint.files import read_checkpoint_config
+    from nlnet.engine.test import test
 
     stored = read_checkpoint_config(cfg.checkpoint)
     test(apply_overrides(stored, cfg, HydraConfig.get().overrides.task, own_keys=_OWN_KEYS))

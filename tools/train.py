@@ -22,7 +22,7 @@ from nlnet.utils.cli import one_line_errors, run_main
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 @one_line_errors()
 def main(cfg) -> None:
-    from nlnet.engine.launch import train  # imported after the config composed: torch takes seconds
+    from nlnet.engine.train import train  # imported after the config composed: torch takes seconds
 
     summary = train(cfg)
     if summary["exit_code"]:

@@ -7,7 +7,7 @@
 Rebuilds the model from the config stored in the checkpoint (no ImageNet inflation), decodes the
 video's middle clip with a centre crop as multi-view testing does, reads the block's attention
 (``NonLocalBlock.attention`` on its captured input) and writes a PNG grid (one row per query, one
-panel per feature time step), optionally a GIF/MP4 (``nlnet.engine.visualize.visualize``). See
+panel per feature time step), optionally a GIF/MP4 (``nlnet.viz.visualize.visualize``). See
 ``configs/visualize.yaml`` for every option and ``docs/visualization.md`` for what the figure shows.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from nlnet.utils.cli import one_line_errors, run_main
 @hydra.main(version_base="1.3", config_path="../configs", config_name="visualize")
 @one_line_errors()
 def main(cfg: DictConfig) -> None:
-    from nlnet.engine.visualize import visualize  # torch: after Hydra has parsed the command line
+    from nlnet.viz.visualize import visualize  # torch: after Hydra has parsed the command line
 
     visualize(cfg)
 

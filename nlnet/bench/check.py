@@ -74,6 +74,8 @@ PARTS = (
          uses=("train",)),
     Part(name="torchrun", target="nlnet.bench.resume:run", title="torchrun demo, stopped and resumed",
          needs=("videos",)),
+    Part(name="decode", target="benchmarks.gpu_decode:run_part", title="decoding: CPU vs NVDEC, RGB in the "
+         "worker vs on the device", uses=("train", "videos"), after=("videos",)),
 )
 
 

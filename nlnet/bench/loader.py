@@ -20,8 +20,8 @@ import torch
 
 from nlnet.config import instantiate
 from nlnet.data.synthetic import make_synthetic_dataset
-from nlnet.engine.loader import EndlessLoader
-from nlnet.engine.prologue import BatchPrologue
+from nlnet.data.loader import EndlessLoader
+from nlnet.data.prologue import BatchPrologue
 
 from .common import device_of, synchronize
 from .record import Recorder, Rows, part_deadline

@@ -140,7 +140,7 @@ def torchrun_section(r: dict[str, Any], report: dict[str, Any]) -> list[str]:
             f"{fmt(first.get('seconds'), 1)} s; device {first.get('device')}, processes {first.get('processes')}",
             f"- stop: {r.get('stop')}; newest checkpoint: iteration {r.get('stopped_at')}",
             "- process group: " + ("one per torchrun rank" if (first.get("processes") or 1) > 1 else
-                                   "none (nlnet.engine.distributed starts one only for WORLD_SIZE > 1; NCCL is "
+                                   "none (nlnet.utils.distributed starts one only for WORLD_SIZE > 1; NCCL is "
                                    "covered by the CUDA-marked one-process DDP test)"),
             f"- second run: resumed from iteration {second.get('resumed_from')}, finished {second.get('finished')} of "
             f"{r.get('max_iter')}, exit code {second.get('exit_code')}, {fmt(second.get('seconds'), 1)} s; "

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nlnet.engine.checkpoint import CheckpointManager
+from nlnet.checkpoint.files import CheckpointManager
 
 from .record import CheckFailed, Recorder, part_deadline
 

@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 
 from nlnet.config import instantiate
-from nlnet.engine.prologue import BatchPrologue
-from nlnet.engine.schedule import build_scheduler
+from nlnet.data.prologue import BatchPrologue
+from nlnet.solver.schedule import build_scheduler
 from nlnet.engine.trainer import Trainer
 from nlnet.utils.flops import model_cost
 

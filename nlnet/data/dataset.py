@@ -8,12 +8,17 @@ Every random choice of an item comes from a generator seeded with (seed, epoch, 
 so the result does not depend on the worker, the process or the order of access (DDP-safe).
 
 Items hold uint8 (C, T, H, W) clips (4x less host memory and copying than float32); the batch prologue
-(``nlnet.engine.prologue``) normalises them on the device with this dataset's ``mean`` and ``std``.
+(``nlnet.data.prologue``) normalises them on the device with this dataset's ``mean`` and ``std``.
 With ``flip_on_device`` the training flip is left to the prologue too: the item carries ``flip``.
 
 A video that cannot be decoded is a value, never an exception: every item carries ``failures``, the
 ``(path, reason)`` of each video that failed while making it, so that the main process can report
-them whatever the number of DataLoader workers (``nlnet.engine.loader.collate``).
+them whatever the number of DataLoader workers (``nlnet.data.loader.collate``). Items also carry
+``decoder``, which decoder read their video (``nlnet.data.hwdecode``: ``"cpu"``, ``"cuda"``, or
+``"cpu (...)"`` with the reason NVDEC was not used), so the main process can report it the same way.
+
+With ``color_convert="device"`` items hold YUV 4:2:0 planes instead of RGB (``nlnet.data.yuv``:
+``video`` is the luma, plus ``chroma`` and ``yuv_format``); the batch prologue converts them to RGB.
 """
 from __future__ import annotations
 
@@ -29,13 +34,16 @@ from nlnet.utils.errors import DataError
 
 from .annotations import read_annotations
 from .decoding import DECODE_TIMEOUT, MAX_FRAME_PIXELS, VideoDecodeError, VideoReader
+from .hwdecode import Decoder, check_choice
 from .multilabel import clip_target
 from .sampling import DenseSampler, read_frames
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
+from .yuv import YuvClip
 
-__all__ = ["VideoDataset", "MODES"]
+__all__ = ["VideoDataset", "MODES", "COLOR_CONVERTS"]
 
 MODES = ("train", "test")
+COLOR_CONVERTS = ("worker", "device")  # where YUV becomes RGB: FFmpeg in the worker, or the batch prologue
 
 
 class VideoDataset(Dataset):
@@ -83,6 +91,15 @@ class VideoDataset(Dataset):
         max_frame_pixels: a video with larger frames (width x height) is a failure, not decoded
             (None: no cap).
         decode_timeout: a clip that takes longer to decode (seconds) is a failure (None: no limit).
+        decode_device: ``"cpu"`` (FFmpeg's software decoders) or ``"cuda"`` (NVDEC through PyAV's
+            hwaccel, probed once per worker; where it cannot run, the worker decodes on the CPU and
+            its items say why, ``nlnet.data.hwdecode``).
+        color_convert: ``"worker"`` (FFmpeg converts to RGB in the worker) or ``"device"`` (items hold
+            YUV 4:2:0 planes cropped at even offsets; the batch prologue converts them on the device,
+            ``nlnet.data.yuv``).
+        worker_start_method: how DataLoader workers start (``multiprocessing`` start method; None:
+            the platform's default, fork on Linux). NVDEC cannot be used in a worker forked from a
+            process that already uses CUDA, so ``decode_device="cuda"`` defaults to ``"spawn"``.
     """
 
     def __init__(
@@ -114,6 +131,9 @@ class VideoDataset(Dataset):
         decode_threads: int = 1,
         max_frame_pixels: int | None = MAX_FRAME_PIXELS,
         decode_timeout: float | None = DECODE_TIMEOUT,
+        decode_device: str = "cpu",
+        color_convert: str = "worker",
+        worker_start_method: str | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}: valid choices are {MODES}")
@@ -139,6 +159,10 @@ class VideoDataset(Dataset):
         self.seed = seed
         self.max_retries = max_retries
         self.decode_resize = decode_resize
+        self.decoder = Decoder(device=decode_device)
+        self.color_convert = check_choice("data.color_convert", color_convert, COLOR_CONVERTS)
+        self.worker_start_method = worker_start_method or ("spawn" if decode_device != "cpu" else None)
+        self.decoded_by = "cpu"  # the decoder of the last video opened in this process
         self.reader_options = dict(threads=decode_threads, max_frame_pixels=max_frame_pixels,
                                    decode_timeout=decode_timeout)  # VideoReader's, for every video
         self.epoch = 0
@@ -205,14 +229,20 @@ class VideoDataset(Dataset):
                 failures.append(self._record_failure(path, e.reason))
                 continue
             # with flip_on_device the worker returns the unflipped crop and the item says whether to flip
-            video = self.train_transform.crop(frames, dataclasses.replace(params, flip=False)
-                                              if self.flip_on_device else params)
+            crop = self.train_transform.crop_planes if isinstance(frames, YuvClip) else self.train_transform.crop
+            video = crop(frames, dataclasses.replace(params, flip=False) if self.flip_on_device else params)
             return self._item(video, video_index, 0, True, failures, params.flip)
-        size = self.train_transform.crop_size
-        return self._item(torch.zeros(3, self.num_frames, size, size, dtype=torch.uint8), video_index, 0, False,
-                          failures, False)
+        return self._item(self._blank(self.train_transform.crop_size), video_index, 0, False, failures, False)
 
-    def _item(self, video: torch.Tensor, video_index: int, view_index: int, ok: bool, failures: list,
+    def _blank(self, size: int) -> torch.Tensor | YuvClip:
+        """The zero clip of a failed item, RGB or YUV like the others."""
+        if self.color_convert == "worker":
+            return torch.zeros(3, self.num_frames, size, size, dtype=torch.uint8)
+        half = (size + 1) // 2
+        return YuvClip(torch.zeros(self.num_frames, 1, size, size, dtype=torch.uint8),
+                       torch.zeros(self.num_frames, 2, half, half, dtype=torch.uint8), 0)
+
+    def _item(self, video: torch.Tensor | YuvClip, video_index: int, view_index: int, ok: bool, failures: list,
               flip: bool) -> dict:
         label = self.labels[video_index]
         if self.multi_label:
@@ -221,19 +251,22 @@ class VideoDataset(Dataset):
         elif flip and self.mode == "train":  # the flipped clip shows the mirrored class (SSv2's left/right)
             label = self.flip_labels.get(label, label)
         item = {"video": video, "label": label, "video_index": video_index,
-                "view_index": view_index, "ok": ok, "failures": failures}
+                "view_index": view_index, "ok": ok, "failures": failures, "decoder": self.decoded_by}
+        if isinstance(video, YuvClip):  # luma as ``video``, plus ``chroma`` and ``yuv_format``
+            item.update(video.item())
         if self.flip_on_device and self.mode == "train":
             item["flip"] = flip
         return item
 
-    def decode_train_clip(self, path: str, u: Any, short_side: int) -> torch.Tensor:
+    def decode_train_clip(self, path: str, u: Any, short_side: int) -> torch.Tensor | YuvClip:
         """uint8 (T, C, H, W) frames of a training clip at position ``u`` (``sampler.draw``: for the
-        dense clip a number in [0, 1))."""
+        dense clip a number in [0, 1)); a ``YuvClip`` with ``color_convert="device"``."""
         with self._reader(path) as reader:
             times = self.sampler.train_times(reader.info, u, num_frames=self.num_frames,
                                              sampling_rate=self.sampling_rate)
             self._train_window = (float(times.min()), float(times.max()) + 1 / reader.info.fps)  # seconds
-            return read_frames(reader, times, short_side=short_side if self.decode_resize else None)
+            return read_frames(reader, times, short_side=short_side if self.decode_resize else None,
+                               planes=self._planes)
 
     def _test_item(self, index: int) -> dict:
         video_index, view_index = divmod(index, self.num_views)
@@ -243,17 +276,18 @@ class VideoDataset(Dataset):
         if reason is None:
             try:
                 frames = self.decode_test_clip(video_index, clip_index)
-                video = self.test_transform.crop(frames, crop_index)
+                crop = self.test_transform.crop_planes if isinstance(frames, YuvClip) else self.test_transform.crop
+                video = crop(frames, crop_index)
             except VideoDecodeError as e:
                 reason = self._record_failure(path, e.reason)[1]
         if reason is not None:
-            size = self.test_transform.crop_size or self.test_transform.short_side
-            video = torch.zeros(3, self.num_frames, size, size, dtype=torch.uint8)
+            video = self._blank(self.test_transform.crop_size or self.test_transform.short_side)
         return self._item(video, video_index, view_index, reason is None, [] if reason is None else [(path, reason)],
                           False)
 
-    def decode_test_clip(self, video_index: int, clip_index: int) -> torch.Tensor:
-        """uint8 (T, C, H, W) frames of test clip ``clip_index``; the last one is cached for the crops."""
+    def decode_test_clip(self, video_index: int, clip_index: int) -> torch.Tensor | YuvClip:
+        """uint8 (T, C, H, W) frames (or a ``YuvClip``) of test clip ``clip_index``; the last one is cached
+        for the crops."""
         key = (video_index, clip_index)
         if key == self._cache_key:
             return self._cache_value
@@ -261,12 +295,19 @@ class VideoDataset(Dataset):
             times = self.sampler.test_times(reader.info, clip_index, self.num_clips, num_frames=self.num_frames,
                                             sampling_rate=self.sampling_rate)
             short_side = self.test_transform.short_side if self.decode_resize else None
-            frames = read_frames(reader, times, short_side=short_side)
+            frames = read_frames(reader, times, short_side=short_side, planes=self._planes)
         self._cache_key, self._cache_value = key, frames
         return frames
 
+    @property
+    def _planes(self) -> bool:
+        return self.color_convert == "device"
+
     def _reader(self, path: str) -> VideoReader:
-        return VideoReader(path, **self.reader_options)
+        if self.decoder.device == "cpu":
+            return VideoReader(path, **self.reader_options)
+        reader, self.decoded_by = self.decoder.open(path, **self.reader_options)
+        return reader
 
     def _record_failure(self, path: str, reason: str) -> tuple[str, str]:
         self.failures.setdefault(path, reason)

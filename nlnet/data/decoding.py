@@ -26,9 +26,13 @@ from typing import Iterator, Sequence
 
 import av
 import numpy as np
+import torch
+from av.codec.hwaccel import HWAccel
 from av.video.reformatter import VideoReformatter
 
 from nlnet.utils.errors import UserError
+
+from .yuv import YuvClip, frame_format, frame_planes
 
 __all__ = ["VideoDecodeError", "VideoInfo", "VideoReader", "scaled_size", "MAX_FRAME_PIXELS", "DECODE_TIMEOUT"]
 
@@ -115,14 +119,18 @@ class VideoReader:
         max_frame_pixels: refuse a video whose frames are larger (width x height, as declared by the
             file and as decoded); None: no cap. A few KB can declare 8192x8192 frames.
         decode_timeout: seconds one ``read`` may take before it fails (None: no limit).
+        hwaccel: PyAV's ``HWAccel`` to decode with (e.g. NVDEC through CUDA, ``nlnet.data.hwdecode``);
+            None: FFmpeg's software decoders.
 
     Raises:
         VideoDecodeError: the file cannot be opened, has no decodable video stream or is over the cap.
     """
 
     def __init__(self, path: str | os.PathLike, *, threads: int = 0, interpolation: str = "BILINEAR",
-                 max_frame_pixels: int | None = MAX_FRAME_PIXELS, decode_timeout: float | None = None) -> None:
+                 max_frame_pixels: int | None = MAX_FRAME_PIXELS, decode_timeout: float | None = None,
+                 hwaccel: HWAccel | None = None) -> None:
         self.path = str(path)
+        self.hwaccel = hwaccel
         self.threads = threads
         self.interpolation = interpolation
         self.max_frame_pixels = max_frame_pixels
@@ -158,7 +166,7 @@ class VideoReader:
             raise VideoDecodeError(f"{action}: {type(e).__name__}: {' '.join(str(e).split())}", self.path) from None
 
     def _open(self) -> None:
-        self.container = av.open(self.path, metadata_errors="ignore")
+        self.container = av.open(self.path, metadata_errors="ignore", hwaccel=self.hwaccel)
         if not self.container.streams.video:
             self.container.close()
             raise VideoDecodeError("no video stream")
@@ -238,6 +246,21 @@ class VideoReader:
         Raises:
             VideoDecodeError: nothing could be decoded, corrupt or truncated data, over a cap.
         """
+        return self._convert(self._select(times), short_side)
+
+    def read_planes(self, times: Sequence[float], *, short_side: int | None = None) -> tuple[YuvClip, np.ndarray]:
+        """The frames of :meth:`read` as YUV 4:2:0 planes (``nlnet.data.yuv``), not converted to RGB.
+
+        Returns:
+            ``(clip, frame_times)``: a :class:`~nlnet.data.yuv.YuvClip` of (T, 1, H, W) luma and
+            (T, 2, ceil(H/2), ceil(W/2)) chroma, display-rotated, and the chosen frames' times.
+        """
+        chosen = self._select(times)
+        with self._reported("cannot read the planes"):
+            return self._planes(chosen, short_side)
+
+    def _select(self, times: Sequence[float]) -> list:
+        """The (time, frame) decoded for each target time (see :meth:`read`)."""
         targets = np.asarray(times, dtype=np.float64)
         if targets.ndim != 1 or len(targets) == 0:
             raise ValueError(f"times must be a non-empty 1-D sequence, got shape {targets.shape}")
@@ -254,7 +277,7 @@ class VideoReader:
                 chosen = self._decode(targets, slack, seek=False, deadline=deadline)
             if chosen is None:
                 raise VideoDecodeError("no frame could be decoded")
-            return self._convert(chosen, short_side)
+            return chosen
 
     def _seek(self, t: float) -> bool:
         """Seek to the keyframe at or before ``t`` seconds; False when FFmpeg cannot."""
@@ -358,6 +381,8 @@ class VideoReader:
             key = id(frame)
             if key not in arrays:
                 width, height = scaled_size(frame.width, frame.height, short_side)
+                if frame.format.name == "nv12":  # NVDEC's layout: planar first, so RGB is the software path's
+                    frame = frame.reformat(format="yuv420p")
                 rgb = _reformatter().reformat(
                     frame, width, height, "rgb24", interpolation=self.interpolation, threads=1
                 )
@@ -369,6 +394,21 @@ class VideoReader:
             out.append(arrays[key])
             times.append(t)
         return np.stack(out), np.asarray(times)
+
+    def _planes(self, chosen: list, short_side: int | None) -> tuple[YuvClip, np.ndarray]:
+        planes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for _, frame in chosen:
+            if id(frame) not in planes:
+                width, height = scaled_size(frame.width, frame.height, short_side)
+                y, uv = frame_planes(frame, width, height, self.interpolation)
+                k = _rotation(frame) // 90
+                if k:  # (H, W) and (2, H', W') turned counter-clockwise
+                    y, uv = np.rot90(y, k), np.rot90(uv, k, axes=(1, 2))
+                planes[id(frame)] = (np.ascontiguousarray(y), np.ascontiguousarray(uv))
+        y = np.stack([planes[id(frame)][0] for _, frame in chosen])[:, None]  # (T, 1, H, W)
+        uv = np.stack([planes[id(frame)][1] for _, frame in chosen])  # (T, 2, H', W')
+        clip = YuvClip(torch.from_numpy(y), torch.from_numpy(uv), frame_format(chosen[0][1]))
+        return clip, np.asarray([t for t, _ in chosen])
 
 
 def _rotation(frame: av.VideoFrame) -> int:

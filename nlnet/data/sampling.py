@@ -24,6 +24,7 @@ import torch
 
 if TYPE_CHECKING:
     from .decoding import VideoReader
+    from .yuv import YuvClip
 
 __all__ = ["clip_span", "clip_times", "train_clip_start", "eval_clip_start", "read_clip", "read_frames",
            "segment_times", "DenseSampler", "SegmentSampler"]
@@ -81,8 +82,12 @@ def read_clip(reader: VideoReader, *, num_frames: int, sampling_rate: int,
     return read_frames(reader, clip_times(start, num_frames, sampling_rate, info.fps), short_side=short_side)
 
 
-def read_frames(reader: VideoReader, times: np.ndarray, *, short_side: int | None = None) -> torch.Tensor:
-    """uint8 (T, C, H, W) frames shown at ``times`` (seconds from the first frame)."""
+def read_frames(reader: VideoReader, times: np.ndarray, *, short_side: int | None = None,
+                planes: bool = False) -> torch.Tensor | YuvClip:
+    """uint8 (T, C, H, W) frames shown at ``times`` (seconds from the first frame); with ``planes``
+    the same frames as YUV 4:2:0 planes (a ``nlnet.data.yuv.YuvClip``), not RGB."""
+    if planes:
+        return reader.read_planes(times, short_side=short_side)[0]
     frames, _ = reader.read(times, short_side=short_side)
     return torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, H, W, C) -> (T, C, H, W)
 

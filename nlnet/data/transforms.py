@@ -12,13 +12,13 @@ short side is also what the decoder scales to with ``decode_resize`` (in FFmpeg)
 then a no-op.
 
 Input: uint8 (T, C, H, W) tensor. ``crop`` gives the uint8 (C, T, H, W) clip that DataLoader workers
-return; :func:`normalize` (run on the device by ``nlnet.engine.prologue``) turns it into the model's
+return; :func:`normalize` (run on the device by ``nlnet.data.prologue``) turns it into the model's
 float32 input; calling a transform does both (inference, visualisation).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from torchvision.transforms.v2 import functional as F
 from nlnet.utils.errors import ConfigError
 
 from .decoding import scaled_size
+
+if TYPE_CHECKING:
+    from .yuv import YuvClip
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TrainParams", "TrainTransform", "EvalTransform", "ViewProtocol",
            "crop_offsets", "normalize", "scaled_stats"]
@@ -59,6 +62,20 @@ def _resize_short_side(video: torch.Tensor, short_side: int) -> torch.Tensor:
         return video
     width, height = scaled_size(w, h, short_side)
     return F.resize(video, [height, width], antialias=True)
+
+
+def _resize_planes(clip: YuvClip, short_side: int) -> YuvClip:
+    """:func:`_resize_short_side` of a YUV 4:2:0 clip (both planes)."""
+    h, w = clip.size
+    if min(h, w) == short_side:
+        return clip
+    width, height = scaled_size(w, h, short_side)
+    return clip.resized(height, width)
+
+
+def _even(offset: int) -> int:
+    """A crop offset moved down to an even one (YUV 4:2:0 crops keep whole 2x2 chroma blocks)."""
+    return offset - offset % 2
 
 
 def _to_ctwh(video: torch.Tensor) -> torch.Tensor:
@@ -151,6 +168,16 @@ class TrainTransform:
             video = F.horizontal_flip(video)
         return _to_ctwh(video)
 
+    def crop_planes(self, clip: YuvClip, params: TrainParams) -> YuvClip:
+        """:meth:`crop` of a YUV 4:2:0 clip: the same resize and flip, the crop at even offsets
+        (at most one pixel up and left of :meth:`crop`'s)."""
+        clip = _resize_planes(clip, params.short_side)
+        h, w = clip.size
+        top = _even(int(round(params.top * (h - self.crop_size))))
+        left = _even(int(round(params.left * (w - self.crop_size))))
+        clip = clip.cropped(top, left, self.crop_size, self.crop_size)
+        return clip.flipped() if params.flip else clip
+
     def __call__(self, video: torch.Tensor, params: TrainParams) -> torch.Tensor:
         """uint8 (T, C, H, W) -> normalised float32 (C, T, crop, crop)."""
         return normalize(self.crop(video, params), self.mean, self.std)
@@ -199,6 +226,18 @@ class EvalTransform:
             left = (w - self.crop_size) // 2
             top = crop_offsets(h, self.crop_size, self.num_crops)[crop_index]
         return _to_ctwh(F.crop(video, top, left, self.crop_size, self.crop_size))
+
+    def crop_planes(self, clip: YuvClip, crop_index: int) -> YuvClip:
+        """:meth:`crop` of a YUV 4:2:0 clip, the crop at even offsets (at most one pixel off :meth:`crop`'s)."""
+        clip = _resize_planes(clip, self.short_side)
+        if self.crop_size is None:
+            return clip
+        h, w = clip.size
+        if w >= h:
+            top, left = (h - self.crop_size) // 2, crop_offsets(w, self.crop_size, self.num_crops)[crop_index]
+        else:
+            left, top = (w - self.crop_size) // 2, crop_offsets(h, self.crop_size, self.num_crops)[crop_index]
+        return clip.cropped(_even(top), _even(left), self.crop_size, self.crop_size)
 
     def __call__(self, video: torch.Tensor, crop_index: int) -> torch.Tensor:
         """uint8 (T, C, H, W) -> normalised float32 (C, T, crop, crop) (see :meth:`crop`)."""

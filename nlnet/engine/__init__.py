@@ -1,2 +1,2 @@
-"""Training and evaluation engine: a small loop with hooks, crash-proof checkpoints, DDP helpers and
-multi-view evaluation. ``launch.train`` / ``launch.test`` are the composition roots the tools call."""
+"""Training engine: a small loop with hooks (``trainer``, ``hooks/``), DDP helpers, the run folder, and
+the composition roots the tools call: ``train.train`` and ``test.test``."""

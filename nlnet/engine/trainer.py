@@ -10,10 +10,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from nlnet.engine import distributed as du
-from nlnet.engine.evaluation import autocast_context
-from nlnet.engine.objectives import MultiLabel, SingleLabel
-from nlnet.engine.prologue import BatchPrologue
+from nlnet.utils import distributed as du
+from nlnet.data.prologue import BatchPrologue
+from nlnet.evaluation.objectives import MultiLabel, SingleLabel
+from nlnet.utils.precision import autocast_context
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -91,7 +91,7 @@ class Trainer:
         prologue: batch -> (input, labels) on ``device`` (normalisation, layout); default: ImageNet
             statistics, contiguous layout.
         hooks: hooks, called in order.
-        objective: the loss and per-batch metrics (``nlnet.engine.objectives``, chosen by the data):
+        objective: the loss and per-batch metrics (``nlnet.evaluation.objectives``, chosen by the data):
             cross-entropy and top-1/top-5 (default), or binary cross-entropy on multi-hot targets.
     """
 

@@ -1,8 +1,8 @@
 """A trained model and its test-time input pipeline, rebuilt from an nlnet checkpoint.
 
-A checkpoint (``nlnet.engine.checkpoint``) holds the weights, the resolved training config and the
-class names. The config's ``model.net`` node rebuilds the network; its ``data.val`` node is the
-multi-view test protocol the model was evaluated with (paper §4.1: clips x crops, short side, crop,
+A checkpoint (``nlnet.checkpoint.files``) holds the weights, the resolved training config and the
+class names. ``nlnet.checkpoint.restore`` rebuilds the network from its ``model.net`` node; its
+``data.val`` node is the multi-view test protocol the model was evaluated with (paper §4.1: clips x crops, short side, crop,
 mean/std), which ``predict`` and ``export`` use by default.
 """
 from __future__ import annotations
@@ -14,11 +14,9 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
+from nlnet.checkpoint.restore import restore_checkpoint
 from nlnet.data.transforms import ViewProtocol
-from nlnet.engine.checkpoint import load_checkpoint, load_model_state
-from nlnet.engine.launch import build_model
-from nlnet.engine.objectives import MultiLabel, SingleLabel, objective_of
-from nlnet.engine.weights import stored_model_config
+from nlnet.evaluation.objectives import MultiLabel, SingleLabel, objective_of
 from nlnet.utils.errors import ConfigError
 
 __all__ = ["ViewProtocol", "TrainedModel", "load_trained_model"]
@@ -44,20 +42,6 @@ class TrainedModel:
     checkpoint: str
     iteration: int | None = None
     objective: SingleLabel | MultiLabel = field(default_factory=SingleLabel)
-
-
-def _build(config: Mapping[str, Any], checkpoint: str) -> nn.Module:
-    """The network of a stored config (``stored_model_config``: the one place that reads older configs)."""
-    model_cfg = config.get("model")
-    net = model_cfg.get("net") if isinstance(model_cfg, Mapping) else None
-    if not isinstance(net, Mapping) or "_target_" not in net:
-        raise ConfigError(f"checkpoint={checkpoint}: its stored config has no model.net node (a "
-                          "_target_ to build the network), so it cannot be rebuilt; use a checkpoint "
-                          "written by tools/train.py or nlnet's checkpoint conversion")
-    try:
-        return build_model(stored_model_config(model_cfg))
-    except ConfigError as exc:
-        raise ConfigError(f"checkpoint={checkpoint}: {exc}") from exc
 
 
 def _protocol(val: Any, views: Mapping[str, Any] | None, path: str) -> ViewProtocol:
@@ -94,27 +78,14 @@ def load_trained_model(checkpoint: str | os.PathLike, *, views: Mapping[str, Any
         CheckpointError: a damaged file, or weights that do not fit the stored network.
         FileNotFoundError: no such file.
     """
-    path = os.fspath(checkpoint)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint: file not found: {path}")
-    state = load_checkpoint(path, map_location="cpu")
-    if not isinstance(state, dict) or not isinstance(state.get("config"), dict) or "model" not in state:
-        raise ConfigError(f"checkpoint={path}: not an nlnet checkpoint (it needs the keys 'model' and "
-                          "'config', as tools/train.py writes them)")
-    config = state["config"]
-    model = _build(config, path)
-    load_model_state(model, state, path)
-    model.eval()
-    protocol = _protocol((config.get("data") or {}).get("val"), views, path)
-    num_classes = getattr(model, "num_classes", None)
-    names = list(state.get("class_names") or [str(i) for i in range(num_classes or 0)])
-    if num_classes is not None and len(names) != num_classes:
-        raise ConfigError(f"checkpoint={path}: {len(names)} class names for a model with {num_classes} outputs")
-    iteration = state.get("iteration")
-    aggregation = (config.get("trainer") or {}).get("view_aggregation")
-    return TrainedModel(model=model, class_names=names, protocol=protocol,
-                        checkpoint=path, iteration=int(iteration) if iteration is not None else None,
-                        objective=objective_of(bool(state.get("multi_label", False)), aggregation=aggregation))
+    restored = restore_checkpoint(checkpoint)
+    protocol = _protocol((restored.config.get("data") or {}).get("val"), views, restored.path)
+    num_classes = getattr(restored.model, "num_classes", None)
+    names = restored.class_names or [str(i) for i in range(num_classes or 0)]
+    aggregation = (restored.config.get("trainer") or {}).get("view_aggregation")
+    return TrainedModel(model=restored.model, class_names=names, protocol=protocol, checkpoint=restored.path,
+                        iteration=restored.iteration,
+                        objective=objective_of(restored.multi_label, aggregation=aggregation))
 
 
 def resolve_device(device: str) -> torch.device:

@@ -18,8 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from nlnet.data.decoding import VideoInfo
-from nlnet.engine.evaluation import autocast_context
-from nlnet.engine.objectives import MultiLabel, SingleLabel
+from nlnet.evaluation.objectives import MultiLabel, SingleLabel
+from nlnet.utils.precision import autocast_context
 from nlnet.inference.loading import TrainedModel, ViewProtocol
 from nlnet.inference.views import (WHOLE_VIDEO, ClipViews, Timeline, VideoDone, VideoFailed, VideoViewStream,
                                    Window)

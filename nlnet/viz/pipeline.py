@@ -1,6 +1,6 @@
 """From a video file and a model to attention figures: decode one test clip, capture, draw, write.
 
-Used by ``nlnet.engine.visualize`` (``tools/visualize_attention.py``) and by the trainer's attention
+Used by ``nlnet.viz.visualize`` (``tools/visualize_attention.py``) and by the trainer's attention
 hook; every argument is a plain value (the composition root unpacks its config).
 """
 from __future__ import annotations

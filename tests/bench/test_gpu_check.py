@@ -122,7 +122,7 @@ def test_cpu_rehearsal_runs_every_part(rehearsal):
     proc, report, statuses = rehearsal.proc, rehearsal.report, rehearsal.statuses
     assert proc.returncode == 0, (statuses, proc.stdout[-3000:], proc.stderr[-3000:])
     assert list(report["parts"]) == ["env", "tests", "nonlocal", "videos", "train", "pytorchvideo", "loader",
-                                     "torchrun"]
+                                     "torchrun", "decode"]
     assert all(status == "ok" for status, _ in statuses.values()), statuses
     markdown = (rehearsal.out / "gpu_check.md").read_text()
     assert all(f"## {name}:" in markdown for name in report["parts"])

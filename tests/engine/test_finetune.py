@@ -15,9 +15,9 @@ from omegaconf import OmegaConf
 from helpers import PYTHON, ROOT, compose, tiny_overrides, tool_env
 from mini_datasets import make_folder, make_ucf101
 from nlnet.config import instantiate
-from nlnet.engine.checkpoint import load_checkpoint
-from nlnet.engine.launch import train
-from nlnet.engine.weights import load_init_checkpoint
+from nlnet.checkpoint.files import load_checkpoint
+from nlnet.engine.train import train
+from nlnet.checkpoint.weights import load_init_checkpoint
 
 TINY_MODEL = ["model=tiny", "model.net.nonlocal_blocks=[[],[1],[],[]]"]  # the demo's network (tiny_overrides)
 

@@ -4,9 +4,9 @@ the TensorBoard writer is passed in, and training and testing write evaluations 
 import os
 import signal
 
-from nlnet.engine.checkpoint import CheckpointManager, load_checkpoint
+from nlnet.checkpoint.files import CheckpointManager, load_checkpoint
 from nlnet.engine.hooks import Checkpointer, EvalHook, SignalHandler
-from nlnet.engine.tensorboard import TensorBoardLogger, open_writer, write_eval_metrics
+from nlnet.engine.hooks.tensorboard import TensorBoardLogger, open_writer, write_eval_metrics
 from nlnet.engine.trainer import HookBase
 from test_trainer import Batches
 from test_trainer import make_trainer as make_stand_in_trainer  # stand-in model and data

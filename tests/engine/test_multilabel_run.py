@@ -11,9 +11,9 @@ from omegaconf import OmegaConf
 from helpers import compose, tiny_overrides
 from nlnet.config import apply_overrides
 from nlnet.data.synthetic import make_synthetic_charades
-from nlnet.engine.checkpoint import CheckpointManager, load_checkpoint, read_checkpoint_config
-from nlnet.engine.launch import test as launch_test
-from nlnet.engine.launch import train
+from nlnet.checkpoint.files import CheckpointManager, load_checkpoint, read_checkpoint_config
+from nlnet.engine.test import test as launch_test
+from nlnet.engine.train import train
 from nlnet.utils.errors import ConfigError
 from nlnet.utils.metrics import mean_average_precision
 

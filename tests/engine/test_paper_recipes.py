@@ -15,9 +15,9 @@ from nlnet.config import instantiate
 from nlnet.data import VideoDataset
 from nlnet.data.synthetic import make_synthetic_dataset
 from nlnet.data.transforms import normalize
-from nlnet.engine.checkpoint import CheckpointManager, load_checkpoint
-from nlnet.engine.launch import train
-from nlnet.engine.weights import stored_model_config
+from nlnet.checkpoint.files import CheckpointManager, load_checkpoint
+from nlnet.engine.train import train
+from nlnet.checkpoint.weights import stored_model_config
 from nlnet.utils.errors import ConfigError
 
 

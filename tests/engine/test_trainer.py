@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from nlnet.engine.checkpoint import CheckpointManager, load_checkpoint
+from nlnet.checkpoint.files import CheckpointManager, load_checkpoint
 from nlnet.engine.hooks import Checkpointer, PreciseBN, update_bn_stats
-from nlnet.engine.schedule import MultiStepSchedule, build_scheduler
+from nlnet.solver.schedule import MultiStepSchedule, build_scheduler
 from nlnet.engine.trainer import HookBase, NonFiniteLossError, Trainer
 
 
@@ -103,7 +103,7 @@ def test_precise_bn_runs_before_checkpoints(tmp_path):
 
 
 def test_the_step_feeds_the_model_the_prologue_of_uint8_batches(tmp_path):
-    from nlnet.engine.prologue import BatchPrologue
+    from nlnet.data.prologue import BatchPrologue
 
     seen = []
     model = nn.Sequential(nn.Conv3d(3, 4, 1), nn.BatchNorm3d(4), nn.Flatten(), nn.Linear(16, 2))

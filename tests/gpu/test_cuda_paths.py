@@ -19,8 +19,8 @@ from helpers import compose
 from nlnet.bench.common import autocast, relative_error
 from nlnet.bench.train_step import SyntheticBatches
 from nlnet.config import instantiate
-from nlnet.engine import distributed as du
-from nlnet.engine.prologue import BatchPrologue
+from nlnet.utils import distributed as du
+from nlnet.data.prologue import BatchPrologue
 from nlnet.engine.trainer import Trainer
 from nlnet.models import NonLocalBlock
 from nlnet.models.nonlocal_block import PAIRWISE

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nlnet.engine.checkpoint import atomic_save
+from nlnet.checkpoint.files import atomic_save
 from nlnet.inference import ViewProtocol, load_trained_model, resolve_device
 from nlnet.utils.errors import ConfigError, UserError
 from tiny_trained import trained_checkpoint  # noqa: F401  (fixture)

@@ -14,7 +14,7 @@ from helpers import compose
 from nlnet.data.decoding import VideoReader
 from nlnet.data.sampling import clip_span, clip_times, eval_clip_start
 from nlnet.data.synthetic import make_synthetic_charades
-from nlnet.engine.objectives import MultiLabel
+from nlnet.evaluation.objectives import MultiLabel
 from nlnet.inference import Predictor, load_trained_model
 from nlnet.inference.commands import run_export, run_predict
 from nlnet.inference.predict import select_classes
@@ -25,7 +25,7 @@ from nlnet.utils.errors import ConfigError
 def multilabel_checkpoint(tmp_path_factory) -> tuple[str, str]:
     """(checkpoint, a test video) of a 2-iteration run on a miniature Charades (weights untrained: the
     tests check how outputs become labels, not what the model learnt)."""
-    from nlnet.engine.launch import train
+    from nlnet.engine.train import train
 
     tmp = tmp_path_factory.mktemp("multilabel")
     paths = make_synthetic_charades(tmp / "data", num_classes=4, train_videos=4, test_videos=1)

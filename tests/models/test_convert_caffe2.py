@@ -10,11 +10,12 @@ import torchvision
 from _convert_util import calibrate, clip_for, randomize, source_state, write_caffe2
 from _reference import Geometry, assert_matches
 
-import nlnet.models.convert as convert
+import nlnet.models.convert as converters
+from nlnet.models.convert import convert
 from nlnet.models.convert import ConversionError, UnsafeFileError
 from nlnet.models.convert.caffe2 import CAFFE2_TABLE, IMAGENET_TABLE
 
-SOURCE = convert.SOURCES["caffe2"]
+SOURCE = converters.SOURCES["caffe2"]
 VIDEO_ARCHS = [name for name, arch in SOURCE.archs.items() if not arch.image_2d]
 
 

@@ -11,7 +11,8 @@ import torch
 from _convert_util import randomize, source_state, write_caffe2
 
 import nlnet.models as models
-import nlnet.models.convert as convert
+import nlnet.models.convert as converters
+from nlnet.models.convert import convert
 from helpers import ROOT, compose
 from nlnet.config import instantiate
 from nlnet.inference import ViewProtocol
@@ -21,13 +22,13 @@ from nlnet.models.convert.caffe2 import CAFFE2_TABLE
 from nlnet.resources import kinetics400_classes, kinetics400_classes_path
 from nlnet.utils.errors import ConfigError
 
-ARCHS = [(source, name) for source, handler in convert.SOURCES.items() for name in handler.archs]
+ARCHS = [(source, name) for source, handler in converters.SOURCES.items() for name in handler.archs]
 
 
 @pytest.mark.parametrize("source, name", ARCHS)
 def test_key_table_reads_both_ways(source, name):
     """Every key of the nlnet model has a source name that maps back to it (or is filled by rule)."""
-    handler = convert.SOURCES[source]
+    handler = converters.SOURCES[source]
     arch = handler.arch(name).replace(base_width=1)
     table = handler.table(arch)
     like = torch.empty(0)
@@ -40,19 +41,19 @@ def test_key_table_reads_both_ways(source, name):
 
 
 def test_callable_package_and_unknown_names(tmp_path):
-    assert callable(models.convert) and models.convert.convert is convert.convert
-    with pytest.raises(convert.ConversionError, match="unknown source; valid: caffe2, pyslowfast, mmaction2"):
+    assert not callable(converters) and models.convert.convert is convert  # a plain function
+    with pytest.raises(converters.ConversionError, match="unknown source; valid: caffe2, pyslowfast, mmaction2"):
         convert("x.pkl", source="detectron")
     path = tmp_path / "a.pkl"
     write_caffe2(path, {"conv1_w": torch.zeros(1)})
-    with pytest.raises(convert.ConversionError, match="--arch 'nope' is not a caffe2 model; valid: c2d_r50_8x8"):
+    with pytest.raises(converters.ConversionError, match="--arch 'nope' is not a caffe2 model; valid: c2d_r50_8x8"):
         convert(path, source="caffe2", arch="nope")
 
 
 @pytest.mark.slow
 def test_checkpoint_config_rebuilds_the_network(tmp_path):
-    arch = convert.SOURCES["caffe2"].arch("i3d_nl_r50_8x8").replace(base_width=4, num_classes=400)
-    model = randomize(convert.SOURCES["caffe2"].build(arch))
+    arch = converters.SOURCES["caffe2"].arch("i3d_nl_r50_8x8").replace(base_width=4, num_classes=400)
+    model = randomize(converters.SOURCES["caffe2"].build(arch))
     path = tmp_path / "i3d_nonlocal_8x8_IN_pretrain_400k.pkl"
     write_caffe2(path, source_state(model.state_dict(), CAFFE2_TABLE))
     conversion = convert(path, source="caffe2")
@@ -78,7 +79,7 @@ def test_checkpoint_config_rebuilds_the_network(tmp_path):
 def test_source_clip_is_the_stored_test_protocol(source, name):
     """A source's clip is a ViewProtocol, and the ``data.val`` node a conversion stores reads back (as
     ``load_trained_model`` reads it) as the same views."""
-    arch = convert.SOURCES[source].arch(name)
+    arch = converters.SOURCES[source].arch(name)
     assert isinstance(arch.clip, ViewProtocol)
     views = ViewProtocol(**{f.name: getattr(arch.clip, f.name) for f in fields(ViewProtocol)})
     assert _protocol(data_config(arch, kinetics_classes=False)["val"], None, name) == views
@@ -107,7 +108,7 @@ def test_docs_list_every_published_model():
     """docs/checkpoints.md has a row (file, arch, published top-1) for every published model."""
     text = (ROOT / "docs" / "checkpoints.md").read_text()
     rows = {line for line in text.splitlines() if line.startswith("|")}
-    for source, arch, file, top1, _ in convert.published_models():
+    for source, arch, file, top1, _ in converters.published_models():
         row = [r for r in rows if f"`{file}`" in r and f"`{arch.name}`" in r]
         assert row, (source, file)
         assert top1 is None or re.search(rf"\b{re.escape(top1)}\b", row[0]), (file, top1)

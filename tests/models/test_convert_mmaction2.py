@@ -6,12 +6,13 @@ import torch
 from _convert_util import calibrate, clip_for, fit_statistics, randomize, source_state
 from _reference import Geometry, as_caffe2, assert_matches
 
-import nlnet.models.convert as convert
+import nlnet.models.convert as converters
+from nlnet.models.convert import convert
 from nlnet.models.convert import ConversionError
 from nlnet.models.convert.caffe2 import CAFFE2_TABLE
 from nlnet.models.convert.mmaction2 import MMACTION2_TABLE
 
-SOURCE = convert.SOURCES["mmaction2"]
+SOURCE = converters.SOURCES["mmaction2"]
 CONFIG_TEXT = """model = dict(
     type='Recognizer3D',
     backbone=dict(type='ResNet3d', depth=50, conv1_kernel=(5, 7, 7), conv1_stride_t=2, pool1_stride_t=2,

@@ -7,12 +7,13 @@ import yaml
 from _convert_util import calibrate, clip_for, randomize, source_state, write_caffe2
 from _reference import Geometry, as_caffe2, assert_matches, caffe2_forward
 
-import nlnet.models.convert as convert
+import nlnet.models.convert as converters
+from nlnet.models.convert import convert
 from nlnet.models.convert import ConversionError
 from nlnet.models.convert.caffe2 import CAFFE2_TABLE
 from nlnet.models.convert.pyslowfast import PYSLOWFAST_TABLE, arch_from_cfg
 
-SOURCE = convert.SOURCES["pyslowfast"]
+SOURCE = converters.SOURCES["pyslowfast"]
 
 
 def slowfast_cfg(**changes) -> dict:

@@ -8,7 +8,7 @@ import torch.nn as nn
 from _convert_util import randomize
 from pytorchvideo.models.hub.resnet import c2d_r50, i3d_r50, slow_r50
 
-import nlnet.models.convert as convert
+from nlnet.models.convert import convert
 
 BUILDERS = {"c2d_r50_8x8": c2d_r50, "i3d_r50_8x8": i3d_r50, "slow_r50_8x8": slow_r50}
 

@@ -186,7 +186,7 @@ def test_checkpoint_stages_match_plain_gradients():
 
 
 def test_channels_last_matches_default_layout():
-    from nlnet.engine.prologue import BatchPrologue  # trainer.channels_last: model and clips, one knob
+    from nlnet.data.prologue import BatchPrologue  # trainer.channels_last: model and clips, one knob
 
     kwargs = dict(depth=18, base_width=4, num_classes=3, **CONV_8X8)
     torch.manual_seed(0)
@@ -314,7 +314,7 @@ def test_frozen_bn_keeps_statistics_and_affine_over_a_training_step():
     assert all(not torch.equal(state[k], v) for k, v in live.items() if "num_batches" not in k)
     for conv in (model.stem.conv, model.res3.block0.conv1, model.res3.nonlocal0.theta):  # gradients still flow
         assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
-    from nlnet.engine.optim import param_groups
+    from nlnet.solver.optim import param_groups
     grouped = {id(p) for group in param_groups(model, weight_decay=1e-4) for p in group["params"]}
     assert id(model.stem.bn.weight) not in grouped and id(model.res2.block0.bn1.weight) in grouped
 
@@ -379,7 +379,7 @@ def test_constructor_opens_no_file(monkeypatch):
     model = ResNet3d(depth=18, base_width=2, nonlocal_blocks=[[], [0], [], []], nonlocal_layer=NonLocalBlock,
                      frozen_bn="all", head_pool_kernel=(1, 1, 1), fully_conv_test=True)
     assert model.nonlocal_names() == ["res3.nonlocal0"]
-    with pytest.raises(TypeError, match="pretrained"):  # weights are loaded outside (nlnet.engine.weights)
+    with pytest.raises(TypeError, match="pretrained"):  # weights are loaded outside (nlnet.checkpoint.weights)
         ResNet3d(depth=18, base_width=2, pretrained="torchvision")
 
 

@@ -32,8 +32,8 @@ def one_line_error(run, capsys) -> str:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, tiny_videos):
     """Bad files the table refers to as {name}."""
-    from nlnet.engine.checkpoint import atomic_save
-    from nlnet.engine.launch import train
+    from nlnet.checkpoint.files import atomic_save
+    from nlnet.engine.train import train
 
     folder = tmp_path_factory.mktemp("bad_inputs")
     header = "label,youtube_id,time_start,time_end,split\n"
@@ -136,7 +136,7 @@ if not torch.cuda.is_available():
 
 @pytest.mark.parametrize("override, expected", TRAIN_TABLE, ids=[row[0].split("{")[0] for row in TRAIN_TABLE])
 def test_train_bad_input_is_one_line(files, tmp_path, capsys, override, expected):
-    from nlnet.engine.launch import train
+    from nlnet.engine.train import train
 
     run_dir = None if override.startswith("run_dir=") else str(tmp_path / "run")
     overrides = tiny_overrides(files["videos"], run_dir) + ["logger=none", override.format(**files)]
@@ -147,7 +147,7 @@ def test_train_bad_input_is_one_line(files, tmp_path, capsys, override, expected
 
 
 def test_unset_dataset_root_is_one_line(capsys, tmp_path):
-    from nlnet.engine.launch import train
+    from nlnet.engine.train import train
 
     message = one_line_error(lambda: train(compose("train", ["experiment=nl_r50_kinetics", f"run_dir={tmp_path}"])),
                              capsys)
@@ -174,8 +174,8 @@ TEST_TABLE = [
 @pytest.mark.parametrize("args, expected", TEST_TABLE, ids=[" ".join(row[0]).split("{")[-1] for row in TEST_TABLE])
 def test_test_tool_bad_input_is_one_line(files, tmp_path, capsys, args, expected):
     from nlnet.config import apply_overrides
-    from nlnet.engine.checkpoint import read_checkpoint_config
-    from nlnet.engine.launch import test
+    from nlnet.checkpoint.files import read_checkpoint_config
+    from nlnet.engine.test import test
 
     args = [a.format(**files) for a in args] + ["data.num_workers=0"]
     if not any(a.startswith("output_dir=") for a in args):
@@ -240,7 +240,7 @@ def test_synthetic_dataset_and_dataset_check_bad_input_is_one_line(files, tmp_pa
 
 
 def test_visualize_a_file_that_is_no_video_is_one_line(files, capsys):
-    from nlnet.engine.visualize import visualize
+    from nlnet.viz.visualize import visualize
 
     cfg = compose("visualize", [f"checkpoint={files['good']}", f"video={files['dir']}/text.mp4"])
     assert one_line_error(lambda: visualize(cfg), capsys).startswith(f"{files['dir']}/text.mp4: cannot open: ")
@@ -272,8 +272,8 @@ def test_tools_as_commands_print_one_line(files, tmp_path, args, expected):
 def test_a_full_disk_is_one_line(files, tmp_path, capsys, monkeypatch):
     import errno
 
-    import nlnet.engine.checkpoint as checkpoint
-    from nlnet.engine.launch import train
+    import nlnet.checkpoint.files as checkpoint
+    from nlnet.engine.train import train
 
     def no_space(obj, f):
         raise OSError(errno.ENOSPC, "No space left on device", f.name)

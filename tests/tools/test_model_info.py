@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from nlnet.config import compose_config, counted_clip, instantiate
-from nlnet.engine.report import model_info
+from nlnet.paper.tables import model_info
 from nlnet.models import NonLocalBlock, ResNet3d
 from nlnet.utils.flops import model_cost
 

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from helpers import PYTHON, ROOT, tiny_overrides, tool_env
 from nlnet.config import instantiate
-from nlnet.engine.report import COLUMNS, clip_cost
+from nlnet.paper.tables import COLUMNS, clip_cost
 
 pytestmark = pytest.mark.slow  # sweeps run tools/train.py -m and torchrun in subprocesses
 

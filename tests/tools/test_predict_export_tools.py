@@ -12,7 +12,7 @@ import torch
 from helpers import PYTHON, ROOT, tool_env
 from nlnet.data.decoding import VideoReader
 from nlnet.data.synthetic import SYNTHETIC_CLASSES
-from nlnet.engine.checkpoint import atomic_save
+from nlnet.checkpoint.files import atomic_save
 from nlnet.inference.commands import run_export, run_predict
 from nlnet.utils.errors import ConfigError
 from tiny_trained import DOWN, UP, motion_video, trained_checkpoint  # noqa: F401  (fixture)

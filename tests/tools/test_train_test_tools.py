@@ -35,8 +35,8 @@ def test_missing_checkpoint_is_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_test_tool_reuses_the_stored_config_with_overrides(tiny_videos, tmp_path):
-    from nlnet.engine.checkpoint import CheckpointManager
-    from nlnet.engine.launch import train
+    from nlnet.checkpoint.files import CheckpointManager
+    from nlnet.engine.train import train
 
     run_dir = tmp_path / "run"
     train(compose("train", tiny_overrides(tiny_videos, str(run_dir))))
@@ -97,7 +97,7 @@ def test_path_values_are_quoted_for_hydra():
 
 @pytest.mark.slow
 def test_test_tool_unquoted_checkpoint_path_with_equals_and_a_clip_override(tiny_videos, tmp_path):
-    from nlnet.engine.launch import train
+    from nlnet.engine.train import train
 
     run_dir = tmp_path / "optim.lr=0.1,trainer.max_iter=2"  # a run folder named after overrides
     train(compose("train", tiny_overrides(tiny_videos) + [f"run_dir='{run_dir}'", "trainer.test_at_end=false",

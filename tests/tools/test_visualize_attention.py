@@ -1,4 +1,4 @@
-"""tools/visualize_attention.py end to end (``nlnet.engine.visualize``, and the command itself): a tiny
+"""tools/visualize_attention.py end to end (``nlnet.viz.visualize``, and the command itself): a tiny
 checkpoint in the trainer's format and a tiny video."""
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from PIL import Image
 from helpers import PYTHON, tool_env
 from nlnet.config import compose_config, instantiate, to_container
 from nlnet.data.synthetic import write_video
-from nlnet.engine.checkpoint import atomic_save
-from nlnet.engine.visualize import visualize
+from nlnet.checkpoint.files import atomic_save
+from nlnet.viz.visualize import visualize
 from nlnet.viz.drawing import TITLE_PIXELS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,7 +87,7 @@ def test_tool_errors(tiny_run, tmp_path):
     missing = tmp_path / "nope.mp4"
     with pytest.raises(FileNotFoundError, match=f"video={missing}: no such file"):
         visualize(compose(f"checkpoint={ckpt}", f"video={missing}", f"out={tmp_path}/a.png"))
-    with pytest.raises(FileNotFoundError, match="checkpoint not found: .*none.pt"):
+    with pytest.raises(FileNotFoundError, match="checkpoint: file not found: .*none.pt"):
         visualize(compose(f"checkpoint={tmp_path}/none.pt", f"video={video}", f"out={tmp_path}/a.png"))
     with pytest.raises(ValueError, match=r"y=99 is outside the clip"):
         visualize(compose(f"checkpoint={ckpt}", f"video={video}", "queries=[[0,99,3]]", f"out={tmp_path}/a.png"))

@@ -1,10 +1,11 @@
 """Import published checkpoints: the official Caffe2 release, PySlowFast, mmaction2 and pytorchvideo.
 
-    conversion = nlnet.models.convert("i3d_nonlocal_8x8_IN_pretrain_400k.pkl", source="caffe2")
+    from nlnet.models.convert import convert
+    conversion = convert("i3d_nonlocal_8x8_IN_pretrain_400k.pkl", source="caffe2")
     print(conversion.report)
     conversion.save("i3d_nl_8x8.pt", base_config=cfg)   # cfg: a resolved nlnet training config
 
-The package is callable: ``nlnet.models.convert(...)`` is :func:`convert`. Each source has one module
+:func:`convert` is the entry point (``nlnet.models`` does not import this package). Each source has one module
 with its key table and conventions (``caffe2``, ``pyslowfast``, ``mmaction2``, ``pytorchvideo``);
 ``core`` holds what they share (assembly, report, checkpoint), ``arch`` the network description,
 ``safe_load`` the loading that never runs a file's code. ``tools/convert_checkpoint.py`` is the command
@@ -13,9 +14,6 @@ line; ``docs/checkpoints.md`` lists every supported published model.
 from __future__ import annotations
 
 import os
-import sys
-import types
-from typing import Any
 
 from nlnet.models.convert.arch import Arch, Clip
 from nlnet.models.convert.caffe2 import Caffe2
@@ -97,13 +95,3 @@ def published_models() -> list[tuple[str, Arch, str, str | None, str | None]]:
     """Every published model the converters know: (source, arch, file name, top-1, top-5)."""
     return [(name, arch, *entry) for name, source in SOURCES.items() for arch in source.archs.values()
             for entry in arch.published]
-
-
-class _CallableModule(types.ModuleType):
-    """``nlnet.models.convert(...)`` calls :func:`convert`; submodules stay importable."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Conversion:
-        return convert(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -161,8 +161,8 @@ class Source:
 
     def build(self, arch: Arch) -> nn.Module:
         """The nlnet model of ``arch`` (random init; the conversion fills every tensor)."""
-        from nlnet.config import instantiate  # the one config bridge; builds what tools/test.py builds
-        return instantiate(model_config(arch)["net"])
+        from nlnet.models.builder import build_model  # builds what tools/test.py builds from the stored config
+        return build_model(model_config(arch)["net"])
 
     def arch(self, name: str) -> Arch:
         if name not in self.archs:
@@ -345,7 +345,7 @@ class Conversion:
         return data_config(self.arch, kinetics_classes=self.class_names == kinetics400_classes())
 
     def checkpoint(self, base_config: Mapping[str, Any]) -> dict[str, Any]:
-        """An nlnet checkpoint (``nlnet.engine.checkpoint`` format) whose stored config is ``base_config``
+        """An nlnet checkpoint (``nlnet.checkpoint.files`` format) whose stored config is ``base_config``
         (a resolved nlnet training config, e.g. the composed ``train`` config) with this model's
         ``model`` and ``data`` settings written over it."""
         config = deep_merge(base_config, {"model": self.model_config, "data": self.data_config})
@@ -368,7 +368,7 @@ class Conversion:
     def save(self, path: str | os.PathLike, base_config: Mapping[str, Any] | None = None) -> str:
         """Write the result atomically: an nlnet checkpoint (needs ``base_config``, see :meth:`checkpoint`),
         or, for a 2D ImageNet ResNet, its torchvision state dict (for ``model.pretrained``)."""
-        from nlnet.engine.checkpoint import atomic_save
+        from nlnet.checkpoint.files import atomic_save
         from nlnet.utils.io import atomic_path
         if self.arch.image_2d:  # a plain state dict (no checkpoint fields), as torchvision saves it
             with atomic_path(os.fspath(path)) as tmp, open(tmp, "wb") as f:
