@@ -34,7 +34,11 @@ EXPORT_REQUIRE = [
 ]
 # dev includes export: CI (scripts/test.sh installs .[dev]) then runs the ONNX round trips instead of
 # skipping them (about 45 MB of wheels).
-DEV_REQUIRE = ["pytest==9.2.0", "pytest-timeout==2.4.0", "pytest-xdist==3.8.0", "execnet==2.1.2", *EXPORT_REQUIRE]
+# ruff and mypy: scripts/lint.sh (configured in pyproject.toml), with mypy's own dependencies pinned.
+LINT_REQUIRE = ["ruff==0.17.6", "mypy==2.4.1", "mypy_extensions==1.2.0", "pathspec==1.1.1", "librt==0.17.0",
+                "ast-serialize==0.13.1"]
+DEV_REQUIRE = ["pytest==9.2.0", "pytest-timeout==2.4.0", "pytest-xdist==3.8.0", "execnet==2.1.2", *LINT_REQUIRE,
+               *EXPORT_REQUIRE]
 
 setup(
     name="nlnet",

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import PYTHON, tool_env
+from helpers import PYTHON, tool_env
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from benchmarks import nonlocal_block as tool
-from conftest import ROOT, tool_env
+from helpers import ROOT, tool_env
 
 
 def run_tool(*args: str) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ from benchmarks.gpu_check.conductor import main, run_check
 from benchmarks.gpu_check.decode import ROWS
 from benchmarks.gpu_check.parts import PART_NAMES, PARTS, Part
 from benchmarks.gpu_check.report import render
-from conftest import PYTHON, ROOT, tool_env
+from helpers import PYTHON, ROOT, tool_env
 
 
 def tiny_settings(**budgets):

@@ -4,7 +4,7 @@ import pickle
 import av
 import pytest
 import torch
-from conftest import compose, tiny_overrides
+from helpers import compose, tiny_overrides
 
 from nlnet.data import VideoDataset, decoding
 from nlnet.data.decoding import VideoDecodeError

@@ -5,7 +5,7 @@ import zipfile
 
 import pytest
 
-from conftest import PYTHON, ROOT, tool_env
+from helpers import PYTHON, ROOT, tool_env
 from dev.wheels import DEVICE_WHEELS, check_wheels, read_package_list
 
 

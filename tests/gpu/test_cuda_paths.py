@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import compose
+from helpers import compose
 from benchmarks.common import autocast, relative_error
 from benchmarks.model import SyntheticBatches
 from nlnet.config import instantiate

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, ROOT, tiny_overrides, tool_env
+from helpers import PYTHON, ROOT, tiny_overrides, tool_env
 from nlnet.checkpoint.files import CheckpointManager, load_checkpoint
 
 TRAIN = str(ROOT / "tools" / "train.py")

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import CONFIGS, compose
+from helpers import CONFIGS, compose
 from nlnet.config import instantiate
 
 EXPERIMENTS = sorted(p.stem for p in Path(CONFIGS, "experiment").glob("*.yaml"))

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONFIGS, compose
+from helpers import CONFIGS, compose
 from nlnet import config as C
 from nlnet.utils.errors import ConfigError
 
