@@ -1,5 +1,5 @@
 """nlnet: Non-local Neural Networks for video action recognition (Wang et al., CVPR 2018)."""
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, find_packages, setup
 
 # Versions that were installed and tested together (Python 3.10+, Linux). torch/torchvision come
 # from this machine's local cache; pytorchvideo 0.1.5 is its latest release (its `transforms`
@@ -18,6 +18,9 @@ INSTALL_REQUIRES = [
     "tqdm==4.70.1",
     "numpy==2.4.6",
     "matplotlib==3.11.2",
+    # hydra/launcher=slurm|local (Hydra's submitit launcher; nlnet's launchers in hydra_plugins/)
+    "hydra-submitit-launcher==1.2.0",
+    "submitit==1.5.4",
 ]
 
 # tools/export.py format=onnx (and its check=true): the torch.onnx (dynamo) exporter needs onnx and
@@ -31,13 +34,20 @@ EXPORT_REQUIRE = [
 ]
 # dev includes export: CI (scripts/test.sh installs .[dev]) then runs the ONNX round trips instead of
 # skipping them (about 45 MB of wheels).
-DEV_REQUIRE = ["pytest==9.2.0", "pytest-timeout==2.4.0", "pytest-xdist==3.8.0", "execnet==2.1.2", *EXPORT_REQUIRE]
+# ruff and mypy: scripts/lint.sh (configured in pyproject.toml), with mypy's own dependencies pinned.
+LINT_REQUIRE = ["ruff==0.17.6", "mypy==2.4.1", "mypy_extensions==1.2.0", "pathspec==1.1.1", "librt==0.17.0",
+                "ast-serialize==0.13.1"]
+DEV_REQUIRE = ["pytest==9.2.0", "pytest-timeout==2.4.0", "pytest-xdist==3.8.0", "execnet==2.1.2", *LINT_REQUIRE,
+               *EXPORT_REQUIRE]
 
 setup(
     name="nlnet",
     version="0.1.0",
     description="Video action recognition with Non-local Neural Networks (C2D/I3D ResNets, 4 pairwise functions)",
-    packages=find_packages(include=["nlnet", "nlnet.*"]),
+    # hydra_plugins/: Hydra finds launchers in that namespace package only (an editable install needs
+    # --config-settings editable_mode=compat for Hydra to list it: scripts/env.sh)
+    packages=(find_packages(include=["nlnet", "nlnet.*"])
+              + find_namespace_packages(include=["hydra_plugins.nlnet_launchers"])),
     package_data={"nlnet.resources": ["*.txt"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,

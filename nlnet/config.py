@@ -18,7 +18,7 @@ from typing import Any
 
 from hydra import compose as _hydra_compose
 from hydra import initialize_config_dir
-from hydra.errors import ConfigCompositionException, HydraException, InstantiationException
+from hydra.errors import ConfigCompositionException, HydraException, InstantiationException, MissingConfigException
 from hydra.utils import instantiate as _instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
@@ -118,12 +118,30 @@ def describe_error(exc: BaseException) -> str | None:
     None for any other exception."""
     cause = root_cause(exc)
     key = getattr(cause, "full_key", None)
+    launcher = _launcher_error(exc)
+    if launcher:
+        return launcher
     if isinstance(exc, ConfigCompositionException) and isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key:
         return f"unknown config key '{key}' (check its spelling; to add a new key write +{key}=VALUE)"
     if isinstance(cause, MissingMandatoryValue) and key:
         return f"{key} is not set: pass {key}=VALUE on the command line"
     if isinstance(exc, (HydraException, OmegaConfBaseException)):
         return one_line(exc)
+    return None
+
+
+def _launcher_error(exc: BaseException) -> str | None:
+    """One line for ``hydra/launcher=slurm|local`` without its plugin (hydra-submitit-launcher, or
+    nlnet's ``hydra_plugins/nlnet_launchers`` that Hydra's plugin scan cannot see)."""
+    exc = exc if isinstance(exc, (MissingConfigException, RuntimeError)) else root_cause(exc)
+    text = str(exc)
+    missing = re.search(r"In 'hydra/launcher/(\w+)': Could not (?:load|find) 'hydra/launcher/submitit_", text)
+    if isinstance(exc, MissingConfigException) and missing:
+        return (f"hydra/launcher={missing.group(1)} needs Hydra's submitit launcher, which is not installed: "
+                "pip install hydra-submitit-launcher==1.2.0 submitit==1.5.4")
+    if isinstance(exc, RuntimeError) and "plugin" in text and "hydra_plugins.nlnet_launchers" in text:
+        return ("hydra/launcher: Hydra does not find nlnet's launchers (hydra_plugins/nlnet_launchers); install "
+                "nlnet with `pip install -e . --config-settings editable_mode=compat` (or `pip install .`)")
     return None
 
 

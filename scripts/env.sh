@@ -15,7 +15,8 @@ WANT="$(sha256sum "$ROOT/setup.py" | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "[nlnet] installing nlnet and its pinned dependencies (first run: a few minutes)"
   python -m pip install -q --upgrade pip
-  python -m pip install -q -e "$ROOT[dev]"
+  # compat: the project folder on sys.path, so that Hydra's plugin scan finds hydra_plugins/ (the launchers)
+  python -m pip install -q -e "$ROOT[dev]" --config-settings editable_mode=compat
   echo "$WANT" > "$STAMP"
 fi
 cd "$ROOT"

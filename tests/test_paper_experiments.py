@@ -1,5 +1,5 @@
 """configs/experiment/paper: every row of the paper's Tables 2a-2g and the Kinetics rows of Table 3 is an
-experiment that composes, builds and is the model the row describes (Sec. 4.1, Table 1, PAPER.md),
+experiment that composes, builds and is the model the row describes (Sec. 4.1, Table 1),
 with the parameters and GFLOPs docs/models.md lists; one sweep per table runs exactly its rows, each in
 the folder its single-row command uses."""
 import functools
@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import CONFIGS, ROOT, compose
+from helpers import CONFIGS, ROOT, compose
 from nlnet.config import instantiate
 from nlnet.paper.tables import clip_cost
 
-PAPER = Path(CONFIGS, "experiment", "paper")
+TABLES = Path(CONFIGS, "experiment", "paper")
 ROWS_KEY = "+experiment/paper@_global_"
 NONE = [[], [], [], []]
 R50 = {1: [[], [], [4], []], 5: [[], [1, 3], [1, 3, 5], []], 10: [[], [0, 1, 2, 3], [0, 1, 2, 3, 4, 5], []]}
@@ -22,7 +22,7 @@ I3D = {50: [[3, 3, 3], [3, 1, 3, 1], [3, 1, 3, 1, 3, 1], [1, 3, 1]],  # official
        101: [[3, 3, 3], [3, 1, 3, 1], [3 - 2 * (i % 2) for i in range(23)], [1, 3, 1]]}
 
 # row -> (run folder under runs/paper, depth, backbone, NL placement, pairwise, scope, frames, published)
-# Published: Kinetics-400 val top-1 / top-5 as PAPER.md gives them (None: not recorded there).
+# Published: Kinetics-400 val top-1 / top-5 as the paper's Tables 2-3 give them (None: not given there).
 EG, ST = "embedded_gaussian", "spacetime"
 EXPECTED = {
     "table2a/c2d_r50": ("table2a/c2d_r50", 50, "c2d", NONE, None, ST, 32, ("2a", 71.8, 89.7)),
@@ -100,7 +100,7 @@ def single_row_config(row: str):
 
 def test_every_row_of_the_paper_has_an_experiment_and_nothing_else():
     # Table 4 (Charades) rows: tests/test_paper_table4.py
-    found = sorted(str(p.relative_to(PAPER).with_suffix("")) for p in PAPER.glob("table*/*.yaml")
+    found = sorted(str(p.relative_to(TABLES).with_suffix("")) for p in TABLES.glob("table*/*.yaml")
                    if p.parent.name != "table4")
     assert found == sorted(EXPECTED)
 
@@ -150,6 +150,7 @@ def test_the_row_is_the_model_and_recipe_the_paper_describes(row):
     assert sum(p.numel() for p in model.parameters()) == docs_paper_rows()[f"paper/{row}"][0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row", ["table2a/dot_product", "table2d/time_only"])
 def test_gflops_of_a_whole_traced_model_equal_docs(row):
     cfg = row_config(row)
@@ -157,13 +158,14 @@ def test_gflops_of_a_whole_traced_model_equal_docs(row):
     assert (params, round(gflops, 2)) == docs_paper_rows()[f"paper/{row}"]
 
 
-@pytest.mark.parametrize("experiment", sorted(p.stem for p in PAPER.parent.glob("*_kinetics*.yaml")))
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in TABLES.parent.glob("*_kinetics*.yaml")))
 def test_every_kinetics_experiment_starts_from_imagenet(experiment):
     assert compose("train", [f"experiment={experiment}"]).model.pretrained == "torchvision"
 
 
 def test_docs_list_the_costs_the_reference_codebases_report():
-    # C2D R50 and NL I3D R50 (5 blocks, embedded Gaussian): 24.33 M and 35.4 M parameters (PAPER.md)
+    # C2D R50 and NL I3D R50 (5 blocks, embedded Gaussian): 24.33 M and 35.4 M parameters, as the reference
+    # codebases report them
     rows = docs_paper_rows()
     assert rows["paper/table2a/c2d_r50"][0] == 24_327_632 and rows["paper/table2f/nl_i3d_r50"][0] == 35_401_936
     # the 128-frame clip costs 4x the 32-frame one in the backbone; non-local blocks grow faster (N x N')
@@ -171,7 +173,8 @@ def test_docs_list_the_costs_the_reference_codebases_report():
     assert rows["paper/table2g/nl_i3d_r50"][1] > 4 * rows["paper/table2f/nl_i3d_r50"][1]
 
 
-@pytest.mark.parametrize("table", sorted(p.stem for p in PAPER.glob("table*.yaml") if p.stem != "table4"))
+@pytest.mark.slow
+@pytest.mark.parametrize("table", sorted(p.stem for p in TABLES.glob("table*.yaml") if p.stem != "table4"))
 def test_one_sweep_runs_a_table_in_the_folders_of_its_single_row_commands(table):
     cfg = compose_with_hydra([f"experiment=paper/{table}", "data.root=/x"])
     rows = [r.strip() for r in cfg.hydra.sweeper.params[ROWS_KEY].split(",")]

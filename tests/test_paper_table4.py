@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import PYTHON, ROOT, compose, tool_env
+from helpers import PYTHON, ROOT, compose, tool_env
 from nlnet.config import compose_config, instantiate
 from nlnet.paper.tables import MAP_COLUMNS, Published, RunProgress, TableRow, to_markdown
 

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import compose, tiny_overrides
+from helpers import compose, tiny_overrides
 from nlnet.data.synthetic import SYNTHETIC_CLASSES, render_synthetic_clip, write_video
 
 UP, DOWN = SYNTHETIC_CLASSES.index("moving up"), SYNTHETIC_CLASSES.index("moving down")

@@ -15,15 +15,13 @@ end. The report is JSON (--report x.json) with a text twin (x.txt); the summary 
 status 1 when any listed video is missing or unreadable.
 """
 import argparse
-import json
 import os
 import sys
 
-from nlnet.data.check import check_dataset, format_report
-from nlnet.data.readers import ListReader
+from nlnet.data.commands import run_check_dataset
 from nlnet.data.decoding import DECODE_TIMEOUT, MAX_FRAME_PIXELS
+from nlnet.data.readers import ListReader
 from nlnet.utils.cli import ArgumentParser, run_main
-from nlnet.utils.io import atomic_path
 
 
 def main() -> None:
@@ -59,19 +57,10 @@ def main() -> None:
                  args.root, args.num_frames, args.sampling_rate)]
     else:
         sets = data_config_sets(args.data, args.overrides, args.report)
-    failed = False
-    for report_path, reader, root, num_frames, sampling_rate in sets:
-        report = check_dataset(None, root, reader=reader, num_frames=num_frames, sampling_rate=sampling_rate,
-                               **options)
-        text = format_report(report)
-        for path, content in ((report_path, json.dumps(report, indent=2)),
-                              (os.path.splitext(report_path)[0] + ".txt", text)):
-            with atomic_path(path) as tmp, open(tmp, "w") as f:
-                f.write(content)
-        print("\n".join(text.splitlines()[:3]))
-        print(f"report: {report_path}")
-        failed = failed or bool(report["missing"] or report["unreadable"])
-    sys.exit(1 if failed else 0)
+    statuses = [run_check_dataset(None, root, reader=reader, report=report_path, num_frames=num_frames,
+                                  sampling_rate=sampling_rate, **options)
+                for report_path, reader, root, num_frames, sampling_rate in sets]
+    sys.exit(max(statuses))
 
 
 def data_config_sets(name: str, overrides: list[str], report: str) -> list[tuple]:

@@ -11,9 +11,9 @@ audio dropped), and <out>/<csv name> lists the segments produced (validate.csv i
 the name the configs read). Run it again to resume.
 """
 import argparse
-import json
+import sys
 
-from nlnet.data.prepare import prepare_kinetics
+from nlnet.data.commands import run_prepare_kinetics
 from nlnet.utils.cli import ArgumentParser, run_main
 
 
@@ -33,16 +33,9 @@ def main() -> None:
                                    ("--keyframe-interval", args.keyframe_interval, 0, None),
                                    ("--workers", args.workers, 1, None)):
         parser.require(name, value, low, high)
-    summary = prepare_kinetics(args.csv, args.raw, args.out, short_side=args.short_side or None, crf=args.crf,
-                               preset=args.preset, keyframe_interval=args.keyframe_interval or None,
-                               num_workers=args.workers)
-    print(f"written: {summary['done']}, already done: {summary['skipped']}, "
-          f"no download: {len(summary['no_download'])}, failed: {len(summary['failed'])}")
-    for dst, reason in list(summary["failed"].items())[:20]:
-        print(f"  failed {dst}: {reason}")
-    print("annotation files: " + ", ".join(summary["csv"]))
-    if summary["failed"] or summary["no_download"]:
-        print(json.dumps({"no_download": summary["no_download"][:20]}, indent=None))
+    sys.exit(run_prepare_kinetics(args.csv, args.raw, args.out, short_side=args.short_side or None, crf=args.crf,
+                                  preset=args.preset, keyframe_interval=args.keyframe_interval or None,
+                                  num_workers=args.workers))
 
 
 if __name__ == "__main__":

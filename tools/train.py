@@ -7,6 +7,8 @@
     torchrun --nproc_per_node=8 tools/train.py experiment=nl_r50_kinetics          # one node, DDP
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_backend=c10d \
         --rdzv_endpoint=HOST:29500 tools/train.py experiment=nl_r50_kinetics        # two nodes
+    python tools/train.py experiment=nl_r50_kinetics hydra/launcher=slurm hydra.launcher.gpus_per_node=8 \
+        hydra.launcher.tasks_per_node=8                                  # a Slurm job (docs/slurm.md)
 
 The run directory is runs/<experiment name>/<overrides>; running the same command again resumes from
 its newest checkpoint; `resume=PATH` resumes from a given one. SIGTERM/SIGINT write a checkpoint and

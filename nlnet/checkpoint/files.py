@@ -119,6 +119,23 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
     return state
 
 
+def require_training_state(state: dict[str, Any], path: str, *, entries: tuple[str, ...] = ("model", "iteration"),
+                           use: str = "resume") -> dict[str, Any]:
+    """``state`` when it holds ``entries`` (what nlnet's training writes), else one line naming ``path``.
+
+    Raises:
+        CheckpointError: a bare ``state_dict`` (tensors only) or another program's file.
+    """
+    missing = [key for key in entries if key not in state]
+    if missing:
+        bare = bool(state) and all(isinstance(v, torch.Tensor) for v in state.values())
+        found = f"a bare state_dict of {len(state)} tensors" if bare else \
+            "no " + " or ".join(repr(key) for key in missing) + " entry"
+        raise CheckpointError(f"{use}={path}: not a checkpoint of an nlnet run ({found}); pass a "
+                              "checkpoints/checkpoint_*.pt or best.pt written by nlnet's training")
+    return state
+
+
 def _first_sentence(exc: BaseException) -> str:
     return one_line(exc).split(". ")[0]
 

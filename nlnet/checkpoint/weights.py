@@ -13,7 +13,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from nlnet.checkpoint.files import CheckpointManager, load_checkpoint
+from nlnet.checkpoint.files import CheckpointManager, load_checkpoint, require_training_state
 from nlnet.models.inflate import LoadReport, inflate_from_2d, load_finetune
 from nlnet.utils.errors import ConfigError, one_line
 from nlnet.utils.logger import get_logger
@@ -64,7 +64,8 @@ def load_init_checkpoint(model: nn.Module, source: str, *, pretrained: str | Non
             raise ConfigError(f"{key}: no intact checkpoint_*.pt in {source}: train that run first, or pass a "
                               "checkpoint file or another run folder")
     elif os.path.isfile(source):
-        path, state = source, load_checkpoint(source)
+        path, state = source, require_training_state(load_checkpoint(source), source, entries=("model",),
+                                                      use="model.init_checkpoint")
     else:
         raise ConfigError(f"{key}: no such run folder or checkpoint file: train that run first (a 128-frame "
                           "paper row starts from its Table 2f row), or pass model.init_checkpoint=PATH")

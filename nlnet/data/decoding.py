@@ -30,6 +30,8 @@ import torch
 from av.codec.hwaccel import HWAccel
 from av.video.reformatter import VideoReformatter
 
+from nlnet.utils.errors import UserError
+
 from .yuv import YuvClip, frame_format, frame_planes
 
 __all__ = ["VideoDecodeError", "VideoInfo", "VideoReader", "scaled_size", "MAX_FRAME_PIXELS", "DECODE_TIMEOUT"]
@@ -56,7 +58,7 @@ def _reformatter() -> VideoReformatter:
     return _local.reformatter
 
 
-class VideoDecodeError(RuntimeError):
+class VideoDecodeError(UserError, RuntimeError):
     """A file that cannot be read as a video (corrupt, truncated, empty, audio-only, not a video, over a cap).
 
     Args:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nlnet.utils.io import atomic_path
+from nlnet.utils.errors import ConfigError
+from nlnet.utils.io import atomic_path, require_folder
 
 from .annotations import kinetics_filename, write_kinetics_csv
 from .encode import write_audio_only, write_video
@@ -209,13 +210,17 @@ def make_synthetic_dataset(
 
     Returns:
         The arguments recorded in ``.complete.json`` plus ``"skipped": bool``.
+
+    Raises:
+        ConfigError: ``num_classes`` out of range, an odd ``size``, or ``root`` naming a file.
     """
     if not 1 <= num_classes <= len(SYNTHETIC_CLASSES):
-        raise ValueError(f"num_classes={num_classes}: choose 1..{len(SYNTHETIC_CLASSES)}")
+        raise ConfigError(f"num_classes={num_classes}: choose 1..{len(SYNTHETIC_CLASSES)}")
     width, height = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if width % 2 or height % 2:
-        raise ValueError(f"size={size}: width and height must be even (H.264 yuv420p)")
+        raise ConfigError(f"size={size}: width and height must be even (H.264 yuv420p)")
     root = Path(root)
+    require_folder(root, key="root")
     spec = dict(
         num_classes=num_classes, train_per_class=train_per_class, val_per_class=val_per_class,
         num_frames=num_frames, width=width, height=height, fps=fps, noise=noise, crf=crf, gop_size=gop_size,

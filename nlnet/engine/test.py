@@ -13,6 +13,7 @@ import torch.nn as nn
 from nlnet import config as C
 from nlnet.checkpoint.files import checkpoint_run_dir
 from nlnet.checkpoint.restore import restore_checkpoint
+from nlnet.data.classes import class_difference
 from nlnet.data.loader import build_eval_loader
 from nlnet.data.prologue import BatchPrologue
 from nlnet.utils import distributed as du
@@ -21,6 +22,7 @@ from nlnet.engine.settings import EvalSettings
 from nlnet.evaluation.multiview import evaluate, write_results
 from nlnet.evaluation.objectives import metrics_summary, objective_for
 from nlnet.utils.errors import ConfigError
+from nlnet.utils.io import require_folder
 from nlnet.utils.logger import get_logger, setup_logging
 
 
@@ -101,6 +103,7 @@ def test(cfg: Any) -> dict[str, Any]:
     if not os.path.isfile(checkpoint):
         raise ConfigError(f"checkpoint: file not found: {checkpoint}")
     output_dir = os.path.abspath(str(cfg.get("output_dir") or checkpoint_run_dir(checkpoint)))
+    require_folder(output_dir, key="output_dir")
     C.validate(cfg, splits=("val",))
     device = du.init_distributed(str(cfg.trainer.device))
     try:
@@ -122,9 +125,11 @@ def _test(cfg: Any, checkpoint: str, output_dir: str, device: torch.device) -> d
     prologue.prepare_model(model)
     class_names = list(restored.class_names or dataset.classes)
     check_label_kind(dataset, restored.multi_label, "data.val", f"checkpoint {checkpoint}")
-    if list(dataset.classes) != class_names:
-        raise ConfigError(f"data.val.annotations: its {len(dataset.classes)} classes differ from the "
-                          f"{len(class_names)} the checkpoint was trained on")
+    difference = class_difference(dataset.classes, class_names)
+    if difference:
+        label_map = cfg.data.val.get("label_map")
+        raise ConfigError(f"data.val.label_map={label_map}: {difference}" if label_map else
+                          f"data.val.annotations: {difference}")
     log.info(f"testing {checkpoint} (iteration {restored.iteration}) on {dataset.num_videos} videos x "
              f"{dataset.num_views} views of {dataset.num_frames} frames at stride {dataset.sampling_rate}")
     start = time.perf_counter()

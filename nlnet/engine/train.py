@@ -19,7 +19,7 @@ import torch.nn as nn
 from nlnet import config as C
 from nlnet.utils import distributed as du
 from nlnet.engine import hooks as H
-from nlnet.checkpoint.files import CheckpointManager, load_checkpoint, load_model_state
+from nlnet.checkpoint.files import CheckpointManager, load_checkpoint, load_model_state, require_training_state
 from nlnet.checkpoint.weights import load_init_checkpoint, load_pretrained
 from nlnet.data.loader import EndlessLoader
 from nlnet.data.prologue import BatchPrologue
@@ -31,16 +31,19 @@ from nlnet.engine.test import (check_label_kind, eval_settings, evaluate_dataset
                                uses_tensorboard)
 from nlnet.engine.trainer import Trainer
 from nlnet.solver.schedule import ScheduleBudget, build_scheduler
+from nlnet.utils.cluster import stop_signals
 from nlnet.utils.errors import CheckpointError, ConfigError, one_line
+from nlnet.utils.io import require_folder
 from nlnet.utils.logger import get_logger
 from nlnet.utils.seeding import seed_everything
 
 
-def check_num_classes(model: nn.Module, classes: list[str], annotations: Any) -> None:
+def check_num_classes(model: nn.Module, classes: list[str], annotations: Any, label_map: Any = None) -> None:
     num_classes = getattr(model, "num_classes", None)
     if num_classes is not None and num_classes != len(classes):
+        source = f"the label map {label_map} lists" if label_map else f"{annotations} has"
         raise ConfigError(
-            f"model.net.num_classes={num_classes} but {annotations} has {len(classes)} classes: "
+            f"model.net.num_classes={num_classes} but {source} {len(classes)} classes: "
             f"set model.net.num_classes={len(classes)}"
         )
 
@@ -56,6 +59,7 @@ def train(cfg: Any) -> dict[str, Any]:
     t_cfg = cfg.trainer
     C.validate(cfg, splits=("train", "val") if (t_cfg.eval_period or t_cfg.test_at_end) else ("train",))
     run_dir = os.path.abspath(str(cfg.run_dir))
+    require_folder(run_dir, key="run_dir")
     device = du.init_distributed(str(t_cfg.device))
     try:
         with own_run_directory(run_dir):
@@ -93,7 +97,7 @@ def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
     writer = open_writer(os.path.join(run_dir, "tensorboard"), purge_step=iteration) \
         if uses_tensorboard(cfg) else None
     results: dict[str, Any] = {}
-    signals = H.SignalHandler()  # the first hook; its signal sets the exit code
+    signals = H.SignalHandler(signals=stop_signals())  # the first hook; its signal sets the exit code
     try:
         hooks, final_test = _build_hooks(cfg, trainer, data, manager, signals, run_dir=run_dir, writer=writer,
                                          config_text=config_text, results=results)
@@ -107,7 +111,7 @@ def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
             get_logger().info(f"{run_dir} is already trained to iteration {trainer.iter}; to train again, delete "
                               "it or change an override")
             if final_test is not None and not trainer.stop_reason:
-                final_test()
+                trainer.call_hooks("after_eval", final_test())  # best.pt as in an uninterrupted run
     finally:
         if writer is not None:
             writer.close()
@@ -137,7 +141,7 @@ def _build_model(cfg: Any, *, fresh_start: bool) -> nn.Module:
 def _build_data(cfg: Any, model: nn.Module, device: torch.device) -> _Data:
     train_set = C.instantiate(cfg.data.train)
     classes = list(train_set.classes)
-    check_num_classes(model, classes, train_set.annotations)
+    check_num_classes(model, classes, train_set.annotations, cfg.data.train.get("label_map"))
     get_logger().info(f"model: {type(model).__name__} with {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
                       f"parameters; training set: {len(train_set)} clips, {len(classes)} classes")
     loader = LoaderSettings(batch_size=int(cfg.data.batch_size), num_workers=int(cfg.data.num_workers),
@@ -254,7 +258,8 @@ def _checkpoint_to_resume(cfg: Any, manager: CheckpointManager) -> tuple[str | N
     """``resume=PATH`` (refused when damaged), else with ``trainer.auto_resume`` the newest intact
     checkpoint of the run directory (damaged newer ones are skipped with a warning)."""
     if cfg.get("resume"):
-        return str(cfg.resume), load_checkpoint(str(cfg.resume), map_location="cpu")
+        path = str(cfg.resume)
+        return path, require_training_state(load_checkpoint(path, map_location="cpu"), path)
     if not cfg.trainer.auto_resume:
         return None, None
     path, state, skipped = manager.load_latest(map_location="cpu")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -122,7 +123,17 @@ def load_torchvision_state_dict(source: str | Mapping, *, depth: int) -> dict[st
     if not os.path.isfile(source):
         raise FileNotFoundError(f"no such file: {source!r} (expected a 2D torchvision ResNet state dict saved "
                                 f"with torch.save, or 'torchvision')")
-    return _unwrap(torch.load(source, map_location="cpu", weights_only=True))
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as e:  # torch raises UnpicklingError, EOFError, KeyError, RuntimeError, ... on such files
+        if isinstance(e, pickle.UnpicklingError) and "global" in str(e).lower():  # weights_only refused a global
+            raise ValueError(f"{source} holds objects other than tensors and plain containers: refused, since "
+                             "loading it could run code") from None
+        raise ValueError(f"{source} cannot be loaded: empty, truncated or not written by torch.save "
+                         f"({type(e).__name__})") from None
+    return _unwrap(state)
 
 
 def inflate_from_2d(model: nn.Module, source: str | Mapping) -> LoadReport:

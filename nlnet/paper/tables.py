@@ -4,7 +4,7 @@
 this module reads from each row's run folder (``runs/<row name>/<overrides>``)::
 
     config.yaml      the resolved config (written at every start); its ``paper`` node names the
-                     table, the row and the published top-1 / top-5 (PAPER.md)
+                     table, the row and the published top-1 / top-5 (Tables 2-3)
     schedule.json    the planned iterations after the budget rule (``nlnet.engine.run_dir.write_plan``, at every start)
     checkpoints/     checkpoint_<iteration>.pt: how far training got
     results.json     the multi-view test: top1, top5 (multi-label: map) and the checkpoint tested
@@ -47,7 +47,7 @@ class Published:
         table: e.g. "2a".
         row: the row's label in the paper's table.
         top1: published top-1 (%).
-        top5: published top-5 (%), None where the paper's figure is not recorded.
+        top5: published top-5 (%), None where the paper's table gives none.
         map: published mAP (%) of a multi-label row (Table 4: train/val), else None.
     """
 

@@ -9,7 +9,7 @@ import errno
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from nlnet.utils.errors import UserError, one_line
@@ -51,24 +51,35 @@ def quote_path_overrides(args: Sequence[str], keys: Sequence[str]) -> list[str]:
     return out
 
 
-@contextlib.contextmanager
-def one_line_errors() -> Iterator[None]:
+def submit_plain_run(args: Sequence[str]) -> list[str]:
+    """Command-line arguments with which a plain run that names a launcher (``hydra/launcher=slurm``)
+    is submitted through it: Hydra uses a launcher for ``--multirun`` only, so the run becomes a
+    one-row sweep whose run folder is the plain run's own (``hydra.run.dir``). Other arguments are
+    returned unchanged."""
+    if any(a in ("-m", "--multirun") for a in args) or not any(a.startswith("hydra/launcher=") for a in args):
+        return list(args)
+    return ["--multirun", "hydra.sweep.dir=${hydra.run.dir}", "hydra.sweep.subdir=.", *args]
+
+
+class one_line_errors(contextlib.ContextDecorator):
     """Inside (or, as ``@one_line_errors()``, around a function): an error the user can fix ends the
     process with one line ``error: ...`` on stderr and exit status 2; other errors propagate.
 
     A ``@hydra.main`` function needs it around its body (Hydra reports a job's exceptions itself);
     :func:`run_main` applies it around everything else. ``NLNET_FULL_ERROR=1`` (or
-    ``HYDRA_FULL_ERROR=1``) keeps every traceback.
+    ``HYDRA_FULL_ERROR=1``) keeps every traceback. A class, not a generator, so that a decorated
+    function can be pickled (a submitit job runs the tool's ``main``).
     """
-    if os.environ.get("NLNET_FULL_ERROR") == "1":
-        yield
-        return
-    try:
-        yield
-    except Exception as exc:
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if not isinstance(exc, Exception) or os.environ.get("NLNET_FULL_ERROR") == "1":
+            return False
         message = user_message(exc)
         if message is None:
-            raise
+            return False
         fail(message)
 
 
@@ -82,33 +93,12 @@ def run_main(main: Callable[[], Any], *, path_keys: Sequence[str] = ()) -> None:
         path_keys: config keys that hold paths; their command-line values are quoted for Hydra
             (see :func:`quote_path_overrides`).
     """
-    sys.argv[1:] = quote_path_overrides(sys.argv[1:], path_keys)
+    sys.argv[1:] = submit_plain_run(quote_path_overrides(sys.argv[1:], path_keys))
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         os.environ["NLNET_FULL_ERROR"] = "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own multi-line report
     with one_line_errors():
         main()
-
-
-def pin_threads(threads: int = 0) -> int:
-    """Use ``threads`` torch intra-op threads in this process and its future children (OpenMP/MKL
-    environment); 0: one per CPU core this process may run on. Returns the count.
-
-    Benchmarks pin threads explicitly: torch's default in every process (several workers, or other
-    jobs on a shared machine) oversubscribes the cores, and then timings measure contention.
-    """
-    import torch
-
-    count = threads or len(os.sched_getaffinity(0))
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(count)
-    torch.set_num_threads(count)
-    return count
-
-
-def threads_line(threads: int, processes: int) -> str:
-    """The line a benchmark prints about what ran: threads per process, processes, cores, load."""
-    return (f"threads: {threads} torch thread(s) per process x {processes} process(es) on "
-            f"{len(os.sched_getaffinity(0))} CPU core(s); load average {os.getloadavg()[0]:.1f} at the end")
 
 
 class ArgumentParser(argparse.ArgumentParser):

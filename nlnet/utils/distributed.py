@@ -1,6 +1,7 @@
 """Process-group setup from torchrun's environment and the few collectives the engine needs.
 
-A single process (no ``WORLD_SIZE`` in the environment) needs no torchrun and no process group.
+A single process (no ``WORLD_SIZE`` in the environment) needs no torchrun and no process group. The
+tasks of a Slurm or submitit job get torchrun's variables from their job (``nlnet.utils.cluster``).
 """
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from nlnet.utils.cluster import use_scheduler_environment
 from nlnet.utils.errors import ConfigError
 
 
 def init_distributed(device: str = "auto") -> torch.device:
-    """Join the process group torchrun describes (NCCL on GPU, gloo on CPU) and pick this rank's device.
+    """Join the process group torchrun (or a Slurm/submitit job) describes (NCCL on GPU, gloo on CPU) and
+    pick this rank's device.
 
     Args:
         device: "auto" (CUDA if available, else CPU), "cpu" or "cuda".
@@ -29,6 +32,7 @@ def init_distributed(device: str = "auto") -> torch.device:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"trainer.device={device!r}: valid choices are auto, cpu, cuda")
+    use_scheduler_environment()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if device == "cuda":

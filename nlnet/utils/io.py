@@ -3,13 +3,14 @@ clean-up of what interrupted writes leave behind, and a folder lock for one writ
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import socket
 import tempfile
-from typing import Iterator
+from collections.abc import Iterator
 
-from nlnet.utils.errors import UserError
+from nlnet.utils.errors import ConfigError, UserError
 
 
 @contextlib.contextmanager
@@ -26,8 +27,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMPORARY_PREFIX, suffix=os.path.splitext(path)[1])
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMPORARY_PREFIX, suffix=os.path.splitext(path)[1])
+    except OSError as e:  # name the file the user asked for, not the temporary one
+        if e.errno == errno.EEXIST:  # makedirs: a file has the folder's name
+            raise NotADirectoryError(errno.ENOTDIR, f"cannot write {path}: {directory} is a file, not a folder") \
+                from None
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror}") from None
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make every result readable by its owner only
     os.close(fd)
     try:
@@ -40,6 +47,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
 
 
 TEMPORARY_PREFIX = ".tmp-"
+
+
+def require_folder(path: str | os.PathLike, *, key: str) -> None:
+    """Refuse with one line naming the config key when ``path`` exists and is not a folder.
+
+    Raises:
+        ConfigError: ``path`` is a file (or another non-folder).
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{key}={os.fspath(path)}: is a file, not a folder; pass a folder (created if missing)")
 
 
 def _umask() -> int:
@@ -56,8 +73,8 @@ def _umask() -> int:
 def remove_stale_temporaries(directory: str | os.PathLike) -> list[str]:
     """Delete the temporary files ``atomic_path`` left in ``directory`` when a write was interrupted
     (a killed process). Call it only while no other process writes there (see ``exclusive_lock``)."""
-    removed = []
-    with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
+    removed: list[str] = []
+    with contextlib.suppress(FileNotFoundError), os.scandir(os.fspath(directory)) as entries:
         for entry in entries:
             if entry.name.startswith(TEMPORARY_PREFIX) and entry.is_file(follow_symlinks=False):
                 with contextlib.suppress(FileNotFoundError):

@@ -1,32 +1,34 @@
-"""The GPU check's decode part, rehearsed on the CPU (NVDEC rows show the CPU fallback and its reason)."""
-import json
-
-import pytest
-import torch
-
-from benchmarks.gpu_decode import ROWS, run_decode
+"""The GPU check's decode part: its Markdown section (the part itself runs in the CPU rehearsal,
+tests/benchmarks/test_gpu_check.py)."""
+from benchmarks.gpu_check.decode import ROWS
+from benchmarks.gpu_check.report import decode_section
 
 
-@pytest.mark.slow
-def test_cpu_rehearsal_measures_every_setting_and_says_which_decoder_ran(tmp_path):
-    result = run_decode(tmp_path, 240.0, True, step_clips_per_s=1.0)
-    assert json.loads((tmp_path / "gpu_decode.json").read_text()) == json.loads(json.dumps(result))
-    rows = result["rows"]
-    assert [(r["decode_device"], r["color_convert"]) for r in rows] == [row[:2] for row in ROWS]
-    assert all(r["status"] == "ok" for r in rows), rows
-    assert all(r["clips_per_s"] > 0 and r["cpu_s_per_clip"] > 0 for r in rows)
-    assert all(r["verdict"] in ("GPU-bound", "data-bound") and r["factor"] >= 1 for r in rows)
-    assert all(r["clip_shape"] == [3, 4, 24, 24] for r in rows)  # RGB in the model's input either way
-    assert list(result)[0] == "summary" and len(result["summary"]) == len(rows)
-    assert all(" clips/s, " in line and ("GPU-bound" in line or "data-bound" in line) for line in result["summary"])
-    assert set(result["item_cpu_ms"]["best_ms"]) == {"worker", "device", "yuv_to_rgb_on_cpu"}
-    for row in rows:
-        decoders = set(row["decoders"])
-        if row["decode_device"] == "cpu":
-            assert decoders == {"cpu"}
-        elif result["libnvcuvid"] and torch.cuda.is_available():
-            assert decoders == {"cuda"}
-        else:
-            assert len(decoders) == 1 and decoders.pop().startswith("cpu (data.decode_device=cuda: ")
-    planes = result["planes"]
-    assert planes["status"] == "skipped" or planes["identical"], planes
+def test_decode_section_shows_measured_failed_and_skipped_rows_and_the_planes_verdict():
+    ok = {"decode_device": "cuda", "color_convert": "device", "workers": 14, "status": "ok", "clips_per_s": 123.4,
+          "cpu_s_per_clip": 0.0456, "verdict": "GPU-bound", "factor": 1.5, "decoders": {"cuda": 40}}
+    failed = {"decode_device": "cuda", "color_convert": "worker", "workers": 1, "status": "failed",
+              "reason": "RuntimeError: no device"}
+    skipped = {"decode_device": "cpu", "color_convert": "device", "workers": 14, "status": "skipped",
+               "reason": "part budget spent"}
+    result = {"clip": {"num_frames": 32, "sampling_rate": 2, "crop_size": 224}, "batch": 8, "videos": 16, "cpus": 16,
+              "libnvcuvid": "libnvcuvid.so.1", "hwdevices": ["cuda"], "step_clips_per_s": 80.0, "step_mode": "bf16",
+              "planes": {"status": "ok", "identical": False, "differing_frames": 3, "max_abs_diff": 2},
+              "item_cpu_ms": {"best_ms": {"worker": 60.0, "device": 40.0, "yuv_to_rgb_on_cpu": 18.0}},
+              "rows": [ok, failed, skipped]}
+    lines = decode_section(result, {"parts": {}})
+    text = "\n".join(lines)
+    assert "32x2 clips, 224 crops, batch 8, 16 videos; 16 CPUs; libnvcuvid: libnvcuvid.so.1" in text
+    assert "NVDEC planes vs FFmpeg's software planes: 3 frames differ (max |difference| 2)" in text
+    assert "color_convert=worker 60.0, device 40.0 (+ yuv_to_rgb on the CPU 18.0)" in text
+    assert "| cuda | device | 14 | 123 | 0.046 | GPU-bound | 1.50x | cuda (40) |" in lines
+    assert "| cuda | worker | 1 | failed: RuntimeError: no device | - | - | - | - |" in lines
+    assert "| cpu | device | 14 | skipped: part budget spent | - | - | - | - |" in lines
+    result["planes"] = {"status": "ok", "identical": True}
+    assert "software planes: identical on every frame" in "\n".join(decode_section(result, {"parts": {}}))
+
+
+def test_rows_start_from_the_cpu_baseline_and_cover_every_decoder_and_conversion():
+    assert ROWS[0] == ("cpu", "worker", 1)
+    assert {(device, convert) for device, convert, _ in ROWS} == {(d, c) for d in ("cpu", "cuda")
+                                                                  for c in ("worker", "device")}

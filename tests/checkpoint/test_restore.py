@@ -15,7 +15,7 @@ from nlnet.utils.errors import CheckpointError, ConfigError
 
 @pytest.fixture(scope="module")
 def tiny_state():
-    from conftest import compose
+    from helpers import compose
 
     cfg = compose("train", ["model=tiny", "model.net.num_classes=3", "data.root=/data"])
     config = {"model": to_container(cfg.model), "data": {"val": to_container(cfg.data.val)}}

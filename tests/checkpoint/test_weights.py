@@ -10,7 +10,7 @@ import torch
 import torchvision
 from omegaconf import OmegaConf
 
-from conftest import compose, tiny_overrides
+from helpers import compose, tiny_overrides
 from nlnet.config import instantiate
 from nlnet.checkpoint import weights
 from nlnet.checkpoint.files import CheckpointManager, atomic_save, load_checkpoint
@@ -37,6 +37,7 @@ def fake_resnet2d(model_cfg, path: Path) -> dict[str, torch.Tensor]:
     return source
 
 
+@pytest.mark.slow
 def test_fresh_start_inflates_resume_does_not_and_test_needs_no_2d_file(tiny_videos, tmp_path, monkeypatch):
     calls = []
 

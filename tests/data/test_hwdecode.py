@@ -4,7 +4,7 @@ import pickle
 import av
 import pytest
 import torch
-from conftest import compose, tiny_overrides
+from helpers import compose, tiny_overrides
 
 from nlnet.data import VideoDataset, decoding
 from nlnet.data.decoding import VideoDecodeError
@@ -102,7 +102,7 @@ def test_demo_trains_and_tests_with_cuda_decoding_requested_and_one_warning(tiny
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_NVDEC, reason="needs a CUDA device and libnvcuvid")
 def test_nvdec_planes_equal_software_planes_and_clips_equal_cpu_clips(tiny_videos):
-    from benchmarks.gpu_decode import compare_planes
+    from benchmarks.gpu_check.decode import compare_planes
 
     cpu, cuda = dataset(tiny_videos), dataset(tiny_videos, decode_device="cuda")
     assert compare_planes(cpu.video_paths[0])["identical"]

@@ -167,6 +167,7 @@ class LevelLines(logging.Handler):
         self.lines.append((record.levelname, record.getMessage()))
 
 
+@pytest.mark.slow  # spawned DataLoader workers: a Python process each
 def test_decoders_are_counted_and_each_logged_once_by_spawned_workers():
     handler = LevelLines()
     level = get_logger().level

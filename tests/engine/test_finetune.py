@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import PYTHON, ROOT, compose, tiny_overrides, tool_env
+from helpers import PYTHON, ROOT, compose, tiny_overrides, tool_env
 from mini_datasets import make_folder, make_ucf101
 from nlnet.config import instantiate
 from nlnet.checkpoint.files import load_checkpoint

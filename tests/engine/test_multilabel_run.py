@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import compose, tiny_overrides
+from helpers import compose, tiny_overrides
 from nlnet.config import apply_overrides
 from nlnet.data.synthetic import make_synthetic_charades
 from nlnet.checkpoint.files import CheckpointManager, load_checkpoint, read_checkpoint_config

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import PYTHON, ROOT, TINY_DATASET, compose, tiny_overrides, tool_env
+from helpers import PYTHON, ROOT, TINY_DATASET, compose, tiny_overrides, tool_env
 from nlnet.config import instantiate
 from nlnet.data import VideoDataset
 from nlnet.data.synthetic import make_synthetic_dataset
@@ -89,6 +89,7 @@ def two_sizes(tmp_path_factory) -> str:
     return str(root)
 
 
+@pytest.mark.slow
 def test_fully_convolutional_full_frame_test_equals_a_hand_computation(source_run, two_sizes, tmp_path):
     checkpoint = latest(source_run)
     out = tmp_path / "test"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import PYTHON, ROOT, compose, tiny_overrides, tool_env
+from helpers import PYTHON, ROOT, compose, tiny_overrides, tool_env
 from nlnet.checkpoint.files import CheckpointManager, load_checkpoint
 from nlnet.engine.train import train
 from nlnet.utils.errors import CheckpointError, ConfigError, UserError
@@ -39,6 +39,7 @@ def assert_same_params(a, b, atol=0.0):
             assert torch.equal(a[key], b[key]), key
 
 
+@pytest.mark.slow
 def test_two_iteration_run_writes_checkpoints_results_and_tensorboard(tiny_videos, tmp_path):
     run_dir = str(tmp_path / "run")
     summary = run_inprocess(tiny_overrides(tiny_videos, run_dir) + ["trainer.eval_period=1"])
@@ -114,6 +115,7 @@ def _wait_for(path, proc, timeout=180):
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_sigkill_then_sigterm_then_resume_matches_an_uninterrupted_run(tiny_videos, tmp_path):
     common = tiny_overrides(tiny_videos) + ["trainer.max_iter=6", "trainer.checkpoint_period=2"]
     slow = ["data.train._target_=_slow_dataset.SlowVideoDataset", "+data.train.delay=0.1"]
@@ -153,6 +155,7 @@ def test_sigkill_then_sigterm_then_resume_matches_an_uninterrupted_run(tiny_vide
         json.loads(Path(reference, "results.json").read_text())["top1"]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_single_process_on_the_same_total_batch(tiny_videos, tmp_path):
     # No BatchNorm (Identity in the backbone, none after the NL blocks' w_z) and no dropout: then
     # 2 processes x 2 clips and 1 process x 4 clips compute the same gradient, so the parameters must
@@ -197,6 +200,7 @@ def run_to_the_end(cmd, timeout=120, **kwargs):
     return proc.returncode, out, err
 
 
+@pytest.mark.slow
 def test_an_error_ends_a_run_with_dataloader_workers_with_one_line(tiny_videos, tmp_path):
     # workers ignore SIGTERM (so that the main process can write a checkpoint on preemption); a run that
     # stopped on an error used to wait for them forever at exit
@@ -207,6 +211,7 @@ def test_an_error_ends_a_run_with_dataloader_workers_with_one_line(tiny_videos, 
     assert err.splitlines() == [err.strip()] and err.startswith("error: non-finite loss (nan) at iteration")
 
 
+@pytest.mark.slow
 def test_an_unexpected_error_in_a_worker_also_ends_the_test_tool(tiny_videos, tmp_path):
     run_dir = str(tmp_path / "run")
     run_inprocess(tiny_overrides(tiny_videos, run_dir) + ["trainer.max_iter=1", "trainer.test_at_end=false",
@@ -217,6 +222,7 @@ def test_an_unexpected_error_in_a_worker_also_ends_the_test_tool(tiny_videos, tm
     assert code == 1 and "RuntimeError: a bug in a dataset (test)" in err  # a bug keeps its traceback
 
 
+@pytest.mark.slow
 def test_every_rank_exits_when_one_rank_fails(tiny_videos, tmp_path):
     # rank 1 finds no decodable video and stops with one line while rank 0 waits for it in a collective
     torchrun = os.path.join(os.path.dirname(PYTHON), "torchrun")
@@ -229,6 +235,7 @@ def test_every_rank_exits_when_one_rank_fails(tiny_videos, tmp_path):
     assert "damaged on this rank (test)" in err
 
 
+@pytest.mark.slow
 def test_auto_resume_skips_a_damaged_newest_checkpoint(tiny_videos, tmp_path):
     run_dir = str(tmp_path / "run")
     common = tiny_overrides(tiny_videos, run_dir) + ["trainer.test_at_end=false", "logger=none"]
@@ -265,6 +272,7 @@ def test_a_run_directory_has_one_writer(tiny_videos, tmp_path):
     assert "took over the lock of" in Path(run_dir, "log.txt").read_text() and not Path(run_dir, ".lock").exists()
 
 
+@pytest.mark.slow
 def test_results_list_failed_videos_whatever_the_number_of_workers(tiny_videos, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(tiny_videos, root)
@@ -279,3 +287,40 @@ def test_results_list_failed_videos_whatever_the_number_of_workers(tiny_videos, 
         results = json.loads((run_dir / "results.json").read_text())
         assert results["failed_video_paths"] == [broken] and results["failed_videos"] == 1, workers
         assert results["num_videos"] == 6 and "cannot open" in results["failure_reasons"][broken]
+
+
+class Killed(BaseException):
+    """What SIGKILL does to a run, in this process: nothing after it runs, no ``except Exception`` sees it."""
+
+
+@pytest.mark.slow
+def test_a_run_killed_during_its_final_test_then_resumed_writes_best_pt_as_an_uninterrupted_run(
+        tiny_videos, tmp_path, monkeypatch):
+    import nlnet.engine.train as train_root
+
+    whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
+    run_inprocess(tiny_overrides(tiny_videos, whole) + ["logger=none"])
+    expected = load_checkpoint(os.path.join(whole, "checkpoints", "best.pt"))
+
+    test_and_write = train_root.test_and_write
+
+    def killed_while_testing(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(train_root, "test_and_write", killed_while_testing)
+    with pytest.raises(Killed):
+        run_inprocess(tiny_overrides(tiny_videos, killed) + ["logger=none"])
+    assert final_state(killed)["iteration"] == 2  # trained to the end, then killed in the test
+    assert not Path(killed, "checkpoints", "best.pt").exists() and not Path(killed, "results.json").exists()
+
+    monkeypatch.setattr(train_root, "test_and_write", test_and_write)
+    summary = run_inprocess(tiny_overrides(tiny_videos, killed) + ["logger=none"])  # the same command again
+    assert summary["iteration"] == 2 and summary["metrics"]["top1"] == expected_top1(whole)
+    best = load_checkpoint(os.path.join(killed, "checkpoints", "best.pt"))
+    assert best["iteration"] == expected["iteration"] == 2
+    assert best["hooks"]["Checkpointer"] == expected["hooks"]["Checkpointer"]  # best value and its iteration
+    assert_same_params(best["model"], expected["model"])
+
+
+def expected_top1(run_dir):
+    return json.loads(Path(run_dir, "results.json").read_text())["top1"]

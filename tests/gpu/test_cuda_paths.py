@@ -15,9 +15,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import compose
-from nlnet.bench.common import autocast, relative_error
-from nlnet.bench.train_step import SyntheticBatches
+from helpers import compose
+from benchmarks.common import autocast, relative_error
+from benchmarks.model import SyntheticBatches
 from nlnet.config import instantiate
 from nlnet.utils import distributed as du
 from nlnet.data.prologue import BatchPrologue

@@ -7,10 +7,12 @@ import subprocess
 import pytest
 import torch
 
-from conftest import PYTHON, ROOT, tool_env
+from helpers import PYTHON, ROOT, tool_env
 from nlnet.inference import Predictor, load_trained_model
 from nlnet.inference.export import export_model
 from tiny_trained import UP, motion_video
+
+pytestmark = pytest.mark.slow  # runs the converter as a subprocess
 
 
 def test_predict_and_export_a_converted_pytorchvideo_i3d(tmp_path):

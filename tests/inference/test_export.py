@@ -88,6 +88,7 @@ def nonlocal_changes(model: ResNet3d, clip: torch.Tensor) -> dict[str, float]:
     return changes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_round_trip_equals_eager_for_every_pairwise_function_and_the_test_head(fmt, tmp_path):
     """One export per format holds all four pairwise functions and the official test head, whose
@@ -115,6 +116,7 @@ def test_round_trip_equals_eager_for_every_pairwise_function_and_the_test_head(f
         torch.testing.assert_close(E.load_exported(report.path, fmt)(clip).softmax(1), expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_sidecar_holds_the_input_pipeline(tmp_path):
     trained = tiny_model("dot_product")
     report = E.export_model(trained, format="exported_program", out=tmp_path / "m.pt2", batch_size=6)
@@ -136,6 +138,7 @@ def test_sidecar_holds_the_input_pipeline(tmp_path):
         run(torch.randn(2, *PROTOCOL.input_shape))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_ONNXRUNTIME, reason="needs nlnet's [export] extra")
 def test_a_rejected_fast_path_falls_back_to_the_exact_reference_form(tmp_path, monkeypatch):
     """Without nlnet's ONNX form of searchsorted, the exporter rejects the concatenation block's sort

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import tool_env
+from helpers import tool_env
 
 HEAVY = ("nlnet.engine", "hydra", "omegaconf", "tensorboard", "torch.utils.tensorboard")
 

@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from conftest import compose
+from helpers import compose
 from nlnet.data.decoding import VideoReader
 from nlnet.data.sampling import clip_span, clip_times, eval_clip_start
 from nlnet.data.synthetic import make_synthetic_charades

@@ -13,7 +13,7 @@ NL_FIVE = {50: "[[],[1,3],[1,3,5],[]]", 101: "[[],[1,3],[6,13,20],[]]"}  # Table
 
 
 def _config_net(name: str) -> dict:
-    from conftest import compose
+    from helpers import compose
 
     nonlocal_, arch = name.startswith("nl_"), name.removeprefix("nl_")
     depth = int(arch.split("_r")[1])

@@ -43,6 +43,7 @@ def make_file(tmp_path, name: str, *, width: int = 4, classes: int = 7, seed: in
     return path, model, blobs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", VIDEO_ARCHS)
 def test_round_trip_every_arch(tmp_path, name):
     path, model, blobs = make_file(tmp_path, name)
@@ -70,6 +71,7 @@ def test_round_trip_every_arch(tmp_path, name):
     ("i3d_nl_r50_32x4_affine", 71),    # affine BN, NL without BN, res3 NL in 4 groups of 4 frames
     ("i3d_nl_r101_8x8", 97),           # R101 placement res4 [6, 13, 20]
 ])
+@pytest.mark.slow
 def test_computes_the_official_network(tmp_path, name, size):
     x = clip_for(SOURCE.arch(name), size, batch=1)
     path, _, blobs = make_file(tmp_path, name, x=x)
@@ -92,6 +94,7 @@ def test_grouped_blocks_feed_the_attention_figures(tmp_path):
     assert weights[:4, :, 4:].abs().max() == 0 and weights[:4, :, :4].sum() > 0  # group 0 sees frames 0-3 only
 
 
+@pytest.mark.slow
 def test_128_frame_affine_model(tmp_path):
     name = "i3d_nl_r50_128x1_affine"
     x = clip_for(SOURCE.arch(name), 65, batch=1)  # res5 2 x 2
@@ -100,6 +103,7 @@ def test_128_frame_affine_model(tmp_path):
     assert_matches(conversion.model, x, blobs, official_geometry(conversion.arch))
 
 
+@pytest.mark.slow
 def test_classifier_stored_as_a_test_net_conv(tmp_path):
     """The test net's ``pred`` is a 1x1x1 conv: (K, C, 1, 1, 1) fits the fc (K, C)."""
     path, model, blobs = make_file(tmp_path, "c2d_r50_8x8")
@@ -135,6 +139,7 @@ def test_unused_and_missing_weights(tmp_path):
     assert "MISSING" in str(loose.report)
 
 
+@pytest.mark.slow
 def test_ambiguous_clip_is_refused_in_one_line(tmp_path):
     path, _, blobs = make_file(tmp_path, "i3d_nl_r50_8x8")
     renamed = tmp_path / "model.pkl"
@@ -173,6 +178,7 @@ def test_damaged_and_tampered_files(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_imagenet_resnet50_becomes_a_torchvision_state_dict(tmp_path):
     """Without BN statistics in the file (as a "clean" ImageNet file may be): filled with 0 / 1."""
     torch.manual_seed(0)

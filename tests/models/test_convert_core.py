@@ -13,7 +13,7 @@ from _convert_util import randomize, source_state, write_caffe2
 import nlnet.models as models
 import nlnet.models.convert as converters
 from nlnet.models.convert import convert
-from conftest import ROOT, compose
+from helpers import ROOT, compose
 from nlnet.config import instantiate
 from nlnet.inference import ViewProtocol
 from nlnet.models.convert.arch import Clip, data_config, deep_merge
@@ -49,6 +49,7 @@ def test_callable_package_and_unknown_names(tmp_path):
         convert(path, source="caffe2", arch="nope")
 
 
+@pytest.mark.slow
 def test_checkpoint_config_rebuilds_the_network(tmp_path):
     arch = converters.SOURCES["caffe2"].arch("i3d_nl_r50_8x8").replace(base_width=4, num_classes=400)
     model = randomize(converters.SOURCES["caffe2"].build(arch))

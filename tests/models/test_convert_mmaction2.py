@@ -55,6 +55,7 @@ def make_pth(tmp_path, name: str, *, mode: str | None, scale: bool = False, file
     ("i3d_nl_gaussian_r50_32x2", "gaussian"),
     ("i3d_r50_32x2", None),
 ])
+@pytest.mark.slow
 def test_computes_mmaction2_network(tmp_path, name, mode):
     path, model, state = make_pth(tmp_path, name, mode=mode, extra={"optimizer": {"state": {}}})
     conversion = convert(path, source="mmaction2")  # mode from the stored config, placement from the keys
@@ -71,6 +72,7 @@ def test_computes_mmaction2_network(tmp_path, name, mode):
                        mmaction2_geometry(conversion.arch))
 
 
+@pytest.mark.slow
 def test_use_scale_true_scales_the_embedded_gaussian(tmp_path):
     path, _, state = make_pth(tmp_path, "i3d_nl_embedded_gaussian_r50_32x2", mode="embedded_gaussian", scale=True)
     conversion = convert(path, source="mmaction2")

@@ -70,6 +70,7 @@ def make_pyth(tmp_path, cfg: dict, *, width: int = 4, classes: int = 5, name: st
     {"DATA.NUM_FRAMES": 32, "DATA.SAMPLING_RATE": 2, "NONLOCAL.GROUP": [[1], [2], [1], [1]]},  # 32x2, groups
     {"MODEL.ARCH": "slow", "NONLOCAL.LOCATION": [[[]], [[]], [[]], [[]]]},  # Slow 8x8, no temporal pool
 ])
+@pytest.mark.slow
 def test_pyth_with_cfg_computes_pyslowfast_network(tmp_path, changes):
     path, model, state = make_pyth(tmp_path, slowfast_cfg(**changes))
     conversion = convert(path, source="pyslowfast")
@@ -110,6 +111,7 @@ def test_bgr_input_is_folded_into_conv1(tmp_path):
     assert any("BGR" in note for note in conversion.report.notes)
 
 
+@pytest.mark.slow
 def test_model_zoo_caffe2_pkl_uses_pyslowfast_geometry(tmp_path):
     arch = SOURCE.arch("i3d_nl_r50_8x8").replace(base_width=4, num_classes=5, head_pool_hw=2)
     x = clip_for(arch, 96, batch=1, dtype=torch.float64)
@@ -122,6 +124,7 @@ def test_model_zoo_caffe2_pkl_uses_pyslowfast_geometry(tmp_path):
     assert_matches(conversion.model, x, blobs, geometry_of(conversion.arch))
 
 
+@pytest.mark.slow
 def test_pyth_without_cfg_is_detected_from_keys_and_file_name(tmp_path):
     path, model, _ = make_pyth(tmp_path, slowfast_cfg(), name="I3D_NLN_8x8_R50.pyth")
     state = torch.load(path, weights_only=True)

@@ -29,6 +29,7 @@ def converted(request, tmp_path_factory):
     return name, model, convert(path, source="pytorchvideo")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [224, 239])  # 239: res5 is 8 x 8, the 7 x 7 head window has 2 x 2 positions
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
 def test_same_logits(converted, size, dtype, tol):
@@ -44,6 +45,7 @@ def test_same_logits(converted, size, dtype, tol):
     torch.testing.assert_close(got / scale, want / scale, rtol=0, atol=tol)
 
 
+@pytest.mark.slow
 def test_full_width_i3d_r50(tmp_path):
     """The published shape (base width 64, 400 classes), float32, 224: converted logits match."""
     model = pytorchvideo_model("i3d_r50_8x8", width=64)

@@ -349,7 +349,7 @@ def test_frozen_bn_stays_eval_precise_bn_skips_it_and_round_trips(tmp_path):
 def test_instantiate_without_convert_builds_from_listconfig():
     import hydra
 
-    from conftest import compose
+    from helpers import compose
 
     cfg = compose("train", ["experiment=nl_i3d_r50_kinetics", "run_dir=/tmp/unused", "model.net.frozen_bn=[stem,res2]",
                             "model.net.head_pool_kernel=[4,7,7]", "model.net.pool1_padding=[0,0,0]",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import compose, tiny_overrides
+from helpers import compose, tiny_overrides
 from nlnet.checkpoint.files import CheckpointManager, load_checkpoint
 from nlnet.engine.train import train
 from nlnet.solver.schedule import CosineSchedule, MultiStepSchedule, ScheduleBudget
@@ -73,6 +73,7 @@ def budget_run(tiny_videos, run_dir, *extra):
     return train(compose("train", overrides))
 
 
+@pytest.mark.slow
 def test_a_run_keeping_epochs_trains_the_converted_iterations_and_resumes_exactly(tiny_videos, tmp_path):
     reference = str(tmp_path / "reference")
     summary = budget_run(tiny_videos, reference)

@@ -5,13 +5,16 @@ Most rows run in this process through the tools' own error layer (``nlnet.utils.
 around ``train``/``test``/the data functions); the last rows run the tools as commands, for what only
 a command shows (Hydra's parsing, argparse, the exit status).
 """
+import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import PYTHON, ROOT, compose, tiny_overrides, tool_env
+from helpers import PYTHON, ROOT, TINY_DATASET, compose, tiny_overrides, tool_env
+from nlnet.data.synthetic import SYNTHETIC_CLASSES
 from nlnet.utils.cli import one_line_errors
 
 
@@ -53,7 +56,21 @@ def files(tmp_path_factory, tiny_videos):
     state = torch.load(good, weights_only=True)
     state["model"] = torch.nn.Linear(3, 2).state_dict()  # another model's weights
     atomic_save(state, str(folder / "other_model.pt"))
-    return {"dir": str(folder), "good": str(good), "videos": tiny_videos}
+    torch.save(state["model"], folder / "bare.pt")  # a bare state_dict, as model.state_dict() gives it
+    torch.save({"conv1.weight": CodeRunner()}, folder / "runs_code.pt")  # unpickling it would call print()
+    classes = sorted(SYNTHETIC_CLASSES[:TINY_DATASET["num_classes"]])  # the tiny dataset's, as trained
+    (folder / "seven_classes.txt").write_text("\n".join(classes + ["wave", "jump", "sit", "stand"]) + "\n")
+    (folder / "reordered.txt").write_text("\n".join(classes[::-1]) + "\n")
+    (folder / "a_file").write_text("not a folder\n")
+    (folder / "text.mp4").write_text("not a video\n")
+    return {"dir": str(folder), "good": str(good), "videos": tiny_videos, "classes": classes}
+
+
+class CodeRunner:
+    """An object whose unpickling runs code (``print``): what a tampered weights file holds."""
+
+    def __reduce__(self):
+        return print, ("unpickling ran code",)
 
 
 TRAIN_TABLE = [
@@ -101,6 +118,17 @@ TRAIN_TABLE = [
                                   "checkpoint"),
     ("resume={dir}/flipped.pt", "checkpoint {dir}/flipped.pt is damaged"),
     ("resume={dir}/other_model.pt", "checkpoint {dir}/other_model.pt does not fit the model"),
+    ("resume={dir}/bare.pt", "resume={dir}/bare.pt: not a checkpoint of an nlnet run (a bare state_dict of "),
+    ("model.init_checkpoint={dir}/bare.pt", "model.init_checkpoint={dir}/bare.pt: not a checkpoint of an nlnet run "
+                                            "(a bare state_dict of "),
+    ("model.pretrained={dir}/runs_code.pt", "model.pretrained={dir}/runs_code.pt: {dir}/runs_code.pt holds objects "
+                                            "other than tensors and plain containers: refused, since loading it "
+                                            "could run code"),
+    ("model.pretrained={dir}/text.pt", "model.pretrained={dir}/text.pt: {dir}/text.pt cannot be loaded: empty, "
+                                       "truncated or not written by torch.save"),
+    ("data.label_map={dir}/seven_classes.txt", "model.net.num_classes=3 but the label map {dir}/seven_classes.txt "
+                                               "lists 7 classes: set model.net.num_classes=7"),
+    ("run_dir={dir}/a_file", "run_dir={dir}/a_file: is a file, not a folder"),
 ]
 if not torch.cuda.is_available():
     TRAIN_TABLE.append(("trainer.device=cuda", "trainer.device=cuda but this machine has 0 CUDA devices"))
@@ -110,10 +138,12 @@ if not torch.cuda.is_available():
 def test_train_bad_input_is_one_line(files, tmp_path, capsys, override, expected):
     from nlnet.engine.train import train
 
-    overrides = tiny_overrides(files["videos"], str(tmp_path / "run")) + ["logger=none", override.format(**files)]
+    run_dir = None if override.startswith("run_dir=") else str(tmp_path / "run")
+    overrides = tiny_overrides(files["videos"], run_dir) + ["logger=none", override.format(**files)]
     message = one_line_error(lambda: train(compose("train", overrides)), capsys)
     assert expected.format(**files) in message
     assert not (tmp_path / "run" / "checkpoints").exists() or override.startswith("resume")
+    assert "unpickling ran code" not in capsys.readouterr().out
 
 
 def test_unset_dataset_root_is_one_line(capsys, tmp_path):
@@ -134,6 +164,10 @@ TEST_TABLE = [
     (["checkpoint={good}", "data.num_frames=0"], "data.num_frames=0: must be an integer >= 1"),
     (["checkpoint={good}", "data.val.num_crops=-3"], "data.val.num_crops=-3: must be an integer >= 1"),
     (["checkpoint={good}", "data=kinetics"], "data=kinetics: a checkpoint's data cannot be swapped"),
+    (["checkpoint={good}", "output_dir={dir}/a_file"], "output_dir={dir}/a_file: is a file, not a folder"),
+    (["checkpoint={good}", "data.label_map={dir}/reordered.txt"],
+     "data.val.label_map={dir}/reordered.txt: lists the checkpoint's 3 classes in another order (index 0 is "
+     "{classes[2]!r} here, {classes[0]!r} in the checkpoint): use the label map the checkpoint was trained with"),
 ]
 
 
@@ -143,7 +177,9 @@ def test_test_tool_bad_input_is_one_line(files, tmp_path, capsys, args, expected
     from nlnet.checkpoint.files import read_checkpoint_config
     from nlnet.engine.test import test
 
-    args = [a.format(**files) for a in args] + [f"output_dir={tmp_path}", "data.num_workers=0"]
+    args = [a.format(**files) for a in args] + ["data.num_workers=0"]
+    if not any(a.startswith("output_dir=") for a in args):
+        args.append(f"output_dir={tmp_path}")
 
     def run():  # what tools/test.py's main does
         cfg = compose("test", args)
@@ -176,6 +212,40 @@ def test_data_tools_bad_input_is_one_line(files, tmp_path, capsys):
         assert expected in one_line_error(run, capsys)
 
 
+def test_synthetic_dataset_and_dataset_check_bad_input_is_one_line(files, tmp_path, capsys, monkeypatch):
+    from nlnet.data.commands import run_check_dataset, run_make_synthetic
+
+    folder = files["dir"]
+    check = dict(annotations=f"{files['videos']}/val.csv", root=files["videos"], num_frames=4, sampling_rate=1,
+                 progress=False)
+    rows = [
+        (lambda: run_make_synthetic(f"{folder}/a_file", num_classes=1, train_per_class=1, val_per_class=0),
+         f"root={folder}/a_file: is a file, not a folder"),
+        (lambda: run_make_synthetic(tmp_path / "s", num_classes=0), "num_classes=0: choose 1..6"),
+        (lambda: run_make_synthetic(tmp_path / "s", num_classes=1, size=33),
+         "size=33: width and height must be even (H.264 yuv420p)"),
+        (lambda: run_check_dataset(**check, report=f"{folder}/a_file/report.json"),
+         f"cannot write {folder}/a_file/report.json: {folder}/a_file is a file, not a folder"),
+    ]
+    for run, expected in rows:
+        assert expected in one_line_error(run, capsys)
+    assert not (tmp_path / "s").exists()
+
+    def unwritable(*args, **kwargs):  # a folder the user may not write in (as root, chmod would not stop us)
+        raise PermissionError(13, "Permission denied", os.path.join(kwargs["dir"], ".tmp-x1y2z3.json"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", unwritable)
+    assert one_line_error(lambda: run_check_dataset(**check, report=tmp_path / "report.json"), capsys) == \
+        f"[Errno 13] cannot write {tmp_path / 'report.json'}: Permission denied"
+
+
+def test_visualize_a_file_that_is_no_video_is_one_line(files, capsys):
+    from nlnet.viz.visualize import visualize
+
+    cfg = compose("visualize", [f"checkpoint={files['good']}", f"video={files['dir']}/text.mp4"])
+    assert one_line_error(lambda: visualize(cfg), capsys).startswith(f"{files['dir']}/text.mp4: cannot open: ")
+
+
 def run_tool(*args):
     return subprocess.run([PYTHON, str(ROOT / "tools" / args[0]), *map(str, args[1:])], env=tool_env(), cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
@@ -187,7 +257,10 @@ def run_tool(*args):
      "folder of raw downloads not found: {dir}/no_downloads"),
     (["check_dataset.py", "--root", "{dir}", "--annotations", "{dir}/empty.csv", "--report", "{out}/r.json"],
      "annotation file {dir}/empty.csv lists no videos"),
+    (["make_synthetic_dataset.py", "--root", "{out}/synthetic", "--num-classes", "0"],
+     "--num-classes 0: must be at least 1 and at most 6"),
 ])
+@pytest.mark.slow
 def test_tools_as_commands_print_one_line(files, tmp_path, args, expected):
     args = [a.format(dir=files["dir"], out=tmp_path) for a in args]
     proc = run_tool(*args, *([f"hydra.run.dir={tmp_path}"] if args[0] == "train.py" else []))

@@ -13,9 +13,11 @@ import torch
 from _convert_util import randomize, source_state, write_caffe2
 
 import nlnet.models.convert as convert
-from conftest import PYTHON, ROOT, compose, tool_env
+from helpers import PYTHON, ROOT, compose, tool_env
 from nlnet.models.convert.caffe2 import CAFFE2_TABLE
 from nlnet.resources import kinetics400_classes
+
+pytestmark = pytest.mark.slow  # runs the tools as subprocesses
 
 KINETICS = kinetics400_classes()[:3]  # the tiny dataset's classes get Kinetics names
 

@@ -1,83 +1,67 @@
-"""The data tools run end to end on generated data (their main() with a command line, in-process)."""
-import csv
-import importlib.util
+"""The data tools as commands, end to end on generated data (subprocesses; what they compute is tested
+in tests/data/test_commands.py)."""
 import json
-import sys
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from nlnet.data.synthetic import index_frames, write_video
+from helpers import PYTHON, ROOT, tool_env
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def run_tool(tool, *args):
+    """``python tools/<tool> args...``; returns (exit status, stdout). A one-line error (``error: ...`` last
+    on stderr, status 2, no traceback) is raised as ``UserError(message)``, as the tool's main raises it."""
+    from nlnet.utils.errors import UserError
+
+    proc = subprocess.run([PYTHON, str(ROOT / "tools" / tool), *map(str, args)], env=tool_env(), cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode == 2:  # the last line (after any progress bar of a set checked before)
+        last = proc.stderr.splitlines()[-1]
+        assert last.startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        raise UserError(last[len("error: "):])
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    return proc.returncode, proc.stdout
 
 
 @pytest.fixture
-def run(monkeypatch, capsys):
-    """``run("tool.py", *args)`` runs ``python tools/tool.py args...``; returns (exit code, stdout)."""
-
-    def run(tool, *args):
-        spec = importlib.util.spec_from_file_location(tool[:-3], REPO / "tools" / tool)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        monkeypatch.setattr(sys, "argv", [tool, *map(str, args)])
-        code = 0
-        try:
-            module.main()
-        except SystemExit as e:
-            code = e.code or 0
-        return code, capsys.readouterr().out
-
-    return run
+def run():
+    """``run("tool.py", *args)``: :func:`run_tool`."""
+    return run_tool
 
 
-def test_make_and_check(tmp_path, run):
+def test_make_check_and_bench(tmp_path):
     root = tmp_path / "synthetic"
     args = ["--root", root, "--num-classes", 2, "--train-per-class", 2, "--val-per-class", 1,
             "--num-frames", 12, "--size", 48]
-    code, out = run("make_synthetic_dataset.py", *args)
+    code, out = run_tool("make_synthetic_dataset.py", *args)
     assert code == 0 and "wrote 6 videos" in out
-    assert "already complete" in run("make_synthetic_dataset.py", *args)[1]
+    assert "already complete" in run_tool("make_synthetic_dataset.py", *args)[1]
 
     with open(root / "train.csv", "a") as f:
         f.write("growing,missing0000,0,1,train\n")
-    code, out = run("check_dataset.py", "--root", root, "--annotations", root / "train.csv", "--num-frames", 4,
-                    "--sampling-rate", 2, "--report", tmp_path / "report.json")
+    code, out = run_tool("check_dataset.py", "--root", root, "--annotations", root / "train.csv", "--num-frames", 4,
+                         "--sampling-rate", 2, "--report", tmp_path / "report.json")
     assert code == 1  # a video is missing
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["ok"] == 4 and len(report["missing"]) == 1
     assert "missing: 1" in (tmp_path / "report.txt").read_text()
 
-    code, out = run("bench_data.py", "--root", root, "--clip", "4x2", "--workers", 0, "--num-clips", 2,
-                    "--batch-size", 2, "--repeats", 1, "--crop-size", 32, "--scale", 32, 40,
-                    "--json", tmp_path / "bench.json")
-    assert code == 0 and "ratio" in out
-    result = json.loads((tmp_path / "bench.json").read_text())
-    row = result["throughput"][0]
-    assert row["nlnet_train_clips_s"] > 0 and row["pytorchvideo_train_clips_s"] > 0
-    assert result["split"]["nlnet"]["shape"] == result["split"]["pytorchvideo"]["shape"] == [3, 4, 32, 32]
 
+def test_prepare(tmp_path):
+    from nlnet.data.synthetic import index_frames, write_video
 
-def test_prepare(tmp_path, run):
     raw = tmp_path / "raw"
     raw.mkdir()
     write_video(raw / "xyz.mp4", index_frames(30, width=64, height=48), fps=10)
     (tmp_path / "k.csv").write_text("label,youtube_id,time_start,time_end,split\nwave,xyz,1,2,train\n")
     args = ["--csv", tmp_path / "k.csv", "--raw", raw, "--out", tmp_path / "out", "--short-side", 32]
-    code, out = run("prepare_kinetics.py", *args)
+    code, out = run_tool("prepare_kinetics.py", *args)
     assert code == 0 and "written: 1" in out
     assert (tmp_path / "out" / "train" / "wave" / "xyz_000001_000002.mp4").is_file()
-    with open(tmp_path / "out" / "k.csv") as f:
-        assert [r["youtube_id"] for r in csv.DictReader(f)] == ["xyz"]
-    assert "already done: 1" in run("prepare_kinetics.py", *args)[1]
-
-
-def test_bench_decode_resize_times_both_settings(run, tmp_path):
-    code, out = run("bench_decode_resize.py", "--out", tmp_path, "--sizes", "96x64", "--videos", 1,
-                    "--seconds", 1.5, "--clip", "4x2", "--clips", 2, "--repeats", 1)
-    row = next(line for line in out.splitlines() if line.startswith("96x64"))
-    on, off, ratio = (float(v) for v in row.split("|")[1:])
-    assert code == 0 and on > 0 and off > 0 and ratio == pytest.approx(off / on, abs=0.01)
+    assert "already done: 1" in run_tool("prepare_kinetics.py", *args)[1]
 
 
 # ---- every dataset format: check_dataset --data, prepare_dataset -------------------------------------
@@ -174,10 +158,9 @@ def test_train_with_a_bad_split_file_exits_with_one_line(tmp_path):
     import subprocess
 
     import mini_datasets
-    from conftest import PYTHON, tool_env
     mini_datasets.make_ucf101(tmp_path / "ucf")
     _, _, message = _bad_ucf_label(tmp_path / "ucf")
-    done = subprocess.run([PYTHON, str(REPO / "tools" / "train.py"), "data=ucf101", "model=tiny",
+    done = subprocess.run([PYTHON, str(ROOT / "tools" / "train.py"), "data=ucf101", "model=tiny",
                            f"data.root={tmp_path / 'ucf'}", "model.net.num_classes=3", "trainer.device=cpu",
                            f"run_dir={tmp_path / 'run'}"], cwd=tmp_path, env=tool_env(), capture_output=True,
                           text=True, timeout=300)

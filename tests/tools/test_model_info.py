@@ -145,6 +145,7 @@ def test_model_info_report():
     assert "1x3x4x64x64" in lines[0]
 
 
+@pytest.mark.slow
 def test_model_info_script_runs(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "model_info.py"), "model=tiny", "input.frames=4", "input.size=32",
@@ -160,6 +161,7 @@ def test_counted_clip_defaults_to_the_test_view():
     assert counted_clip(cfg) == (cfg.data.num_frames, cfg.data.val.test_crop_size or cfg.data.train.crop_size)
 
 
+@pytest.mark.slow
 def test_model_info_errors_are_one_line(tmp_path):
     """Through nlnet.utils.cli like every tool: an unknown option or a bad model argument is one line."""
     for override, expected in (("model=no_such_model", "model"), ("model.net.depth=7", "model.net.depth")):

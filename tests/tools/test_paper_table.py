@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import PYTHON, ROOT, tiny_overrides, tool_env
+from helpers import PYTHON, ROOT, tiny_overrides, tool_env
 from nlnet.config import instantiate
 from nlnet.paper.tables import COLUMNS, clip_cost
+
+pytestmark = pytest.mark.slow  # sweeps run tools/train.py -m and torchrun in subprocesses
 
 TABLE = """# @package _global_
 name: paper/tablex

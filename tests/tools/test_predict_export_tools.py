@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import PYTHON, ROOT, tool_env
+from helpers import PYTHON, ROOT, tool_env
 from nlnet.data.decoding import VideoReader
 from nlnet.data.synthetic import SYNTHETIC_CLASSES
 from nlnet.checkpoint.files import atomic_save
@@ -23,6 +23,7 @@ def run_tool(tool: str, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_predict_a_folder_with_timeline_annotation_and_json(trained_checkpoint, tmp_path):
     videos = tmp_path / "videos"
     (videos / "b").mkdir(parents=True)
@@ -59,6 +60,7 @@ def test_predict_exits_1_when_no_video_could_be_read(trained_checkpoint, tmp_pat
     (["video=x.mp4"], "error: checkpoint is not set: pass checkpoint=VALUE on the command line"),
     (["checkpoint=x.pt", "video=x.mp4", "views.clips=2"], "error: unknown config key 'views.clips'"),
 ])
+@pytest.mark.slow
 def test_bad_command_lines_are_one_line(args, message):
     proc = run_tool("predict.py", *args)
     assert proc.returncode == 2, proc.stderr
@@ -80,6 +82,7 @@ def test_bad_requests_fail_before_any_work(command, kwargs, message, trained_che
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
 
 
+@pytest.mark.slow
 def test_export_checks_and_writes_the_sidecar(trained_checkpoint, tmp_path):
     out = tmp_path / "demo.pt2"
     proc = run_tool("export.py", f"checkpoint={trained_checkpoint}", "format=exported_program", f"out={out}",

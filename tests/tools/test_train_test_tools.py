@@ -1,13 +1,11 @@
 """tools/train.py and tools/test.py: one-line errors, and testing a checkpoint with its stored config."""
 import json
-import runpy
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, ROOT, compose, tiny_overrides, tool_env
+from helpers import PYTHON, ROOT, compose, tiny_overrides, tool_env
 
 
 def run_tool(*args):
@@ -19,6 +17,7 @@ def run_tool(*args):
     (["experiment=demo", "model.net.dpeth=50"], "unknown config key 'model.net.dpeth'"),
     (["experiment=nope"], "nl_r50_kinetics"),  # the valid experiment names are listed
 ])
+@pytest.mark.slow
 def test_config_errors_are_one_line(args, expected, tmp_path):
     proc = run_tool("train.py", *args, f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2, proc.stderr
@@ -27,13 +26,15 @@ def test_config_errors_are_one_line(args, expected, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_is_one_line(tmp_path):
     proc = run_tool("test.py", f"checkpoint={tmp_path}/missing.pt")
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: checkpoint: file not found: {tmp_path}/missing.pt"
 
 
-def test_test_tool_reuses_the_stored_config_with_overrides(tiny_videos, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_test_tool_reuses_the_stored_config_with_overrides(tiny_videos, tmp_path):
     from nlnet.checkpoint.files import CheckpointManager
     from nlnet.engine.train import train
 
@@ -46,10 +47,9 @@ def test_test_tool_reuses_the_stored_config_with_overrides(tiny_videos, tmp_path
     Path(tiny_videos).rename(moved)
     try:
         out = tmp_path / "eval"
-        monkeypatch.setattr(sys, "argv", ["test.py", f"checkpoint={checkpoint}", f"data.root={moved}",
-                                          f"output_dir={out}", "data.num_workers=0"])
-        monkeypatch.setenv("HYDRA_FULL_ERROR", "")
-        runpy.run_path(str(ROOT / "tools" / "test.py"), run_name="__main__")  # in this process: no torch import
+        proc = run_tool("test.py", f"checkpoint={checkpoint}", f"data.root={moved}", f"output_dir={out}",
+                        "data.num_workers=0")
+        assert proc.returncode == 0, proc.stderr[-2000:]
     finally:
         moved.rename(tiny_videos)
     got = json.loads((out / "results.json").read_text())
@@ -95,6 +95,7 @@ def test_path_values_are_quoted_for_hydra():
     assert OverridesParser.create().parse_override("checkpoint='it\\'s\\\\'").value() == "it's\\"
 
 
+@pytest.mark.slow
 def test_test_tool_unquoted_checkpoint_path_with_equals_and_a_clip_override(tiny_videos, tmp_path):
     from nlnet.engine.train import train
 
@@ -109,6 +110,7 @@ def test_test_tool_unquoted_checkpoint_path_with_equals_and_a_clip_override(tiny
     assert results["checkpoint"] == f"{run_dir}/checkpoints/checkpoint_0000002.pt" and results["failed_video_paths"] == []
 
 
+@pytest.mark.slow
 def test_the_readme_data_path_works_verbatim(tmp_path):
     # README "Data": prepare the official CSVs (train.csv, validate.csv) from raw downloads, then train
     # with nothing but data.root (sizes made tiny; the data keys are not touched)

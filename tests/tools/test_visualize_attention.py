@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import PYTHON, tool_env
+from helpers import PYTHON, tool_env
 from nlnet.config import compose_config, instantiate, to_container
 from nlnet.data.synthetic import write_video
 from nlnet.checkpoint.files import atomic_save
@@ -112,6 +112,7 @@ def test_stored_config_of_an_older_version_never_inflates(tiny_run, tmp_path):
     assert out.is_file()
 
 
+@pytest.mark.slow
 def test_tool_entry_point(tiny_run, tmp_path):
     """The command: figures in the working directory and nothing else; a user error ends the run
     with one line naming the value (exit status 2)."""

@@ -46,6 +46,7 @@ def test_a_folder_lock_refuses_a_second_writer_and_is_released(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", "import sys, time; from nlnet.utils.io import exclusive_lock\n"
                              f"with exclusive_lock({str(tmp_path)!r}):\n    print('locked', flush=True); time.sleep(60)"],

@@ -97,7 +97,7 @@ def test_default_block_and_models_without_blocks(tmp_path, video):
 def test_training_run_logs_attention_figures_through_config(tiny_videos, tmp_path):
     """`trainer.attention_figures` (on by default) puts the figure of the first validation video in the
     run's TensorBoard at the final test of a model with a non-local block."""
-    from conftest import compose, tiny_overrides
+    from helpers import compose, tiny_overrides
     from nlnet.engine.train import train
 
     run_dir = tmp_path / "run"
