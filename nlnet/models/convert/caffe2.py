@@ -88,8 +88,8 @@ def _official(name: str, clip: Clip, geometry: dict, *, family, depth: int = 50,
 
 
 def _archs() -> dict[str, Arch]:
-    clip8, clip32 = (Clip(clip_placement=PLACEMENT, num_frames=t, sampling_rate=tau) for t, tau in ((8, 8), (32, 2)))
-    clip32x4, clip128 = (Clip(clip_placement=PLACEMENT, num_frames=t, sampling_rate=tau) for t, tau in ((32, 4), (128, 1)))
+    clip8, clip32, clip32x4, clip128 = (Clip(clip_placement=PLACEMENT, num_frames=t, sampling_rate=tau)
+                                        for t, tau in ((8, 8), (32, 2), (32, 4), (128, 1)))
     out: list[Arch] = []
     for prefix, family in (("c2d", _C2D), ("i3d", _I3D)):
         for depth in (50, 101):

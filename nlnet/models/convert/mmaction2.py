@@ -50,7 +50,7 @@ MMACTION2_TABLE = KeyTable.parse("""
 _IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # [123.675, ...] / 255
 # mmaction2's 3D test (SampleFrames test_mode) spreads the clips from the first frame to the last, nlnet's rule
 # (it counts the span as T * tau frames and rounds starts: at most a frame apart)
-_CLIP = Clip(num_frames=32, sampling_rate=2, clip_placement="nlnet", **_IMAGENET)
+_CLIP = Clip(num_frames=32, sampling_rate=2, clip_placement="nlnet", mean=_IMAGENET["mean"], std=_IMAGENET["std"])
 _URL = "https://download.openmmlab.com/mmaction/v1.0/recognition/i3d/"
 
 
