@@ -44,7 +44,7 @@ def wide_video(tmp_path_factory) -> str:
     return path
 
 
-def test_dataset_predict_export_and_hook_get_one_view_from_one_stored_config(full_frame_checkpoint, tmp_path):
+def test_dataset_predict_export_and_hook_get_one_view_from_one_stored_config(full_frame_checkpoint):
     state = torch.load(full_frame_checkpoint, weights_only=True)
     trained = load_trained_model(full_frame_checkpoint)
     dataset = C.instantiate(C.from_container(state["config"]["data"]["val"]))
@@ -55,6 +55,12 @@ def test_dataset_predict_export_and_hook_get_one_view_from_one_stored_config(ful
     assert Predictor.from_trained(trained).protocol == view
     assert clip_of_dataset(dataset)["view"] == view  # the attention hook's view
     assert dataset.num_views == view.num_clips * view.num_crops == 2
+
+
+@pytest.mark.slow  # an export
+def test_a_full_frame_checkpoint_is_exported_full_frame(full_frame_checkpoint, tmp_path):
+    trained = load_trained_model(full_frame_checkpoint)
+    view = trained.protocol
     report = export_model(trained, format="torchscript", out=tmp_path / "m.pt")
     with open(sidecar_path(report.path)) as f:
         pipeline = json.load(f)["pipeline"]
@@ -111,7 +117,7 @@ def test_attention_figure_uses_the_test_view(full_frame_checkpoint, wide_video, 
         seen.append(view)
         return decode_clip(path, view, **kwargs)
 
-    monkeypatch.setattr(V, "decode_clip", spy)
+    monkeypatch.setattr(V, "decode_clip", spy)  # the tool's figure: the same view
     if not trained.model.nonlocal_names():
         pytest.skip("the tiny trained model has no non-local block to draw")
     V.visualize(C.compose_config("visualize", [f"checkpoint={full_frame_checkpoint}", f"video={wide_video}",
