@@ -17,9 +17,9 @@ import csv
 import json
 import logging
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from nlnet.utils.errors import DataError
 from nlnet.utils.io import atomic_path
@@ -75,7 +75,8 @@ def read_label_map(path: str | os.PathLike) -> list[str]:
     names = [None] * len(mapping) if isinstance(mapping, dict) else []
     for name, index in (mapping.items() if isinstance(mapping, dict) else [(None, -1)]):
         if not isinstance(index, int) or not 0 <= index < len(names) or names[index] is not None:
-            raise DataError(f"label map {path}: expected {{\"name\": index}} with indices 0..{len(names) - 1}, each once")
+            raise DataError(f"label map {path}: expected {{\"name\": index}} with indices 0..{len(names) - 1}, "
+                            "each once")
         names[index] = name
     return names
 

@@ -17,20 +17,26 @@ import torch
 import torch.nn as nn
 
 from nlnet import config as C
-from nlnet.utils import distributed as du
-from nlnet.engine import hooks as H
 from nlnet.checkpoint.files import CheckpointManager, load_checkpoint, load_model_state, require_training_state
 from nlnet.checkpoint.weights import load_init_checkpoint, load_pretrained
 from nlnet.data.loader import EndlessLoader
 from nlnet.data.prologue import BatchPrologue
+from nlnet.engine import hooks as H
 from nlnet.engine.hooks.attention import clip_of_dataset
 from nlnet.engine.hooks.tensorboard import open_writer
 from nlnet.engine.run_dir import own_run_directory, restore_rng, write_plan
 from nlnet.engine.settings import EvalSettings, LoaderSettings
-from nlnet.engine.test import (check_label_kind, eval_settings, evaluate_dataset, metrics_line, test_and_write,
-                               uses_tensorboard)
+from nlnet.engine.test import (
+    check_label_kind,
+    eval_settings,
+    evaluate_dataset,
+    metrics_line,
+    test_and_write,
+    uses_tensorboard,
+)
 from nlnet.engine.trainer import Trainer
 from nlnet.solver.schedule import ScheduleBudget, build_scheduler
+from nlnet.utils import distributed as du
 from nlnet.utils.cluster import stop_signals
 from nlnet.utils.errors import CheckpointError, ConfigError, one_line
 from nlnet.utils.io import require_folder
@@ -182,7 +188,8 @@ def _build_trainer(cfg: Any, model: nn.Module, data: _Data, device: torch.device
 
 
 def _build_hooks(cfg: Any, trainer: Trainer, data: _Data, manager: CheckpointManager, signals: H.SignalHandler, *,
-                 run_dir: str, writer: Any, config_text: str, results: dict[str, Any]) -> tuple[list[H.HookBase], Callable[[], Any] | None]:
+                 run_dir: str, writer: Any, config_text: str,
+                 results: dict[str, Any]) -> tuple[list[H.HookBase], Callable[[], Any] | None]:
     """The hooks in their order (see ``nlnet.engine.hooks``), and the final test (None when off), which
     fills ``results`` with its metrics and results path."""
     t_cfg, model = cfg.trainer, trainer.model

@@ -10,9 +10,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from nlnet.utils import distributed as du
 from nlnet.data.prologue import BatchPrologue
 from nlnet.evaluation.objectives import MultiLabel, SingleLabel
+from nlnet.utils import distributed as du
 from nlnet.utils.precision import autocast_context
 
 

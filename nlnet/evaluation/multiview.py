@@ -20,11 +20,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from nlnet.utils import distributed as du
 from nlnet.data.prologue import BatchPrologue
+from nlnet.utils import distributed as du
 from nlnet.utils.io import atomic_path
-from nlnet.utils.precision import autocast_context
 from nlnet.utils.metrics import confusion_matrix, mean_class_accuracy, per_class_accuracy, topk_correct
+from nlnet.utils.precision import autocast_context
 
 
 @dataclass

@@ -280,7 +280,7 @@ class ResNet3d(nn.Module):
         return [m for part in self.frozen_bn for m in getattr(self, part).modules()
                 if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
-    def train(self, mode: bool = True) -> "ResNet3d":
+    def train(self, mode: bool = True) -> ResNet3d:
         """``nn.Module.train``, except that frozen BatchNorms stay in eval mode."""
         super().train(mode)
         for bn in self.frozen_norms():

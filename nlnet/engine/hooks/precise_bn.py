@@ -11,11 +11,10 @@ import torch
 import torch.nn as nn
 
 from nlnet.data.prologue import BatchPrologue
-from nlnet.utils import distributed as du
 from nlnet.engine.trainer import HookBase
+from nlnet.utils import distributed as du
 from nlnet.utils.logger import get_logger
 from nlnet.utils.precision import autocast_context
-
 
 
 @torch.no_grad()
