@@ -55,7 +55,7 @@ def _source_keys(node: Any) -> Iterator[tuple[str, str]]:
         return
     for name in node.keys():
         child = node._get_node(name)
-        if OmegaConf.is_interpolation(node, name):
+        if child is not None and child._is_interpolation():
             child = child._dereference_node()
         if child is None:
             continue
@@ -220,7 +220,7 @@ def _raw_items(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
     for key in keys:
         child = node._get_node(key)
-        name = f"{prefix}{key}"
+        name = f"{prefix}{str(key)}"
         if isinstance(child, (DictConfig, ListConfig)) and not child._is_missing() and not child._is_none():
             yield from _raw_items(child, name + ".")
         else:

@@ -11,7 +11,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -108,9 +108,10 @@ def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
         hooks, final_test = _build_hooks(cfg, trainer, data, manager, signals, run_dir=run_dir, writer=writer,
                                          config_text=config_text, results=results)
         trainer.register_hooks(hooks)
-        if state is not None:  # after the hooks: they get their state back too
+        if resume_path is not None and state is not None:  # after the hooks: they get their state back too
             _resume(trainer, resume_path, state, seed=int(t_cfg.seed))
         start = time.perf_counter()
+        assert isinstance(trainer.data, EndlessLoader)  # as _build_trainer made it
         with contextlib.closing(trainer.data):  # the workers end here, also on an error
             trainer.train()
         if trainer.start_iter >= trainer.max_iter:
@@ -177,7 +178,7 @@ def _build_trainer(cfg: Any, model: nn.Module, data: _Data, device: torch.device
         train_module = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if t_cfg.compile:
-        train_module = torch.compile(train_module)
+        train_module = cast(nn.Module, torch.compile(train_module))  # an OptimizedModule for a module
     loader = EndlessLoader(dataset=data.train_set, seed=int(t_cfg.seed), pin_memory=device.type == "cuda",
                            **data.loader.loader_kwargs())
     trainer = Trainer(model=model, optimizer=optimizer, scheduler=build_scheduler(optimizer, schedule=schedule),
@@ -267,10 +268,10 @@ def _checkpoint_to_resume(cfg: Any, manager: CheckpointManager) -> tuple[str | N
         return path, require_training_state(load_checkpoint(path, map_location="cpu"), path)
     if not cfg.trainer.auto_resume:
         return None, None
-    path, state, skipped = manager.load_latest(map_location="cpu")
+    latest, state, skipped = manager.load_latest(map_location="cpu")
     for message in skipped:
-        get_logger().warning(f"{message}: skipped; " + (f"resuming from {path}" if path else "starting afresh"))
-    return path, state
+        get_logger().warning(f"{message}: skipped; " + (f"resuming from {latest}" if latest else "starting afresh"))
+    return latest, state
 
 
 def _resume(trainer: Trainer, path: str, state: dict[str, Any], *, seed: int) -> None:

@@ -29,7 +29,7 @@ def triple(value: int | Sequence[int], name: str) -> Triple:
     values = tuple(value) if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else ()
     if len(values) != 3 or not all(isinstance(v, int) for v in values):
         raise ValueError(f"{name} must be an int or a list of 3 ints (T, H, W), got {value!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def same_padding(kernel: Triple) -> Triple:

@@ -83,7 +83,7 @@ def _set_nonlocal_impl(model: nn.Module, names: Iterable[str], impl: str) -> nn.
     """A copy of ``model`` whose NL blocks run ``impl`` (e.g. "reference": the paper's materialised form)."""
     model = copy.deepcopy(model)
     for name in names:
-        block = model.get_submodule(name)
+        block: Any = model.get_submodule(name)  # a module of any class with an ``impl`` attribute
         if not hasattr(block, "impl"):
             raise ValueError(f"non-local block {name} has no 'impl' attribute to set to {impl!r}")
         block.impl = impl

@@ -47,6 +47,7 @@ def update_bn_stats(model: nn.Module, batches: Iterable[dict[str, Any]], *, num_
         used += 1
     for bn, momentum in zip(bns, momenta):
         bn.momentum = momentum
+        assert bn.running_mean is not None and bn.running_var is not None  # track_running_stats, as selected
         du.all_reduce_mean(bn.running_mean)
         du.all_reduce_mean(bn.running_var)
     model.train(was_training)
