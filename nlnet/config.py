@@ -56,7 +56,7 @@ def _source_keys(node: Any) -> Iterator[tuple[str, str]]:
         return
     for name in node.keys():
         child = node._get_node(name)
-        if OmegaConf.is_interpolation(node, name):
+        if child is not None and child._is_interpolation():
             child = child._dereference_node()
         if child is None:
             continue
@@ -105,7 +105,8 @@ def counted_clip(cfg: DictConfig) -> tuple[int, int]:
     """(frames, size) of the clip a model's cost is counted on: ``input.*``, else the data config's
     clip length and test crop (the cost of one test view, as the reference model zoos report it),
     else 8 x 256."""
-    frames = OmegaConf.select(cfg, "input.frames", default=None) or OmegaConf.select(cfg, "data.num_frames", default=None)
+    frames = (OmegaConf.select(cfg, "input.frames", default=None)
+              or OmegaConf.select(cfg, "data.num_frames", default=None))
     size = (OmegaConf.select(cfg, "input.size", default=None)
             or OmegaConf.select(cfg, "data.val.test_crop_size", default=None)
             or OmegaConf.select(cfg, "data.train.crop_size", default=None))
@@ -121,7 +122,8 @@ def describe_error(exc: BaseException) -> str | None:
     launcher = _launcher_error(exc)
     if launcher:
         return launcher
-    if isinstance(exc, ConfigCompositionException) and isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key:
+    if (isinstance(exc, ConfigCompositionException) and isinstance(cause, (ConfigAttributeError, ConfigKeyError))
+            and key):
         return f"unknown config key '{key}' (check its spelling; to add a new key write +{key}=VALUE)"
     if isinstance(cause, MissingMandatoryValue) and key:
         return f"{key} is not set: pass {key}=VALUE on the command line"
@@ -220,7 +222,7 @@ def _raw_items(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
     for key in keys:
         child = node._get_node(key)
-        name = f"{prefix}{key}"
+        name = f"{prefix}{str(key)}"
         if isinstance(child, (DictConfig, ListConfig)) and not child._is_missing() and not child._is_none():
             yield from _raw_items(child, name + ".")
         else:

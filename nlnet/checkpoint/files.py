@@ -10,6 +10,7 @@ checkpoint. Checkpoints written before the payload checksum existed load as befo
 """
 from __future__ import annotations
 
+import builtins
 import hashlib
 import os
 import pickle
@@ -206,10 +207,11 @@ class CheckpointManager:
         found = self.list()
         return found[-1][1] if found else None
 
-    def load_latest(self, map_location: str | torch.device = "cpu") -> tuple[str | None, dict | None, list[str]]:
+    def load_latest(
+            self, map_location: str | torch.device = "cpu") -> tuple[str | None, dict | None, builtins.list[str]]:
         """The newest intact checkpoint: ``(path, state, skipped)``, ``skipped`` the messages of the newer
         ones that are damaged; ``(None, None, skipped)`` when there is none."""
-        skipped = []
+        skipped: builtins.list[str] = []
         for _, path in reversed(self.list()):
             try:
                 return path, load_checkpoint(path, map_location), skipped
@@ -217,7 +219,7 @@ class CheckpointManager:
                 skipped.append(str(e))
         return None, None, skipped
 
-    def remove_temporaries(self) -> list[str]:
+    def remove_temporaries(self) -> builtins.list[str]:
         """Delete what interrupted writes left in the folder (only while this process owns it)."""
         return remove_stale_temporaries(self.directory)
 

@@ -60,7 +60,7 @@ def load_init_checkpoint(model: nn.Module, source: str, *, pretrained: str | Non
         path, state, skipped = CheckpointManager(directory=folder if os.path.isdir(folder) else source).load_latest()
         for message in skipped:
             get_logger().warning(f"{key}: {message}: skipped")
-        if path is None:
+        if path is None or state is None:  # (None, None) together
             raise ConfigError(f"{key}: no intact checkpoint_*.pt in {source}: train that run first, or pass a "
                               "checkpoint file or another run folder")
     elif os.path.isfile(source):
@@ -90,19 +90,20 @@ def upgrade_model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     - a non-local block without ``pool_ceil_mode`` pooled with ceil (``pool_ceil_mode: true``);
     - a Gaussian block without ``scale_gaussian`` was scaled by C^-1/2 when ``scale`` was true.
     """
-    model_cfg = copy.deepcopy(dict(model_cfg))
-    net = model_cfg["net"]
+    upgraded = copy.deepcopy(dict(model_cfg))
+    net = upgraded["net"]
     for key in ("pretrained", "channels_last"):
         if key in net:
             del net[key]
-    for node in (model_cfg.get("nonlocal"), net.get("nonlocal_layer")):
+    nodes: tuple[Any, ...] = (upgraded.get("nonlocal"), net.get("nonlocal_layer"))  # plain config values
+    for node in nodes:
         target = str(node.get("_target_", "")) if hasattr(node, "get") else ""
         if target.startswith("nlnet.") and target.endswith(".NonLocalBlock"):
             if "pool_ceil_mode" not in node:
                 node["pool_ceil_mode"] = True
             if "scale_gaussian" not in node:
                 node["scale_gaussian"] = bool(node.get("scale", False)) and node.get("pairwise") == "gaussian"
-    return model_cfg
+    return upgraded
 
 
 def stored_model_config(model_cfg: Any) -> Any:

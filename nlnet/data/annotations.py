@@ -17,9 +17,10 @@ import csv
 import json
 import logging
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import cast
 
 from nlnet.utils.errors import DataError
 from nlnet.utils.io import atomic_path
@@ -55,7 +56,7 @@ class Annotations:
     multi_label: bool = False
 
 
-def kinetics_filename(youtube_id: str, time_start: int, time_end: int) -> str:
+def kinetics_filename(youtube_id: str, time_start: float, time_end: float) -> str:
     """``<youtube_id>_<start:06d>_<end:06d>`` (no extension), the official Kinetics file stem."""
     return f"{youtube_id}_{int(time_start):06d}_{int(time_end):06d}"
 
@@ -72,12 +73,13 @@ def read_label_map(path: str | os.PathLike) -> list[str]:
         raise DataError(f"label map {path} cannot be read: {' '.join(str(e).split())}") from None
     if mapping is None:
         return [line.strip() for line in text.splitlines() if line.strip()]
-    names = [None] * len(mapping) if isinstance(mapping, dict) else []
+    names: list[str | None] = [None] * len(mapping) if isinstance(mapping, dict) else []
     for name, index in (mapping.items() if isinstance(mapping, dict) else [(None, -1)]):
         if not isinstance(index, int) or not 0 <= index < len(names) or names[index] is not None:
-            raise DataError(f"label map {path}: expected {{\"name\": index}} with indices 0..{len(names) - 1}, each once")
+            raise DataError(f"label map {path}: expected {{\"name\": index}} with indices 0..{len(names) - 1}, "
+                            "each once")
         names[index] = name
-    return names
+    return cast("list[str]", names)  # len(names) distinct indices: every slot is filled
 
 
 class _DirIndex:

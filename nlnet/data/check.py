@@ -87,12 +87,17 @@ def check_dataset(
     Raises:
         DataError: the annotation file cannot be read or lists no video.
     """
-    table = reader.read() if reader is not None else read_annotations(annotations, root, label_map=label_map)
+    if reader is not None:
+        table = reader.read()
+    elif annotations is not None:
+        table = read_annotations(annotations, root, label_map=label_map)
+    else:
+        raise ValueError("check_dataset needs an annotation file or a reader")
     annotations = getattr(reader, "source", type(reader).__name__) if reader is not None else annotations
     min_frames = (num_frames - 1) * sampling_rate + 1
     options = dict(min_frames=min_frames, full=full, max_frame_pixels=max_frame_pixels, decode_timeout=decode_timeout)
     jobs = [(r.path, options) for r in table.records]
-    report = {"annotations": str(annotations), "root": str(root), "min_frames": min_frames,
+    report: dict[str, Any] = {"annotations": str(annotations), "root": str(root), "min_frames": min_frames,
               "total": len(jobs) + len(table.missing), "ok": 0, "missing": list(table.missing),
               "unreadable": {}, "too_short": {}}
     from tqdm import tqdm

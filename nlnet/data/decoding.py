@@ -20,9 +20,9 @@ import math
 import os
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterator, Sequence
 
 import av
 import numpy as np
@@ -146,7 +146,7 @@ class VideoReader:
             self.container.close()
             raise
 
-    def __enter__(self) -> "VideoReader":
+    def __enter__(self) -> VideoReader:
         return self
 
     def __exit__(self, *exc) -> None:

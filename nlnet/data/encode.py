@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Sequence
 
 import av
 import numpy as np

@@ -92,8 +92,9 @@ class Decoder:
         Raises:
             VideoDecodeError: the file cannot be read on the CPU either (never for a hardware error).
         """
-        if self.fallback() is not None:
-            return VideoReader(path, **options), self._describe("cpu", self._fallback)
+        fallback = self.fallback()
+        if fallback is not None:
+            return VideoReader(path, **options), self._describe("cpu", fallback)
         if self.device == "cpu":
             return VideoReader(path, **options), "cpu"
         gpu = self.gpu if self.gpu is not None else int(os.environ.get("LOCAL_RANK", "0"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 from typing import Any
 
 import torch
@@ -183,7 +183,7 @@ class EndlessLoader:
         self.seed = seed
         self.failures = failures if failures is not None else {}
         self.decoders = decoders if decoders is not None else {}
-        self.sampler = ResumableDistributedSampler(size=len(dataset), batch_size=batch_size,
+        self.sampler = ResumableDistributedSampler(size=_length(dataset), batch_size=batch_size,
                                                    num_replicas=num_replicas, rank=rank, seed=seed)
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
                                  collate_fn=collate_fn, pin_memory=pin_memory, drop_last=True,
@@ -250,6 +250,13 @@ class EndlessLoader:
         shutdown(iterator)
 
 
+def _length(dataset: Dataset) -> int:
+    """The number of samples of a map-style dataset (``Dataset`` itself does not promise ``__len__``)."""
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"the loader needs a map-style dataset with a length, got {type(dataset).__name__}")
+    return len(dataset)
+
+
 def _start_method(dataset: Dataset, num_workers: int) -> str | None:
     """The dataset's ``worker_start_method`` (e.g. ``"spawn"`` for NVDEC in the workers), if any."""
     return getattr(dataset, "worker_start_method", None) if num_workers > 0 else None
@@ -269,7 +276,7 @@ def build_eval_loader(*, dataset: Dataset, batch_size: int, num_workers: int = 0
                       rank: int = 0, pin_memory: bool = False, worker_threads: int = 1) -> DataLoader:
     """A loader over this rank's share of ``dataset`` (no sample on two ranks, no padding); batches
     carry their items' ``failures`` (:func:`collate`)."""
-    sampler = ShardSampler(size=len(dataset), num_replicas=num_replicas, rank=rank)
+    sampler = ShardSampler(size=_length(dataset), num_replicas=num_replicas, rank=rank)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
                       pin_memory=pin_memory, drop_last=False, generator=_worker_generator(0),
                       worker_init_fn=_WorkerInit(worker_threads) if num_workers > 0 else None,

@@ -98,8 +98,8 @@ def parse_actions(text: str, *, index: dict[str, int], length: float,
 
 
 def _multi_label_record(path: str, labels: list[int], spans: tuple[tuple[int, float, float], ...] = ()) -> VideoRecord:
-    labels = tuple(sorted(set(labels)))
-    return VideoRecord(path, labels[0] if labels else -1, labels=labels, spans=spans)
+    classes = tuple(sorted(set(labels)))
+    return VideoRecord(path, classes[0] if classes else -1, labels=classes, spans=spans)
 
 
 def _report_missing(result: Annotations, annotations: str | os.PathLike, root: str | os.PathLike) -> Annotations:
@@ -206,10 +206,10 @@ class MultiLabelListReader:
             if not line.strip():
                 continue
             parts = line.strip().rsplit(maxsplit=1)
-            labels = parts[1].split(",") if len(parts) == 2 else []
-            if not labels or not all(label.isdigit() for label in labels):
+            fields = parts[1].split(",") if len(parts) == 2 else []
+            if not fields or not all(field.isdigit() for field in fields):
                 raise DataError(f"{path}:{number}: expected 'relative/path label,label,...', got {line!r}")
-            entries.append((number, parts[0], [int(label) for label in labels]))
+            entries.append((number, parts[0], [int(field) for field in fields]))
         if self.label_map is not None:
             names = read_label_map(self.label_map)
         else:

@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Any
 
 from nlnet.utils.errors import DataError
 
@@ -109,16 +110,20 @@ def cut_and_rescale(
         return writer.frames_written
 
 
+_worker_options: dict[str, Any] = {}  # cut_and_rescale's options in this process (set by _init_worker)
+
+
 def _run_job(job: PrepareJob) -> tuple[PrepareJob, str]:
     try:
-        cut_and_rescale(job.src, job.dst, start=job.start, end=job.end, **_run_job.options)
+        cut_and_rescale(job.src, job.dst, start=job.start, end=job.end, **_worker_options)
         return job, ""
     except Exception as e:  # one bad download must not stop the others
         return job, f"{type(e).__name__}: {e}"
 
 
 def _init_worker(options: dict) -> None:
-    _run_job.options = options
+    global _worker_options
+    _worker_options = options
 
 
 def prepare_kinetics(

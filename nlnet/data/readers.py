@@ -28,8 +28,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Protocol, cast
 
 from nlnet.utils.errors import ConfigError, DataError
 
@@ -245,7 +246,7 @@ def _json_records(path: Path) -> list[tuple[int, object]]:
         if text[position:position + 1] != "[":
             raise ValueError("expected a JSON array of records")
         position += 1
-        records = []
+        records: list[tuple[int, Any]] = []
         while True:
             while position < len(text) and text[position] in " \t\r\n,":
                 position += 1
@@ -285,13 +286,13 @@ class SSv2Reader:
         except (OSError, UnicodeDecodeError, ValueError) as e:
             raise DataError(f"{self.labels} cannot be read as JSON: {' '.join(str(e).split())}") from None
         names: list[str | None] = [None] * len(mapping) if isinstance(mapping, dict) else []
-        for name, index in (mapping.items() if isinstance(mapping, dict) else [(None, None)]):
+        for name, index in (mapping.items() if isinstance(mapping, dict) else [(None, "")]):
             position = int(index) if str(index).isdigit() else -1
             if not 0 <= position < len(names) or names[position] is not None:
                 raise DataError(f"{self.labels}: expected {{\"template\": \"index\"}} with indices "
                                 f"0..{len(names) - 1}, each once")
             names[position] = name
-        return names
+        return cast("list[str]", names)  # len(names) distinct indices: every slot is filled
 
     def read(self) -> Annotations:
         names = self.classes()

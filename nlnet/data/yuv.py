@@ -56,7 +56,7 @@ class YuvClip:
     @property
     def size(self) -> tuple[int, int]:
         """(H, W) of the luma plane."""
-        return tuple(self.y.shape[-2:])
+        return (int(self.y.shape[-2]), int(self.y.shape[-1]))
 
     def resized(self, height: int, width: int) -> YuvClip:
         """Both planes resized (antialiased, as RGB clips are) to luma (height, width)."""

@@ -9,8 +9,8 @@ import json
 import os
 from collections.abc import Iterator
 
-from nlnet.utils import distributed as du
 from nlnet.solver.schedule import ScheduleBudget
+from nlnet.utils import distributed as du
 from nlnet.utils.io import atomic_path, exclusive_lock, remove_stale_temporaries
 from nlnet.utils.logger import get_logger, setup_logging
 from nlnet.utils.seeding import seed_everything, set_rng_state
@@ -29,7 +29,8 @@ def own_run_directory(run_dir: str) -> Iterator[None]:
         if previous:
             get_logger().warning(f"took over the lock of {run_dir} left by {previous}, which is no longer running")
         if du.is_main_process():
-            for path in remove_stale_temporaries(run_dir) + remove_stale_temporaries(os.path.join(run_dir, "checkpoints")):
+            stale = remove_stale_temporaries(run_dir) + remove_stale_temporaries(os.path.join(run_dir, "checkpoints"))
+            for path in stale:
                 get_logger().info(f"removed {path}, left by an interrupted write")
         yield
 

@@ -16,11 +16,11 @@ from nlnet.checkpoint.restore import restore_checkpoint
 from nlnet.data.classes import class_difference
 from nlnet.data.loader import build_eval_loader
 from nlnet.data.prologue import BatchPrologue
-from nlnet.utils import distributed as du
 from nlnet.engine.hooks.tensorboard import open_writer, write_eval_metrics
 from nlnet.engine.settings import EvalSettings
 from nlnet.evaluation.multiview import evaluate, write_results
 from nlnet.evaluation.objectives import metrics_summary, objective_for
+from nlnet.utils import distributed as du
 from nlnet.utils.errors import ConfigError
 from nlnet.utils.io import require_folder
 from nlnet.utils.logger import get_logger, setup_logging

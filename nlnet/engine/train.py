@@ -11,26 +11,32 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
 
 from nlnet import config as C
-from nlnet.utils import distributed as du
-from nlnet.engine import hooks as H
 from nlnet.checkpoint.files import CheckpointManager, load_checkpoint, load_model_state, require_training_state
 from nlnet.checkpoint.weights import load_init_checkpoint, load_pretrained
 from nlnet.data.loader import EndlessLoader
 from nlnet.data.prologue import BatchPrologue
+from nlnet.engine import hooks as H
 from nlnet.engine.hooks.attention import clip_of_dataset
 from nlnet.engine.hooks.tensorboard import open_writer
 from nlnet.engine.run_dir import own_run_directory, restore_rng, write_plan
 from nlnet.engine.settings import EvalSettings, LoaderSettings
-from nlnet.engine.test import (check_label_kind, eval_settings, evaluate_dataset, metrics_line, test_and_write,
-                               uses_tensorboard)
+from nlnet.engine.test import (
+    check_label_kind,
+    eval_settings,
+    evaluate_dataset,
+    metrics_line,
+    test_and_write,
+    uses_tensorboard,
+)
 from nlnet.engine.trainer import Trainer
 from nlnet.solver.schedule import ScheduleBudget, build_scheduler
+from nlnet.utils import distributed as du
 from nlnet.utils.cluster import stop_signals
 from nlnet.utils.errors import CheckpointError, ConfigError, one_line
 from nlnet.utils.io import require_folder
@@ -102,9 +108,10 @@ def _train(cfg: Any, run_dir: str, device: torch.device) -> dict[str, Any]:
         hooks, final_test = _build_hooks(cfg, trainer, data, manager, signals, run_dir=run_dir, writer=writer,
                                          config_text=config_text, results=results)
         trainer.register_hooks(hooks)
-        if state is not None:  # after the hooks: they get their state back too
+        if resume_path is not None and state is not None:  # after the hooks: they get their state back too
             _resume(trainer, resume_path, state, seed=int(t_cfg.seed))
         start = time.perf_counter()
+        assert isinstance(trainer.data, EndlessLoader)  # as _build_trainer made it
         with contextlib.closing(trainer.data):  # the workers end here, also on an error
             trainer.train()
         if trainer.start_iter >= trainer.max_iter:
@@ -171,7 +178,7 @@ def _build_trainer(cfg: Any, model: nn.Module, data: _Data, device: torch.device
         train_module = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if t_cfg.compile:
-        train_module = torch.compile(train_module)
+        train_module = cast(nn.Module, torch.compile(train_module))  # an OptimizedModule for a module
     loader = EndlessLoader(dataset=data.train_set, seed=int(t_cfg.seed), pin_memory=device.type == "cuda",
                            **data.loader.loader_kwargs())
     trainer = Trainer(model=model, optimizer=optimizer, scheduler=build_scheduler(optimizer, schedule=schedule),
@@ -182,7 +189,8 @@ def _build_trainer(cfg: Any, model: nn.Module, data: _Data, device: torch.device
 
 
 def _build_hooks(cfg: Any, trainer: Trainer, data: _Data, manager: CheckpointManager, signals: H.SignalHandler, *,
-                 run_dir: str, writer: Any, config_text: str, results: dict[str, Any]) -> tuple[list[H.HookBase], Callable[[], Any] | None]:
+                 run_dir: str, writer: Any, config_text: str,
+                 results: dict[str, Any]) -> tuple[list[H.HookBase], Callable[[], Any] | None]:
     """The hooks in their order (see ``nlnet.engine.hooks``), and the final test (None when off), which
     fills ``results`` with its metrics and results path."""
     t_cfg, model = cfg.trainer, trainer.model
@@ -262,10 +270,10 @@ def _checkpoint_to_resume(cfg: Any, manager: CheckpointManager) -> tuple[str | N
         return path, require_training_state(load_checkpoint(path, map_location="cpu"), path)
     if not cfg.trainer.auto_resume:
         return None, None
-    path, state, skipped = manager.load_latest(map_location="cpu")
+    latest, state, skipped = manager.load_latest(map_location="cpu")
     for message in skipped:
-        get_logger().warning(f"{message}: skipped; " + (f"resuming from {path}" if path else "starting afresh"))
-    return path, state
+        get_logger().warning(f"{message}: skipped; " + (f"resuming from {latest}" if latest else "starting afresh"))
+    return latest, state
 
 
 def _resume(trainer: Trainer, path: str, state: dict[str, Any], *, seed: int) -> None:

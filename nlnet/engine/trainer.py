@@ -10,9 +10,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from nlnet.utils import distributed as du
 from nlnet.data.prologue import BatchPrologue
 from nlnet.evaluation.objectives import MultiLabel, SingleLabel
+from nlnet.utils import distributed as du
+from nlnet.utils.errors import DataError
 from nlnet.utils.precision import autocast_context
 
 
@@ -152,6 +153,8 @@ class Trainer:
         t0 = time.perf_counter()
         batch = next(self.data)
         video, labels = self.prologue(batch)  # (B, C, T, H, W) float, (B,) (multi-label: (B, K)) on the device
+        if labels is None:
+            raise DataError("a training batch has no 'label': training needs labelled videos")
         t1 = time.perf_counter()
         with autocast_context(self.device, self.precision):
             logits = self.train_module(video)  # (B, K)

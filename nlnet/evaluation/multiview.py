@@ -20,11 +20,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from nlnet.utils import distributed as du
 from nlnet.data.prologue import BatchPrologue
+from nlnet.utils import distributed as du
 from nlnet.utils.io import atomic_path
-from nlnet.utils.precision import autocast_context
 from nlnet.utils.metrics import confusion_matrix, mean_class_accuracy, per_class_accuracy, topk_correct
+from nlnet.utils.precision import autocast_context
 
 
 @dataclass
@@ -242,10 +242,10 @@ def write_results(directory: str, metrics: dict[str, Any], videos: VideoPredicti
         per_video.append({
             "video_index": i,
             "path": path,
-            **_label_entries(videos.labels[i], videos.scores[i], videos.num_views[i] > 0),
+            **_label_entries(videos.labels[i], videos.scores[i], bool(videos.num_views[i] > 0)),
             "num_views": int(videos.num_views[i]),
             "failed": bool(videos.failed[i]),
-            **({"reason": videos.failures.get(path)} if videos.failed[i] else {}),
+            **({"reason": videos.failures.get(path) if path is not None else None} if videos.failed[i] else {}),
             "scores": [round(float(s), 6) for s in videos.scores[i]],
         })
     results_path = os.path.join(directory, "results.json")

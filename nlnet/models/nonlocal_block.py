@@ -264,6 +264,7 @@ class NonLocalBlock(nn.Module):
         if self.pairwise == "gaussian":
             keys = self._pool(x)
             return x, keys, self.g(keys) if self.pool_before else self._pool(self.g(x))
+        assert self.theta is not None and self.phi is not None  # every pairwise function but the Gaussian
         if self.pool_before:  # official code / PySlowFast / pytorchvideo: pool x, then phi and g
             pooled = self._pool(x)
             return self.theta(x), self.phi(pooled), self.g(pooled)
@@ -279,6 +280,7 @@ class NonLocalBlock(nn.Module):
         q, k, v = self._group(queries), self._group(keys), self._group(values)  # (G, E, N), (G, E, N'), (G, C', N')
         n_keys = k.shape[2]
         if self.pairwise == "concatenation":  # Eq. 5: [theta_i; phi_j] for every (i, j), as mmcv
+            assert self.concat_project is not None
             grid = (q.shape[0], q.shape[1], q.shape[2], n_keys)
             concat = torch.cat([q[:, :, :, None].expand(grid), k[:, :, None, :].expand(grid)], dim=1)  # (G, 2C', N, N')
             attention = F.relu(self.concat_project(concat))[:, 0] / n_keys  # (G, N, N')
@@ -310,6 +312,7 @@ class NonLocalBlock(nn.Module):
             else:
                 values = self._pool_last(linear_last(x_last, [self.g]))
             return x_last, keys, values
+        assert self.theta is not None and self.phi is not None  # every pairwise function but the Gaussian
         if self.pool_before:
             key_values = linear_last(self._pool_last(x_last), [self.phi, self.g])  # (B, *S', 2C')
             return linear_last(x_last, [self.theta]), key_values[..., :c], key_values[..., c:]
@@ -326,6 +329,7 @@ class NonLocalBlock(nn.Module):
         elif self.pairwise == "dot_product":
             y = dot_product_attention(q, k, v)
         else:
+            assert self.concat_project is not None  # the concatenation (Eq. 5)
             w_f = self.concat_project.weight.flatten()  # (2C',) = [w_theta; w_phi]
             a = torch.matmul(q, w_f[: self.inter_channels])  # (G, N)
             b = torch.matmul(k, w_f[self.inter_channels:])  # (G, N')

@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.modules.conv import _ConvNd
 
 SCOPES = ("spacetime", "space", "time")
 
@@ -120,15 +120,15 @@ class NonLocalAttention:
         return out
 
 
-def linear_last(x: Tensor, convs: Sequence[nn.Module]) -> Tensor:
+def linear_last(x: Tensor, convs: Sequence[_ConvNd]) -> Tensor:
     """1x1(x1) convolutions applied to a channels-last tensor, stacked: one matrix product.
 
     (B, *S, C_in) -> (B, *S, sum C_out); the same function as ``torch.cat([conv(x) ...], 1)`` on
     the channels-first tensor, computed as (B*N, C_in) x (C_in, sum C_out).
     """
     weight = torch.cat([conv.weight.flatten(1) for conv in convs])  # (sum C_out, C_in)
-    biases = [conv.bias for conv in convs]
-    bias = torch.cat(biases) if all(b is not None for b in biases) else None
+    biases = [conv.bias for conv in convs if conv.bias is not None]
+    bias = torch.cat(biases) if len(biases) == len(convs) else None
     return F.linear(x, weight, bias)
 
 

@@ -87,7 +87,7 @@ class ResStage(nn.Module):
 
 
 # Depth -> (residual block, blocks per stage res2..res5). ResNet-50/101 as in the paper.
-DEPTHS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
+DEPTHS: dict[int, tuple[type[ResidualBlock], tuple[int, int, int, int]]] = {
     18: (BasicBlock, (2, 2, 2, 2)),
     34: (BasicBlock, (3, 4, 6, 3)),
     50: (Bottleneck, (3, 4, 6, 3)),
@@ -247,7 +247,8 @@ class ResNet3d(nn.Module):
                                         stride=strides[s] if i == 0 else 1, temporal_kernel=t,
                                         norm_layer=norm_layer))
                 channels = width * block_cls.expansion
-            nonlocal_layers = {i: nonlocal_layer(channels) for i in dict.fromkeys(nonlocal_blocks[s])}
+            nonlocal_layers = ({i: nonlocal_layer(channels) for i in dict.fromkeys(nonlocal_blocks[s])}
+                               if nonlocal_layer is not None else {})  # (None: no blocks, checked above)
             self.add_module(name, ResStage(blocks=blocks, nonlocal_layers=nonlocal_layers, pool=pools[s],
                                            use_checkpoint=name in checkpoint_stages, name=name))
         self.feature_channels = channels
@@ -273,14 +274,16 @@ class ResNet3d(nn.Module):
         if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, ResidualBlock):
-                    nn.init.zeros_(m.last_bn.weight)
+                    gamma = m.last_bn.weight
+                    assert isinstance(gamma, torch.Tensor)  # the closing norm layer is affine
+                    nn.init.zeros_(gamma)
 
     def frozen_norms(self) -> list[nn.Module]:
         """The BatchNorms of the ``frozen_bn`` parts (SyncBatchNorm after conversion too)."""
         return [m for part in self.frozen_bn for m in getattr(self, part).modules()
                 if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
-    def train(self, mode: bool = True) -> "ResNet3d":
+    def train(self, mode: bool = True) -> ResNet3d:
         """``nn.Module.train``, except that frozen BatchNorms stay in eval mode."""
         super().train(mode)
         for bn in self.frozen_norms():

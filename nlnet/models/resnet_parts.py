@@ -1,13 +1,12 @@
 """The small parts :class:`~nlnet.models.ResNet3d` is assembled from (Table 1): :class:`Stem`
 (conv1 + pool1), residual blocks (:class:`Bottleneck`, :class:`BasicBlock`: a
-:class:`ResidualBlock` with a projection :class:`Shortcut` where needed) and :class:`Head` (average pool, dropout, classifier; optionally tested fully
-convolutionally). Per-axis arguments accept any non-string sequence (OmegaConf's ``ListConfig``
-included).
+:class:`ResidualBlock` with a projection :class:`Shortcut` where needed) and :class:`Head` (average pool, dropout,
+classifier; optionally tested fully convolutionally). Per-axis arguments accept any non-string sequence
+(OmegaConf's ``ListConfig`` included).
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Union
 
 import torch
 import torch.nn as nn
@@ -23,14 +22,14 @@ def as_list(value: object, name: str) -> list:
     return list(value)
 
 
-def triple(value: Union[int, Sequence[int]], name: str) -> Triple:
+def triple(value: int | Sequence[int], name: str) -> Triple:
     """``3`` -> (3, 3, 3); a length-3 sequence -> tuple; anything else is an error naming ``name``."""
     if isinstance(value, int):
         return (value, value, value)
     values = tuple(value) if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else ()
     if len(values) != 3 or not all(isinstance(v, int) for v in values):
         raise ValueError(f"{name} must be an int or a list of 3 ints (T, H, W), got {value!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def same_padding(kernel: Triple) -> Triple:
@@ -80,7 +79,7 @@ class Shortcut(nn.Module):
 
     @classmethod
     def where_needed(cls, *, in_channels: int, out_channels: int, stride: int,
-                     norm_layer: NormLayer) -> "Shortcut | None":
+                     norm_layer: NormLayer) -> Shortcut | None:
         """A projection where the block changes the shape (stride or channels), else None (identity)."""
         if stride == 1 and in_channels == out_channels:
             return None

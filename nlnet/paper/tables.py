@@ -150,7 +150,8 @@ def mean_row(rows: Sequence[TableRow], *, label: str = "mean") -> TableRow:
     tested = [row for row in rows if row.progress.top1 is not None]
 
     def mean(values: list[float | None]) -> float | None:
-        return sum(values) / len(values) if values and None not in values else None
+        present = [v for v in values if v is not None]
+        return sum(present) / len(values) if values and len(present) == len(values) else None
 
     progress = RunProgress(exists=bool(tested), iteration=min((r.progress.iteration for r in tested), default=0),
                            planned=None, top1=mean([r.progress.top1 for r in tested]),

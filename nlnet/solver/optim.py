@@ -29,7 +29,8 @@ def param_groups(model: nn.Module, *, weight_decay: float, norm_bias_weight_deca
         weight_decay: decay of the ordinary weights (paper: 1e-4).
         norm_bias_weight_decay: decay of BN/GN/LN parameters and biases.
     """
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for module, name, p in _named_params(model):
         (no_decay if isinstance(module, _NORM_TYPES) or name == "bias" else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}]

@@ -10,7 +10,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from nlnet.utils.errors import UserError, one_line
 
@@ -74,7 +74,7 @@ class one_line_errors(contextlib.ContextDecorator):
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> Literal[False]:
         if not isinstance(exc, Exception) or os.environ.get("NLNET_FULL_ERROR") == "1":
             return False
         message = user_message(exc)

@@ -8,8 +8,8 @@ and are about 1% higher; see docs/models.md).
 
 fvcore has no rule for ``aten::scaled_dot_product_attention`` (the non-local block's fast softmax
 path); :data:`EXTRA_HANDLES` counts it as the two matrix products it computes, (Q Kᵀ) and (A V),
-which is what the materialised (reference) form costs as well. Other fast paths are counted as the ops they run: the dot-product block's
-cheaper association, the concatenation block's projections (its sort / prefix sums are not
+which is what the materialised (reference) form costs as well. Other fast paths are counted as the ops they run: the
+dot-product block's cheaper association, the concatenation block's projections (its sort / prefix sums are not
 multiply-adds). ``model_cost(..., nonlocal_impl="reference")`` counts the materialised form.
 ``aten::matmul`` gets a rule for every operand rank (fvcore's rejects 1-D operands).
 """
@@ -31,7 +31,8 @@ def _shape(value: Any) -> list[int]:
 
 
 def sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
-    """FLOPs of ``scaled_dot_product_attention(q, k, v)``: (..., N, C) x (..., N', C) and (..., N, N') x (..., N', Cv)."""
+    """FLOPs of ``scaled_dot_product_attention(q, k, v)``: (..., N, C) x (..., N', C) and
+    (..., N, N') x (..., N', Cv)."""
     q, k, v = (_shape(x) for x in inputs[:3])
     batch = prod(q[:-2])
     n, c = q[-2], q[-1]
@@ -82,7 +83,7 @@ def _set_nonlocal_impl(model: nn.Module, names: Iterable[str], impl: str) -> nn.
     """A copy of ``model`` whose NL blocks run ``impl`` (e.g. "reference": the paper's materialised form)."""
     model = copy.deepcopy(model)
     for name in names:
-        block = model.get_submodule(name)
+        block: Any = model.get_submodule(name)  # a module of any class with an ``impl`` attribute
         if not hasattr(block, "impl"):
             raise ValueError(f"non-local block {name} has no 'impl' attribute to set to {impl!r}")
         block.impl = impl

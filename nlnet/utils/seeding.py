@@ -23,7 +23,9 @@ def get_rng_state() -> dict[str, Any]:
     """Every global generator's state as tensors and plain containers (loadable with
     ``torch.load(weights_only=True)``)."""
     version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = np.random.get_state(legacy=True)  # the global generator is an MT19937: a tuple
+    assert isinstance(numpy_state, tuple)
+    kind, keys, pos, has_gauss, cached = numpy_state
     state: dict[str, Any] = {
         "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),

@@ -5,9 +5,9 @@ import math
 from typing import Any
 
 from nlnet.checkpoint.files import CheckpointManager, atomic_save
-from nlnet.utils import distributed as du
 from nlnet.engine.hooks.timing import is_due
 from nlnet.engine.trainer import HookBase
+from nlnet.utils import distributed as du
 from nlnet.utils.logger import get_logger
 from nlnet.utils.seeding import get_rng_state
 

@@ -11,11 +11,10 @@ import torch
 import torch.nn as nn
 
 from nlnet.data.prologue import BatchPrologue
-from nlnet.utils import distributed as du
 from nlnet.engine.trainer import HookBase
+from nlnet.utils import distributed as du
 from nlnet.utils.logger import get_logger
 from nlnet.utils.precision import autocast_context
-
 
 
 @torch.no_grad()
@@ -48,6 +47,7 @@ def update_bn_stats(model: nn.Module, batches: Iterable[dict[str, Any]], *, num_
         used += 1
     for bn, momentum in zip(bns, momenta):
         bn.momentum = momentum
+        assert bn.running_mean is not None and bn.running_var is not None  # track_running_stats, as selected
         du.all_reduce_mean(bn.running_mean)
         du.all_reduce_mean(bn.running_var)
     model.train(was_training)

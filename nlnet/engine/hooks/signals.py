@@ -5,8 +5,8 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
-from nlnet.utils import distributed as du
 from nlnet.engine.trainer import HookBase
+from nlnet.utils import distributed as du
 
 
 class SignalHandler(HookBase):

@@ -7,10 +7,9 @@ from typing import Any
 
 import torch
 
-from nlnet.utils import distributed as du
 from nlnet.engine.hooks.timing import is_due, memory_mb
 from nlnet.engine.trainer import HookBase
-
+from nlnet.utils import distributed as du
 
 EVAL_SCALARS = ("top1", "top5", "mean_class_accuracy", "map")  # those an evaluation has are written
 

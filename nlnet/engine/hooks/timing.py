@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from nlnet.utils import distributed as du
 from nlnet.engine.trainer import HookBase
+from nlnet.utils import distributed as du
 from nlnet.utils.logger import get_logger
 
 
