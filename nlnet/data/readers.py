@@ -21,7 +21,7 @@ Formats, exactly as the datasets ship them:
   convention), classes sorted by name, for data with no annotation file.
 
 A listed video is also found under the same name with another video extension (``.mp4`` after
-the dataset preparation re-encoded it, ``nlnet.data.prepare.prepare_tree``). Bad input is one line naming the file and line.
+``nlnet.data.prepare.prepare_tree`` re-encoded it). Bad input is one line naming the file and line.
 """
 from __future__ import annotations
 
