@@ -20,6 +20,8 @@ from nlnet.utils.precision import autocast_context
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 GIB = 2 ** 30
+# The repository's configs (compose_config's config_dir).
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 # ----------------------------------------------------------------------------------------- threads

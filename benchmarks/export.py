@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .common import cpu_name, load_average, timed
+from .common import CONFIGS, cpu_name, load_average, timed
 from .table import fmt, markdown_table
 
 FIVE_NL = "model.net.nonlocal_blocks=[[],[1,3],[1,3,5],[]]"
@@ -42,7 +42,7 @@ def build(case: str, frames: int, size: int):
     overrides, _, shape = overrides.partition(" @")
     if shape:
         frames, size = (int(v) for v in shape.split("x"))
-    cfg = compose_config("model_info", overrides.split())
+    cfg = compose_config("model_info", overrides.split(), config_dir=CONFIGS)
     model = instantiate(cfg.model.net).eval()
     protocol = ViewProtocol(num_frames=frames, sampling_rate=1, short_side=size, crop_size=size)
     classes = [str(i) for i in range(model.num_classes)]

@@ -49,7 +49,7 @@ from nlnet.engine.trainer import Trainer
 from nlnet.solver.schedule import build_scheduler
 from nlnet.utils.flops import model_cost
 
-from .common import (autocast, device_of, free_memory, is_out_of_memory, median, peak_memory_gib, peak_rss,
+from .common import (CONFIGS, autocast, device_of, free_memory, is_out_of_memory, median, peak_memory_gib, peak_rss,
                      pin_threads, reset_peak_memory, threads_line, timed)
 from .gpu_check.machine import dense_bf16_peak
 from .gpu_check.record import Recorder, Rows, part_deadline
@@ -88,7 +88,7 @@ def build_case(case: str, frames: int, size: int) -> tuple[str, nn.Module]:
     from nlnet.config import compose_config, to_container
 
     name, _, overrides = case.partition("=")
-    cfg = compose_config("model_info", overrides.split())
+    cfg = compose_config("model_info", overrides.split(), config_dir=CONFIGS)
     return name, models.build_model(to_container(cfg.model.net))
 
 

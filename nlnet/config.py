@@ -1,10 +1,10 @@
 """The one bridge between Hydra/OmegaConf configs and nlnet objects.
 
 Every other module under ``nlnet/`` takes plain constructor arguments; only this helper (and the
-scripts in ``tools/``) know that configs exist. A config node is a constructor call (``_target_``).
+command-line scripts) know that configs exist. A config node is a constructor call (``_target_``).
 Here too: composing a config outside ``@hydra.main`` (:func:`compose_config`, for tools, benchmarks
 and tests), the up-front validation of a composed config (:func:`validate`), Hydra's errors as one line
-(:func:`describe_error`), and ``tools/test.py``'s replay of command-line overrides on the config
+(:func:`describe_error`), and the test command's replay of command-line overrides on the config
 stored in a checkpoint (:func:`apply_overrides`).
 """
 from __future__ import annotations
@@ -25,9 +25,6 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandat
 
 from nlnet.data.placement import CLIP_PLACEMENTS
 from nlnet.utils.errors import ConfigError, UserError, one_line, root_cause
-
-# The configs of the repository (``pip install -e .``): what ``tools/*.py`` give ``@hydra.main``.
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 # Errors a constructor raises for a bad argument: they become one line naming the config key.
 _ARGUMENT_ERRORS = (UserError, ValueError, TypeError, FileNotFoundError, NotADirectoryError)
@@ -74,12 +71,18 @@ def _key_named_in(node: Any, message: str) -> str:
     return node._get_full_key(None) if isinstance(node, DictConfig) else "config"
 
 
-def compose_config(config_name: str = "train", overrides: Sequence[str] = (), *,
+def compose_config(config_name: str = "train", overrides: Sequence[str] = (), *, config_dir: str | os.PathLike,
                    return_hydra_config: bool = False) -> DictConfig:
-    """``configs/<config_name>.yaml`` composed with ``overrides``, outside ``@hydra.main`` (tools that
-    compose many configs, benchmarks, tests). ``return_hydra_config`` keeps the ``hydra`` node (sweeper
-    parameters, run folders)."""
-    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+    """``<config_dir>/<config_name>.yaml`` composed with ``overrides``, outside ``@hydra.main`` (scripts
+    that compose many configs, benchmarks, tests).
+
+    Args:
+        config_name: the primary config (``train``, ``model_info``, ...).
+        overrides: Hydra command-line overrides.
+        config_dir: the config folder (the caller knows where its configs are; the package does not).
+        return_hydra_config: keep the ``hydra`` node (sweeper parameters, run folders).
+    """
+    with initialize_config_dir(version_base="1.3", config_dir=os.path.abspath(config_dir)):
         return _hydra_compose(config_name=config_name, overrides=list(overrides),
                               return_hydra_config=return_hydra_config)
 
@@ -267,7 +270,7 @@ def validate(cfg: DictConfig, *, splits: Sequence[str] = ()) -> None:
 def _validate_paths(cfg: DictConfig, splits: Sequence[str]) -> None:
     root = OmegaConf.select(cfg, "data.root", default=None)
     if root is not None and not os.path.isdir(str(root)):
-        hint = (" (create the demo dataset with: python tools/make_synthetic_dataset.py --root "
+        hint = (" (create the demo dataset with: python make_synthetic_dataset.py --root "
                 f"{root})" if "synthetic" in str(root) else "")
         raise ConfigError(f"data.root: directory not found: {root}{hint}")
     for split in splits:
@@ -279,7 +282,7 @@ def _validate_paths(cfg: DictConfig, splits: Sequence[str]) -> None:
                 raise ConfigError(f"data.{split}.{key}: file not found: {path}")
 
 
-# ---- tools/test.py: a checkpoint's stored config with the command line's overrides ---------------
+# ---- the test command: a checkpoint's stored config with the command line's overrides ---------------
 def rebase_paths(config: Any, old_root: str, new_root: str) -> Any:
     """A copy of a stored (resolved) config in which every string path under ``old_root`` is moved
     under ``new_root`` (e.g. the annotation files when a test run overrides ``data.root``)."""

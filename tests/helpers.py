@@ -44,11 +44,12 @@ def tiny_overrides(data_root: str, run_dir: str | None = None) -> list[str]:
     return overrides
 
 
-def compose(config_name: str = "train", overrides: list[str] = ()):
-    """``hydra.compose`` of configs/<config_name>.yaml (outside ``@hydra.main``)."""
+def compose(config_name: str = "train", overrides: list[str] = (), **options):
+    """``hydra.compose`` of configs/<config_name>.yaml (outside ``@hydra.main``); ``options``: those of
+    ``compose_config`` (``return_hydra_config``)."""
     from nlnet.config import compose_config
 
-    return compose_config(config_name, overrides)
+    return compose_config(config_name, overrides, config_dir=CONFIGS, **options)
 
 
 def tool_env(*extra_paths: str) -> dict[str, str]:

@@ -82,9 +82,7 @@ def docs_paper_rows() -> dict[str, tuple[int, float]]:
 
 def compose_with_hydra(overrides: list[str]):
     """The composed config with its ``hydra`` node (sweeper params, run and sweep folders)."""
-    from nlnet.config import compose_config
-
-    return compose_config("train", overrides, return_hydra_config=True)
+    return compose("train", overrides, return_hydra_config=True)
 
 
 def row_config(row: str, *extra: str):

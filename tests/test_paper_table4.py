@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import PYTHON, ROOT, compose, tool_env
-from nlnet.config import compose_config, instantiate
+from nlnet.config import instantiate
 from nlnet.paper.tables import MAP_COLUMNS, Published, RunProgress, TableRow, to_markdown
 
 ROWS_KEY = "+experiment/paper@_global_"
@@ -58,13 +58,13 @@ def test_the_row_is_the_charades_recipe_of_section_5_2(row):
 
 
 def test_one_sweep_runs_table4_in_the_folders_of_its_rows():
-    cfg = compose_config("train", ["experiment=paper/table4", "data.root=/x"], return_hydra_config=True)
+    cfg = compose("train", ["experiment=paper/table4", "data.root=/x"], return_hydra_config=True)
     rows = [r.strip() for r in cfg.hydra.sweeper.params[ROWS_KEY].split(",")]
     assert sorted(rows) == sorted(TABLE4)
     for row in rows:
-        job = compose_config("train", ["experiment=paper/table4", f"{ROWS_KEY}={row}", "data.root=/x"],
-                             return_hydra_config=True)
-        single = compose_config("train", [f"experiment=paper/{row}", "data.root=/x"], return_hydra_config=True)
+        job = compose("train", ["experiment=paper/table4", f"{ROWS_KEY}={row}", "data.root=/x"],
+                      return_hydra_config=True)
+        single = compose("train", [f"experiment=paper/{row}", "data.root=/x"], return_hydra_config=True)
         assert job.paper == single.paper and job.model == single.model and job.name == single.name
         assert Path(job.hydra.sweep.dir, job.hydra.sweep.subdir) == Path(single.hydra.run.dir)
 

@@ -17,11 +17,14 @@ status 1 when any listed video is missing or unreadable.
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from nlnet.data.commands import run_check_dataset
 from nlnet.data.decoding import DECODE_TIMEOUT, MAX_FRAME_PIXELS
 from nlnet.data.readers import ListReader
 from nlnet.utils.cli import ArgumentParser, run_main
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def main() -> None:
@@ -67,7 +70,7 @@ def data_config_sets(name: str, overrides: list[str], report: str) -> list[tuple
     """(report path, reader, root, T, tau) of the training and test sets of configs/data/NAME.yaml."""
     from nlnet.config import compose_config, instantiate, validate
 
-    cfg = compose_config("train", [f"data={name}", *overrides])
+    cfg = compose_config("train", [f"data={name}", *overrides], config_dir=CONFIGS)
     validate(cfg)  # data.root, data.split, ... : one line naming the key
     data = cfg.data
     sets = []

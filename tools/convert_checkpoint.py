@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nlnet.utils.cli import ArgumentParser, run_main
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def base_config(data_root: str, run_dir: str) -> dict:
@@ -26,7 +27,7 @@ def base_config(data_root: str, run_dir: str) -> dict:
 
     from nlnet.config import compose_config
 
-    cfg = compose_config("train", [f"data.root={data_root}"])
+    cfg = compose_config("train", [f"data.root={data_root}"], config_dir=CONFIGS)
     OmegaConf.update(cfg, "run_dir", run_dir)  # ${hydra:...} has no value outside a Hydra run
     return OmegaConf.to_container(cfg, resolve=True)
 

@@ -29,6 +29,7 @@ from nlnet.paper.tables import clip_cost
 from nlnet.utils.flops import model_cost
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
 PAIRWISE = ("gaussian", "embedded_gaussian", "dot_product", "concatenation")
 STEM_8X8 = ["model.net.stem_stride=[1,2,2]", "model.net.pool1_kernel=[1,3,3]", "model.net.pool1_stride=[1,2,2]"]
 # (name, frames, size, overrides turning the 32x2 model configs into this convention)
@@ -47,7 +48,7 @@ PLACEMENTS = {
 
 
 def compose_model(name: str, overrides: list[str]):
-    return compose_config("model_info", [f"model={name}", *overrides])
+    return compose_config("model_info", [f"model={name}", *overrides], config_dir=CONFIGS)
 
 
 def backbone_cost(cfg, frames: int, size: int) -> tuple[int, int, dict[str, tuple[int, ...]]]:
@@ -112,12 +113,12 @@ def paper_table() -> str:
     lines = ["| experiment | table | row | frames | params | params (M) | GFLOPs, T x 224² |",
              "|---|---|---|---|---|---|---|"]
     costs: dict[tuple, tuple[int, float]] = {}
-    tables = sorted(p.stem for p in (ROOT / "configs" / "experiment" / "paper").glob("table*.yaml"))
+    tables = sorted(p.stem for p in (CONFIGS / "experiment" / "paper").glob("table*.yaml"))
     for table in sorted(tables, key=lambda t: (t[5], t)):  # table2a..table2g, then table3
-        rows = compose_config("train", [f"experiment=paper/{table}"], return_hydra_config=True
-                              ).hydra.sweeper.params["+experiment/paper@_global_"]
+        rows = compose_config("train", [f"experiment=paper/{table}"], config_dir=CONFIGS,
+                              return_hydra_config=True).hydra.sweeper.params["+experiment/paper@_global_"]
         for row in (r.strip() for r in rows.split(",")):
-            cfg = compose_config("model_info", [f"experiment=paper/{row}"])
+            cfg = compose_config("model_info", [f"experiment=paper/{row}"], config_dir=CONFIGS)
             frames, size = int(cfg.data.num_frames), int(cfg.data.train.crop_size)
             key = (OmegaConf.to_yaml(cfg.model.net, resolve=True), frames, size)
             if key not in costs:

@@ -15,6 +15,7 @@ adds a row averaging the tested rows (the three official splits of UCF101 or HMD
 """
 import argparse
 import os
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -25,10 +26,11 @@ from nlnet.utils.cli import ArgumentParser, run_main
 from nlnet.utils.errors import ConfigError
 
 ROWS_KEY = "+experiment/paper@_global_"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def compose_train(overrides: list[str]):
-    return compose_config("train", overrides, return_hydra_config=True)
+    return compose_config("train", overrides, config_dir=CONFIGS, return_hydra_config=True)
 
 
 def table_rows(table: str, overrides: list[str], cwd: str) -> list[tuple]:

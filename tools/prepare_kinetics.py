@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from nlnet.data.commands import run_prepare_kinetics
+from nlnet.data.prepare import Encoding
 from nlnet.utils.cli import ArgumentParser, run_main
 
 
@@ -33,9 +34,9 @@ def main() -> None:
                                    ("--keyframe-interval", args.keyframe_interval, 0, None),
                                    ("--workers", args.workers, 1, None)):
         parser.require(name, value, low, high)
-    sys.exit(run_prepare_kinetics(args.csv, args.raw, args.out, short_side=args.short_side or None, crf=args.crf,
-                                  preset=args.preset, keyframe_interval=args.keyframe_interval or None,
-                                  num_workers=args.workers))
+    encoding = Encoding(short_side=args.short_side or None, crf=args.crf, preset=args.preset,
+                        keyframe_interval=args.keyframe_interval or None)
+    sys.exit(run_prepare_kinetics(args.csv, args.raw, args.out, encoding=encoding, num_workers=args.workers))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import sys
 
 from nlnet.config import compose_config, to_container
 
+from ..common import CONFIGS
+
 from .conductor import main
 
 
@@ -18,7 +20,7 @@ def compose_plain(overrides: list[str]) -> dict:
     """The model, optimiser, schedule and training dataset that ``overrides`` configure, as plain containers."""
     if not any(o.startswith("data.root=") for o in overrides):
         overrides = [*overrides, "data.root=unused"]  # the train-step parts read no video
-    cfg = compose_config("model_info", overrides)
+    cfg = compose_config("model_info", overrides, config_dir=CONFIGS)
     return {"net": to_container(cfg.model.net), "optim": to_container(cfg.optim),
             "schedule": to_container(cfg.schedule), "data_train": to_container(cfg.data.train),
             "frames": int(cfg.data.num_frames), "size": int(cfg.data.train.crop_size)}

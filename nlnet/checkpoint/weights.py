@@ -108,6 +108,6 @@ def upgrade_model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def stored_model_config(model_cfg: Any) -> Any:
     """:func:`upgrade_model_config` of a ``model`` config node, as a config node again (for Hydra's
-    ``instantiate``; ``tools/paper_table.py``)."""
+    ``instantiate``; the paper-table command)."""
     from nlnet import config as C  # the one Hydra bridge, only for this config-node form
     return C.from_container(upgrade_model_config(C.to_container(model_cfg)))

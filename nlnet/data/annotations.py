@@ -180,16 +180,23 @@ def _read_kinetics_csv(path: Path, root: Path, names: list[str] | None) -> Annot
     return Annotations(records, list(names), missing)
 
 
-def _read_list(path: Path, root: Path, names: list[str] | None) -> Annotations:
+def list_lines(path: Path) -> list[tuple[int, str, list[str]]]:
+    """The non-empty lines of a ``relative/path label`` list file: (line number, line, its words split at
+    the last white space, so that a path may contain spaces).
+
+    Raises:
+        DataError: the file cannot be read.
+    """
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"annotation file {path} cannot be read: {e}") from None
+    return [(number, line, line.strip().rsplit(maxsplit=1)) for number, line in enumerate(lines, 1) if line.strip()]
+
+
+def _read_list(path: Path, root: Path, names: list[str] | None) -> Annotations:
     entries = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        parts = line.strip().rsplit(maxsplit=1)
+    for number, line, parts in list_lines(path):
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
             raise DataError(
                 f"{path}:{number}: expected 'relative/path label_index' or a Kinetics CSV header "

@@ -23,7 +23,7 @@ SYNTHETIC_PRESETS: dict[str, dict[str, Any]] = {
     # the CPU demo: 6 classes x (100 train + 20 val) clips of 32 frames, 64x64, 25 fps
     "demo": dict(num_classes=6, train_per_class=100, val_per_class=20, num_frames=32, size=64, noise=4.0),
     # python -m benchmarks.data: Kinetics-like files, 10 s at 320x256, 25 fps, encoded as users train on them
-    # (tools/prepare_kinetics.py: one keyframe per second)
+    # (prepare_kinetics: one keyframe per second)
     "bench": dict(num_classes=2, train_per_class=8, val_per_class=2, num_frames=250, size=(320, 256), noise=8.0,
                   gop_size=25),
 }

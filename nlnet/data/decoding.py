@@ -5,7 +5,7 @@ seeks to the keyframe before the first target, decodes forward and stops after t
 only the frames that are selected are converted to RGB, and FFmpeg scales them in the same pass
 (``VideoFrame.to_ndarray(width=, height=)``). Frames stay uint8 until normalisation.
 
-Correctness details (each has a test in ``tests/data/test_decoding.py``):
+Correctness details (each has a test in the decoding tests):
 - Times come from presentation timestamps (``pts * time_base``), never from frame counts, so
   variable frame rate videos are sampled at the right instants.
 - Times are relative to the stream's first timestamp, which is often not zero.

@@ -1,7 +1,7 @@
 """The one video writer: frames encoded one at a time with PyAV (H.264 by default), written atomically.
 
 Every place that writes video uses it: the synthetic dataset and the test fixtures (``write_video``),
-``tools/prepare_kinetics.py`` (``nlnet.data.prepare``), the labelled videos of ``tools/predict.py``
+the Kinetics preparation (``nlnet.data.prepare``), the labelled videos of the predict command
 (``nlnet.inference.annotate``) and the attention animations (``nlnet.viz.drawing``). Timestamps are in
 milliseconds, so any frame timing (variable frame rate, a first timestamp other than zero) survives.
 """

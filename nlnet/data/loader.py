@@ -233,13 +233,13 @@ class EndlessLoader:
             if path not in self.failures:
                 self.failures[path] = reason
                 get_logger().warning(f"cannot decode {path} ({reason}); using another video "
-                                     "(tools/check_dataset.py lists every such file)")
+                                     "(check_dataset.py lists every such file)")
         report_decoders(batch, self.decoders)
         ok = batch.get("ok")
         if ok is not None and not bool(torch.as_tensor(ok).all()):
             last = " (last: {}: {})".format(*batch["failures"][-1]) if batch.get("failures") else ""
             raise DataError(f"every video tried for a training clip failed to decode{last}; check the dataset "
-                            "with tools/check_dataset.py")
+                            "with check_dataset.py")
 
     def __iter__(self) -> EndlessLoader:
         return self

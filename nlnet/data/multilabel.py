@@ -26,7 +26,7 @@ import torch
 
 from nlnet.utils.errors import DataError
 
-from .annotations import Annotations, VideoRecord, read_label_map
+from .annotations import Annotations, VideoRecord, list_lines, read_label_map
 
 __all__ = ["CharadesReader", "MultiLabelListReader", "read_charades_classes", "parse_actions", "clip_target"]
 
@@ -197,19 +197,12 @@ class MultiLabelListReader:
         path = Path(self.annotations)
         if not path.is_file():
             raise FileNotFoundError(f"annotation file {path} does not exist")
-        try:
-            lines = path.read_text().splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise DataError(f"annotation file {path} cannot be read: {e}") from None
         entries = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            parts = line.strip().rsplit(maxsplit=1)
-            fields = parts[1].split(",") if len(parts) == 2 else []
-            if not fields or not all(field.isdigit() for field in fields):
+        for number, line, parts in list_lines(path):
+            labels = parts[1].split(",") if len(parts) == 2 else []
+            if not labels or not all(label.isdigit() for label in labels):
                 raise DataError(f"{path}:{number}: expected 'relative/path label,label,...', got {line!r}")
-            entries.append((number, parts[0], [int(field) for field in fields]))
+            entries.append((number, parts[0], [int(label) for label in labels]))
         if self.label_map is not None:
             names = read_label_map(self.label_map)
         else:

@@ -25,7 +25,8 @@ from .annotations import VIDEO_EXTENSIONS, read_kinetics_rows, write_kinetics_cs
 from .decoding import VideoDecodeError, VideoReader, scaled_size
 from .encode import H264Writer
 
-__all__ = ["PrepareJob", "find_raw_video", "cut_and_rescale", "prepare_kinetics", "output_csv_name", "prepare_tree"]
+__all__ = ["Encoding", "PrepareJob", "find_raw_video", "cut_and_rescale", "prepare_kinetics", "output_csv_name",
+           "prepare_tree"]
 
 _RAW_EXTENSIONS = VIDEO_EXTENSIONS + (".mov", ".avi", ".flv", ".3gp")
 # Kinetics ships train.csv, validate.csv and test.csv; the data configs read <root>/train.csv and <root>/val.csv.
@@ -36,6 +37,24 @@ def output_csv_name(csv_file: str | os.PathLike) -> str:
     """The name of the annotation file written for an official CSV (``validate.csv`` -> ``val.csv``)."""
     name = Path(csv_file).name
     return _OUTPUT_CSV_NAMES.get(name, name)
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How a prepared video is encoded (H.264 with libx264); what every preparation shares.
+
+    Args:
+        short_side: rescale so the shorter side is this long (None: keep the size; 256 in the paper, §4.1).
+        crf: libx264 quality.
+        preset: libx264 speed preset.
+        keyframe_interval: seconds between keyframes (None: libx264's 250 frames). A clip then
+            decodes at most this long before its window: random access stays cheap.
+    """
+
+    short_side: int | None = 256
+    crf: int = 23
+    preset: str = "veryfast"
+    keyframe_interval: float | None = 1.0
 
 
 @dataclass(frozen=True)
@@ -69,10 +88,7 @@ def cut_and_rescale(
     *,
     start: float,
     end: float,
-    short_side: int | None = 256,
-    crf: int = 23,
-    preset: str = "veryfast",
-    keyframe_interval: float | None = 1.0,
+    encoding: Encoding | None = None,
 ) -> int:
     """Write ``[start, end)`` seconds of ``src`` (from its first frame) to ``dst`` as H.264 .mp4.
 
@@ -82,11 +98,7 @@ def cut_and_rescale(
             folders are created).
         start: segment start in seconds.
         end: segment end in seconds.
-        short_side: rescale so the shorter side is this long (None: keep the size).
-        crf: libx264 quality.
-        preset: libx264 speed preset.
-        keyframe_interval: seconds between keyframes (None: libx264's 250 frames). A clip then
-            decodes at most this long before its window: random access stays cheap.
+        encoding: size, quality and keyframes of the output (None: ``Encoding()``).
 
     Returns:
         The number of frames written.
@@ -94,15 +106,18 @@ def cut_and_rescale(
     Raises:
         VideoDecodeError: the source cannot be read or has no frame in the segment.
     """
+    encoding = encoding or Encoding()
     with VideoReader(src) as reader, contextlib.ExitStack() as stack:
         info = reader.info
-        width, height = (_even(v) for v in scaled_size(info.width, info.height, short_side))
+        width, height = (_even(v) for v in scaled_size(info.width, info.height, encoding.short_side))
         writer = None
         for t, frame in reader.frames_between(start, end):
             if writer is None:  # the first frame's display rotation is kept as metadata
                 writer = stack.enter_context(H264Writer(
-                    dst, width=width, height=height, fps=info.fps, crf=crf, preset=preset, container_format="mp4",
-                    gop_size=max(1, int(round(keyframe_interval * info.fps))) if keyframe_interval else None,
+                    dst, width=width, height=height, fps=info.fps, crf=encoding.crf, preset=encoding.preset,
+                    container_format="mp4",
+                    gop_size=(max(1, int(round(encoding.keyframe_interval * info.fps)))
+                              if encoding.keyframe_interval else None),
                     rotation=int(frame.rotation or 0)))
             writer.write(frame.reformat(width, height, "yuv420p", interpolation="AREA"), t - start)
         if writer is None:
@@ -131,10 +146,7 @@ def prepare_kinetics(
     raw_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    short_side: int | None = 256,
-    crf: int = 23,
-    preset: str = "veryfast",
-    keyframe_interval: float | None = 1.0,
+    encoding: Encoding | None = None,
     num_workers: int = 1,
     progress: bool = True,
 ) -> dict:
@@ -144,10 +156,7 @@ def prepare_kinetics(
         csv_files: official Kinetics CSVs (``label,youtube_id,time_start,time_end,split``).
         raw_dir: folder of raw downloads (see ``find_raw_video``).
         out_dir: dataset folder to produce (Kinetics layout, see ``annotations.py``).
-        short_side: output short side (256 in the paper).
-        crf: libx264 quality.
-        preset: libx264 speed preset.
-        keyframe_interval: seconds between keyframes (see ``cut_and_rescale``).
+        encoding: size, quality and keyframes of the outputs (None: ``Encoding()``).
         num_workers: parallel processes.
         progress: show a tqdm progress bar.
 
@@ -188,9 +197,7 @@ def prepare_kinetics(
                 no_download.append(row["youtube_id"])
                 continue
             jobs.append(PrepareJob(src, str(dst), float(row["time_start"]), float(row["time_end"])))
-    options = dict(short_side=short_side, crf=crf, preset=preset, keyframe_interval=keyframe_interval)
-    failed: dict[str, str] = {}
-    _run_jobs(jobs, options, failed, num_workers=num_workers, progress=progress)
+    failed = _run_jobs(jobs, encoding, num_workers=num_workers, progress=progress)
     written_csv = []
     for csv_file, rows in tables:
         target = out_dir / output_csv_name(csv_file)
@@ -201,11 +208,14 @@ def prepare_kinetics(
             "failed": failed, "csv": written_csv}
 
 
-def _run_jobs(jobs: list[PrepareJob], options: dict, failed: dict[str, str], *, num_workers: int,
-              progress: bool) -> None:
-    """Run ``cut_and_rescale`` on every job (in ``num_workers`` processes); failures go to ``failed``."""
+def _run_jobs(jobs: list[PrepareJob], encoding: Encoding | None, *, num_workers: int,
+              progress: bool) -> dict[str, str]:
+    """Run ``cut_and_rescale`` on every job (in ``num_workers`` processes); returns the failures
+    (``{dst: reason}``)."""
     from tqdm import tqdm
 
+    options = dict(encoding=encoding)
+    failed: dict[str, str] = {}
     bar = tqdm(total=len(jobs), desc="preparing videos", unit="video", disable=not progress)
     if num_workers > 1:
         with Pool(num_workers, initializer=_init_worker, initargs=(options,)) as pool:
@@ -221,16 +231,14 @@ def _run_jobs(jobs: list[PrepareJob], options: dict, failed: dict[str, str], *, 
             if error:
                 failed[job.dst] = error
     bar.close()
+    return failed
 
 
 def prepare_tree(
     src_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    short_side: int | None = 256,
-    crf: int = 23,
-    preset: str = "veryfast",
-    keyframe_interval: float | None = 1.0,
+    encoding: Encoding | None = None,
     num_workers: int = 1,
     progress: bool = True,
 ) -> dict:
@@ -244,9 +252,7 @@ def prepare_tree(
     Args:
         src_dir: the dataset as downloaded.
         out_dir: the prepared copy (``data.root`` of the training run).
-        short_side: output short side (None: keep the size).
-        crf, preset: libx264 quality and speed preset.
-        keyframe_interval: seconds between keyframes (None: libx264's default).
+        encoding: size, quality and keyframes of the outputs (None: ``Encoding()``).
         num_workers: parallel processes.
         progress: show a tqdm progress bar.
 
@@ -279,8 +285,6 @@ def prepare_tree(
                 (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, out_dir / rel)
                 copied += 1
-    failed: dict[str, str] = {}
-    options = dict(short_side=short_side, crf=crf, preset=preset, keyframe_interval=keyframe_interval)
-    _run_jobs(jobs, options, failed, num_workers=num_workers, progress=progress)
+    failed = _run_jobs(jobs, encoding, num_workers=num_workers, progress=progress)
     return {"done": len(jobs) - len(failed), "skipped": skipped, "copied": copied, "failed": failed}
 

@@ -21,7 +21,7 @@ Formats, exactly as the datasets ship them:
   convention), classes sorted by name, for data with no annotation file.
 
 A listed video is also found under the same name with another video extension (``.mp4`` after
-``tools/prepare_dataset.py`` re-encoded it). Bad input is one line naming the file and line.
+``nlnet.data.prepare.prepare_tree`` re-encoded it). Bad input is one line naming the file and line.
 """
 from __future__ import annotations
 
@@ -128,15 +128,12 @@ class ListReader:
         return read_annotations(self.annotations, self.root, label_map=self.label_map)
 
 
-class UCF101Reader:
-    """UCF101's official three splits (``UCF101TrainTestSplits-RecognitionTask.zip``).
+class _OfficialSplits:
+    """What the UCF101 and HMDB51 readers share: a folder of class folders, a folder of the official split
+    files, one of the three splits and a subset (their Args). ``SPLIT_FILES``: the file(s) read, as a
+    pattern of ``split`` and ``subset`` under ``annotations_dir`` (the reader's ``source``)."""
 
-    Args:
-        root: the folder of the class folders (``UCF-101/``): ``<root>/ApplyEyeMakeup/v_...avi``.
-        annotations_dir: the folder of ``classInd.txt``, ``trainlist0N.txt``, ``testlist0N.txt``.
-        split: 1, 2 or 3.
-        subset: "train" (``trainlist0N.txt``) or "test" (``testlist0N.txt``).
-    """
+    SPLIT_FILES = ""
 
     def __init__(self, *, root: str | os.PathLike, annotations_dir: str | os.PathLike, split: int = 1,
                  subset: str = "train") -> None:
@@ -146,7 +143,20 @@ class UCF101Reader:
         self.annotations_dir = Path(annotations_dir)
         self.split = split
         self.subset = subset
-        self.source = str(self.annotations_dir / f"{subset}list{split:02d}.txt")
+        self.source = str(self.annotations_dir / self.SPLIT_FILES.format(split=split, subset=subset))
+
+
+class UCF101Reader(_OfficialSplits):
+    """UCF101's official three splits (``UCF101TrainTestSplits-RecognitionTask.zip``).
+
+    Args:
+        root: the folder of the class folders (``UCF-101/``): ``<root>/ApplyEyeMakeup/v_...avi``.
+        annotations_dir: the folder of ``classInd.txt``, ``trainlist0N.txt``, ``testlist0N.txt``.
+        split: 1, 2 or 3.
+        subset: "train" (``trainlist0N.txt``) or "test" (``testlist0N.txt``).
+    """
+
+    SPLIT_FILES = "{subset}list{split:02d}.txt"
 
     def classes(self) -> list[str]:
         """Class names by index from ``classInd.txt`` (its 1-based indices minus one)."""
@@ -190,7 +200,7 @@ class UCF101Reader:
         return found.finish(names)
 
 
-class HMDB51Reader:
+class HMDB51Reader(_OfficialSplits):
     """HMDB51's official three splits (``test_train_splits.rar``: ``testTrainMulti_7030_splits/``).
 
     Args:
@@ -201,17 +211,12 @@ class HMDB51Reader:
     """
 
     TAGS = {"train": 1, "test": 2}
+    SPLIT_FILES = "*_test_split{split}.txt"
 
-    def __init__(self, *, root: str | os.PathLike, annotations_dir: str | os.PathLike, split: int = 1,
-                 subset: str = "train") -> None:
-        _check_choice("split", split, _THREE_SPLITS)
-        _check_choice("subset", subset, SUBSETS)
-        self.root = Path(root)
-        self.annotations_dir = Path(annotations_dir)
-        self.split = split
-        self.subset = subset
-        self.suffix = f"_test_split{split}.txt"
-        self.source = str(self.annotations_dir / f"*{self.suffix}")
+    @property
+    def suffix(self) -> str:
+        """The name ending of this split's files (``<class>_test_split<N>.txt``)."""
+        return f"_test_split{self.split}.txt"
 
     def read(self) -> Annotations:
         if not self.annotations_dir.is_dir():

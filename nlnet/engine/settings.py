@@ -10,7 +10,7 @@ import torch
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """How a model is evaluated on a test set (validation, the final test, ``tools/test.py``).
+    """How a model is evaluated on a test set (validation, the final test, the test command).
 
     Args:
         device: where the model runs.

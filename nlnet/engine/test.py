@@ -1,4 +1,4 @@
-"""The composition root of testing: ``test(cfg)``, called by ``tools/test.py`` (a checkpoint's multi-view
+"""The composition root of testing: ``test(cfg)``, called by the test command (a checkpoint's multi-view
 test, paper §4.1), and the evaluation steps training shares with it (validation, the final test).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The composition root of training: ``train(cfg)``, called by ``tools/train.py``. It validates the
+"""The composition root of training: ``train(cfg)``, called by the training command. It validates the
 config before any heavy work (``nlnet.config.validate``), turns it into objects
 (``nlnet.config.instantiate``) and assembles the trainer and its hooks; the test at the end is
 ``nlnet.engine.test``'s. No other engine module sees a config.

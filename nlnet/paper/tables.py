@@ -1,6 +1,6 @@
 """The paper's tables from run folders: published vs. nlnet results, cost and training progress.
 
-``tools/paper_table.py`` composes the rows of a table (``configs/experiment/paper``) and prints what
+The paper-table command composes the rows of a table (``configs/experiment/paper``) and prints what
 this module reads from each row's run folder (``runs/<row name>/<overrides>``)::
 
     config.yaml      the resolved config (written at every start); its ``paper`` node names the
@@ -238,7 +238,7 @@ def clip_cost(model: Any, *, frames: int, size: int) -> tuple[int, float]:
 
 
 def model_info(model: Any, *, frames: int, size: int, nonlocal_impl: str | None = None) -> str:
-    """The per-stage cost table of a ``ResNet3d`` (``tools/model_info.py``) on one clip of ``frames`` x
+    """The per-stage cost table of a ``ResNet3d`` (the model-info command) on one clip of ``frames`` x
     ``size`` x ``size``; ``nonlocal_impl`` counts the NL blocks in that form (None: as configured). The
     last line is ``total: params=<int> gflops=<float>``."""
     import torch

@@ -2,7 +2,7 @@
 
 ``kinetics400_classes.txt``: the 400 Kinetics-400 class names, one per line, in the class-index order
 of the published models (alphabetical; the official release's process_data/kinetics/classids.json and
-mmaction2's tools/data/kinetics/label_map_k400.txt list the same order). Usable as ``data.label_map``.
+mmaction2's Kinetics-400 label map, label_map_k400.txt, list the same order). Usable as ``data.label_map``.
 """
 from __future__ import annotations
 

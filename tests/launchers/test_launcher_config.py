@@ -6,6 +6,7 @@ import pickle
 
 import cloudpickle
 import pytest
+from helpers import CONFIGS
 from hydra import compose, initialize_config_dir
 from hydra.core.plugins import Plugins
 
@@ -21,7 +22,7 @@ def test_launcher_configs_compose_and_name_nlnets_launchers(name, cls):
     if name == "slurm":
         overrides += ["hydra.launcher.partition=gpu", "hydra.launcher.signal_delay_s=300",
                       "+hydra.launcher.additional_parameters.mail-type=END"]
-    launcher = compose_config("train", overrides, return_hydra_config=True).hydra.launcher
+    launcher = compose_config("train", overrides, config_dir=CONFIGS, return_hydra_config=True).hydra.launcher
     target = f"hydra_plugins.nlnet_launchers.launchers.{cls}"
     assert launcher._target_ == target
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node, launcher.timeout_min) == (2, 8, 8, 60)

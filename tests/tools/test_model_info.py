@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from nlnet.config import compose_config, counted_clip, instantiate
+from helpers import compose
+from nlnet.config import counted_clip, instantiate
 from nlnet.paper.tables import model_info
 from nlnet.models import NonLocalBlock, ResNet3d
 from nlnet.utils.flops import model_cost
@@ -23,7 +24,7 @@ FIVE = "model.net.nonlocal_blocks=[[],[1,3],[1,3,5],[]]"
 
 
 def compose_cfg(*overrides: str):
-    return compose_config("model_info", overrides)
+    return compose("model_info", list(overrides))
 
 
 def params(model: nn.Module) -> int:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import PYTHON, tool_env
+from helpers import CONFIGS, PYTHON, tool_env
 from nlnet.config import compose_config, instantiate, to_container
 from nlnet.data.synthetic import write_video
 from nlnet.checkpoint.files import atomic_save
@@ -23,7 +23,7 @@ CLASSES = ["up", "down", "still"]
 
 
 def compose(*overrides: str):
-    return compose_config("visualize", overrides)
+    return compose_config("visualize", overrides, config_dir=CONFIGS)
 
 
 @pytest.fixture(scope="module")
