@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import compose
 from tiny_trained import trained_checkpoint  # noqa: F401  (fixture)
 
 from nlnet import config as C
@@ -120,6 +121,6 @@ def test_attention_figure_uses_the_test_view(full_frame_checkpoint, wide_video, 
     monkeypatch.setattr(V, "decode_clip", spy)  # the tool's figure: the same view
     if not trained.model.nonlocal_names():
         pytest.skip("the tiny trained model has no non-local block to draw")
-    V.visualize(C.compose_config("visualize", [f"checkpoint={full_frame_checkpoint}", f"video={wide_video}",
-                                               "num_queries=1", f"out={tmp_path}/a.png"]))
+    V.visualize(compose("visualize", [f"checkpoint={full_frame_checkpoint}", f"video={wide_video}",
+                                     "num_queries=1", f"out={tmp_path}/a.png"]))
     assert seen == [trained.protocol]
