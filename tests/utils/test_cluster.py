@@ -14,8 +14,13 @@ SCHEDULER_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_POR
 
 @pytest.fixture
 def clean_env(monkeypatch):
+    """No scheduler variables; whatever the code under test writes into os.environ (RANK, WORLD_SIZE, ...)
+    is undone afterwards, so that later tests in this process do not wait for other ranks."""
+    for name in SCHEDULER_VARS:
+        monkeypatch.setenv(name, "")  # recorded as absent-before: the teardown removes what the test sets
+        monkeypatch.delenv(name)
     for name in list(os.environ):
-        if name.startswith("SLURM_") or name in SCHEDULER_VARS:
+        if name.startswith("SLURM_"):
             monkeypatch.delenv(name)
     return monkeypatch
 
