@@ -1,4 +1,4 @@
-"""The one way from a checkpoint file back to a network: ``tools/test.py``, predict, export and the
+"""The one way from a checkpoint file back to a network: the test command, predict, export and the
 attention figures all rebuild their model here, with one set of error messages.
 
 The network is rebuilt from the config stored in the checkpoint (``model.net``, read through
@@ -48,10 +48,10 @@ def _build(config: Mapping[str, Any], path: str) -> nn.Module:
     """The network of a stored config, errors naming the checkpoint."""
     model_cfg = config.get("model")
     net = model_cfg.get("net") if isinstance(model_cfg, Mapping) else None
-    if not isinstance(net, Mapping) or "_target_" not in net:
+    if not isinstance(model_cfg, Mapping) or not isinstance(net, Mapping) or "_target_" not in net:
         raise ConfigError(f"checkpoint={path}: its stored config has no model.net node (a "
                           "_target_ to build the network), so it cannot be rebuilt; use a checkpoint "
-                          "written by tools/train.py or nlnet's checkpoint conversion")
+                          "written by train.py or nlnet's checkpoint conversion")
     try:
         return build_model(upgrade_model_config(model_cfg)["net"])
     except ConfigError as exc:
@@ -63,7 +63,7 @@ def restore_checkpoint(checkpoint: str | os.PathLike, *, config: Mapping[str, An
 
     Args:
         checkpoint: an nlnet checkpoint (loaded with ``torch.load(weights_only=True)``).
-        config: the config to build from instead of the stored one (``tools/test.py``: the stored
+        config: the config to build from instead of the stored one (the test command: the stored
             config with the command line's overrides; plain dicts and lists).
 
     Raises:
@@ -78,7 +78,7 @@ def restore_checkpoint(checkpoint: str | os.PathLike, *, config: Mapping[str, An
     state = load_checkpoint(path, map_location="cpu")
     if not isinstance(state, dict) or not isinstance(state.get("config"), dict) or "model" not in state:
         raise ConfigError(f"checkpoint={path}: not an nlnet checkpoint (it needs the keys 'model' and "
-                          "'config', as tools/train.py writes them)")
+                          "'config', as train.py writes them)")
     config = dict(config if config is not None else state["config"])
     model = _build(config, path)
     load_model_state(model, state, path)

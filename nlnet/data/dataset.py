@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -171,10 +172,14 @@ class VideoDataset(Dataset):
         self.color_convert = check_choice("data.color_convert", color_convert, COLOR_CONVERTS)
         self.worker_start_method = worker_start_method or ("spawn" if decode_device != "cpu" else None)
         self.decoded_by = "cpu"  # the decoder of the last video opened in this process
-        self.reader_options = dict(threads=decode_threads, max_frame_pixels=max_frame_pixels,
-                                   decode_timeout=decode_timeout)  # VideoReader's, for every video
+        self.reader_options: dict[str, Any] = dict(threads=decode_threads, max_frame_pixels=max_frame_pixels,
+                                                   decode_timeout=decode_timeout)  # VideoReader's, for every video
         self.epoch = 0
-        table = reader.read() if reader is not None else read_annotations(annotations, root, label_map=label_map)
+        if reader is not None:
+            table = reader.read()
+        else:
+            assert annotations is not None  # checked above: one of the two is given
+            table = read_annotations(annotations, root, label_map=label_map)
         if not table.records:
             raise DataError(f"none of the {len(table.missing)} videos listed in {self.annotations} is under {root} "
                             f"(first: {table.missing[0]})")
@@ -190,8 +195,9 @@ class VideoDataset(Dataset):
         self.train_transform = TrainTransform(crop_size=crop_size, scale=tuple(train_scale), flip_prob=flip_prob,
                                               mean=mean, std=std)
         self.test_transform = self.view.transform()
-        self._cache_key = None  # test mode: the crops of one clip share one decode
-        self._cache_value = None
+        # test mode: the crops of one clip share one decode
+        self._cache_key: tuple[int, int] | None = None
+        self._cache_value: torch.Tensor | YuvClip | None = None
 
     # -- sizes ----------------------------------------------------------------------------------
     @property
@@ -236,8 +242,12 @@ class VideoDataset(Dataset):
                 failures.append(self._record_failure(path, e.reason))
                 continue
             # with flip_on_device the worker returns the unflipped crop and the item says whether to flip
-            crop = self.train_transform.crop_planes if isinstance(frames, YuvClip) else self.train_transform.crop
-            video = crop(frames, dataclasses.replace(params, flip=False) if self.flip_on_device else params)
+            crop_params = dataclasses.replace(params, flip=False) if self.flip_on_device else params
+            video: torch.Tensor | YuvClip
+            if isinstance(frames, YuvClip):
+                video = self.train_transform.crop_planes(frames, crop_params)
+            else:
+                video = self.train_transform.crop(frames, crop_params)
             return self._item(video, video_index, 0, True, failures, params.flip)
         return self._item(self._blank(self.train_transform.crop_size), video_index, 0, False, failures, False)
 
@@ -280,11 +290,14 @@ class VideoDataset(Dataset):
         clip_index, crop_index = divmod(view_index, self.num_crops)
         path = self.video_paths[video_index]
         reason = self.failures.get(path)  # a video that failed once is not decoded again
+        video: torch.Tensor | YuvClip
         if reason is None:
             try:
                 frames = self.decode_test_clip(video_index, clip_index)
-                crop = self.test_transform.crop_planes if isinstance(frames, YuvClip) else self.test_transform.crop
-                video = crop(frames, crop_index)
+                if isinstance(frames, YuvClip):
+                    video = self.test_transform.crop_planes(frames, crop_index)
+                else:
+                    video = self.test_transform.crop(frames, crop_index)
             except VideoDecodeError as e:
                 reason = self._record_failure(path, e.reason)[1]
         if reason is not None:
@@ -296,7 +309,7 @@ class VideoDataset(Dataset):
         """uint8 (T, C, H, W) frames (or a ``YuvClip``) of test clip ``clip_index``; the last one is cached
         for the crops."""
         key = (video_index, clip_index)
-        if key == self._cache_key:
+        if key == self._cache_key and self._cache_value is not None:
             return self._cache_value
         with self._reader(self.video_paths[video_index]) as reader:
             times = self.view.test_times(reader.info, clip_index)

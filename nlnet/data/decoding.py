@@ -231,7 +231,8 @@ class VideoReader:
                 return float((end - self.start_pts) * self.time_base)
         return None
 
-    def read(self, times: Sequence[float], *, short_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, times: Sequence[float] | np.ndarray, *,
+             short_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Frames shown at the given times.
 
         Args:
@@ -248,7 +249,8 @@ class VideoReader:
         """
         return self._convert(self._select(times), short_side)
 
-    def read_planes(self, times: Sequence[float], *, short_side: int | None = None) -> tuple[YuvClip, np.ndarray]:
+    def read_planes(self, times: Sequence[float] | np.ndarray, *,
+                    short_side: int | None = None) -> tuple[YuvClip, np.ndarray]:
         """The frames of :meth:`read` as YUV 4:2:0 planes (``nlnet.data.yuv``), not converted to RGB.
 
         Returns:
@@ -259,7 +261,7 @@ class VideoReader:
         with self._reported("cannot read the planes"):
             return self._planes(chosen, short_side)
 
-    def _select(self, times: Sequence[float]) -> list:
+    def _select(self, times: Sequence[float] | np.ndarray) -> list:
         """The (time, frame) decoded for each target time (see :meth:`read`)."""
         targets = np.asarray(times, dtype=np.float64)
         if targets.ndim != 1 or len(targets) == 0:

@@ -199,10 +199,10 @@ class MultiLabelListReader:
             raise FileNotFoundError(f"annotation file {path} does not exist")
         entries = []
         for number, line, parts in list_lines(path):
-            labels = parts[1].split(",") if len(parts) == 2 else []
-            if not labels or not all(label.isdigit() for label in labels):
+            texts = parts[1].split(",") if len(parts) == 2 else []
+            if not texts or not all(text.isdigit() for text in texts):
                 raise DataError(f"{path}:{number}: expected 'relative/path label,label,...', got {line!r}")
-            entries.append((number, parts[0], [int(label) for label in labels]))
+            entries.append((number, parts[0], [int(text) for text in texts]))
         if self.label_map is not None:
             names = read_label_map(self.label_map)
         else:

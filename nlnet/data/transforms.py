@@ -17,9 +17,9 @@ float32 input; calling a transform does both (inference, visualisation).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -101,15 +101,17 @@ def normalize(video: torch.Tensor, mean: Sequence[float] | torch.Tensor,
             multiplied by 255 (see :func:`scaled_stats`).
     """
     if not isinstance(mean, torch.Tensor) or not isinstance(std, torch.Tensor):
-        mean, std = scaled_stats(mean, std, device=video.device)
+        # both are sequences here: callers pass the two in one form (config values, or scaled_stats' pair)
+        mean, std = scaled_stats(cast(Sequence[float], mean), cast(Sequence[float], std), device=video.device)
     return video.to(torch.float32).sub_(mean).div_(std)
 
 
 def scaled_stats(mean: Sequence[float], std: Sequence[float], *,
                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """(255 mean, 255 std) as float32 (C, 1, 1, 1) tensors that broadcast over (..., C, T, H, W)."""
-    return tuple(torch.tensor([v * 255 for v in values], dtype=torch.float32, device=device).view(-1, 1, 1, 1)
-                 for values in (mean, std))
+    scaled_mean, scaled_std = (torch.tensor([v * 255 for v in values], dtype=torch.float32,
+                                            device=device).view(-1, 1, 1, 1) for values in (mean, std))
+    return scaled_mean, scaled_std
 
 
 def crop_offsets(length: int, crop: int, num_crops: int) -> list[int]:
@@ -138,7 +140,7 @@ class TrainTransform:
         self,
         *,
         crop_size: int,
-        scale: tuple[int, int] = (256, 320),
+        scale: Sequence[int] = (256, 320),
         flip_prob: float = 0.5,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,

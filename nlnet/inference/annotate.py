@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -18,7 +18,7 @@ from nlnet.data.encode import H264Writer
 
 __all__ = ["H264Writer", "draw_labels", "annotate_video"]
 
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)  # Pillow's bundled scalable font (FreeType)
     except (TypeError, OSError):  # Pillow built without FreeType: the fixed bitmap font

@@ -1,18 +1,27 @@
-"""What ``tools/predict.py`` and ``tools/export.py`` do, as functions of plain values (the tools only
+"""What the predict and export commands do, as functions of plain values (the tools only
 unpack their Hydra config). Each prints a short human summary and returns the process exit status.
 """
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from nlnet.inference.annotate import annotate_video
 from nlnet.inference.export import FORMATS, export_model
 from nlnet.inference.loading import load_trained_model, resolve_device
-from nlnet.inference.predict import (FailedVideo, Predictor, VideoPrediction, find_videos, half_precision,
-                                     predictions_to_json, select_classes, write_predictions)
+from nlnet.inference.predict import (
+    FailedVideo,
+    Predictor,
+    VideoPrediction,
+    find_videos,
+    half_precision,
+    predictions_to_json,
+    select_classes,
+    write_predictions,
+)
 from nlnet.inference.views import Timeline
 from nlnet.utils.errors import ConfigError
 

@@ -18,8 +18,9 @@ import importlib.util
 import json
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -78,11 +79,13 @@ def _onnx_searchsorted(sorted_sequence, values, out_int32: bool = False, right: 
     the insertion index is the number of entries below the value (``<=`` for side="right"): exact."""
     from onnxscript import opset18 as op
 
-    rows = op.Unsqueeze(sorted_sequence, [-2])  # (..., 1, N')
-    cols = op.Unsqueeze(values, [-1])  # (..., N, 1)
+    # onnxscript's stubs type axes as INT64 tensors and inputs by one dtype variable; its translator
+    # also takes Python int lists and any tensor (the ignores below are for that typing gap only)
+    rows = op.Unsqueeze(sorted_sequence, [-2])  # type: ignore[arg-type]  # (..., 1, N')
+    cols = op.Unsqueeze(values, [-1])  # type: ignore[arg-type]  # (..., N, 1)
     below = op.LessOrEqual(rows, cols) if (right or side == "right") else op.Less(rows, cols)  # (..., N, N')
-    count = op.ReduceSum(op.Cast(below, to=7), [-1], keepdims=0)  # 7: ONNX INT64
-    return op.Cast(count, to=6) if out_int32 else count  # 6: ONNX INT32
+    count = op.ReduceSum(op.Cast(below, to=7), [-1], keepdims=0)  # type: ignore[type-var,arg-type]  # 7: INT64
+    return op.Cast(count, to=6) if out_int32 else count  # type: ignore[type-var]  # 6: ONNX INT32
 
 
 # aten ops the ONNX exporter has no translation for, written in ONNX ops (exact)

@@ -2,14 +2,15 @@
 
 A checkpoint (``nlnet.checkpoint.files``) holds the weights, the resolved training config and the
 class names. ``nlnet.checkpoint.restore`` rebuilds the network from its ``model.net`` node; its
-``data.val`` node is the multi-view test protocol the model was evaluated with (paper §4.1: clips x crops, short side, crop,
-mean/std), which ``predict`` and ``export`` use by default.
+``data.val`` node is the multi-view test protocol the model was evaluated with (paper §4.1: clips x
+crops, short side, crop, mean/std), which ``predict`` and ``export`` use by default.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn

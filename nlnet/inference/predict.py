@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,18 +20,18 @@ from torch.utils.data import DataLoader
 
 from nlnet.data.decoding import VideoInfo
 from nlnet.evaluation.objectives import MultiLabel, SingleLabel
-from nlnet.utils.precision import autocast_context
 from nlnet.inference.loading import TrainedModel, ViewProtocol
-from nlnet.inference.views import (WHOLE_VIDEO, ClipViews, Timeline, VideoDone, VideoFailed, VideoViewStream,
-                                   Window)
+from nlnet.inference.views import WHOLE_VIDEO, ClipViews, Timeline, VideoDone, VideoFailed, VideoViewStream, Window
 from nlnet.utils.errors import ConfigError
 from nlnet.utils.io import atomic_path
+from nlnet.utils.precision import autocast_context
 
 __all__ = ["VIDEO_EXTENSIONS", "WindowPrediction", "VideoPrediction", "FailedVideo", "Predictor", "find_videos",
            "half_precision", "predictions_to_json", "top_classes", "select_classes", "write_predictions"]
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv",
                     ".ogv", ".3gp", ".ts")
+_CPU = torch.device("cpu")  # the default device of a Predictor
 
 
 def top_classes(scores: torch.Tensor, class_names: Sequence[str], k: int) -> list[tuple[str, float]]:
@@ -141,7 +142,7 @@ class Predictor:
         objective: probabilities and view aggregation (default: softmax, mean; ``TrainedModel.objective``).
     """
 
-    def __init__(self, *, model: nn.Module, protocol: ViewProtocol, device: torch.device = torch.device("cpu"),
+    def __init__(self, *, model: nn.Module, protocol: ViewProtocol, device: torch.device = _CPU,
                  precision: str = "fp32", batch_size: int = 8, num_workers: int = 0,
                  objective: SingleLabel | MultiLabel | None = None) -> None:
         if batch_size < 1:
@@ -157,7 +158,7 @@ class Predictor:
         self.objective = objective if objective is not None else SingleLabel()
 
     @classmethod
-    def from_trained(cls, trained: TrainedModel, **kwargs: Any) -> "Predictor":
+    def from_trained(cls, trained: TrainedModel, **kwargs: Any) -> Predictor:
         return cls(model=trained.model, protocol=trained.protocol, objective=trained.objective, **kwargs)
 
     @torch.no_grad()
@@ -179,7 +180,8 @@ class Predictor:
         stream = VideoViewStream(paths=paths, protocol=self.protocol, timeline=timeline,
                                  decode_threads=1 if self.num_workers else 0)
         loader = DataLoader(stream, batch_size=None, num_workers=self.num_workers)  # records one by one
-        scores, results, pending = _Scores(self.objective.aggregation), {}, []
+        scores, results = _Scores(self.objective.aggregation), {}
+        pending: list[ClipViews] = []
         bar = None
         if progress:
             from tqdm.auto import tqdm

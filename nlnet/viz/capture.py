@@ -6,8 +6,9 @@ query and key grids; nothing here re-derives the block's layouts or pooling.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +22,8 @@ QUERY_SELECTIONS = ("response", "peak")
 def nonlocal_names(model: nn.Module) -> list[str]:
     """Names of the model's non-local blocks, in order (``model.nonlocal_names()`` when it has one)."""
     if hasattr(model, "nonlocal_names"):
-        return list(model.nonlocal_names())
+        # nn.Module types every attribute as Tensor | Module; a model that has it offers the method
+        return list(cast(Callable[[], Iterable[str]], model.nonlocal_names)())
     from nlnet.models import NonLocalBlock
 
     return [name for name, module in model.named_modules() if isinstance(module, NonLocalBlock)]
@@ -91,7 +93,9 @@ def capture_attention(model: nn.Module, clip: Tensor, block: str | None = None) 
         logits = model(clip)
         if "x" not in seen:
             raise RuntimeError(f"non-local block '{name}' did not run in the model's forward pass")
-        attention = AttentionMap.from_attention(module.attention(seen["x"]))
+        # the block offers attention(x) (see Args); nn.Module types every attribute as Tensor | Module
+        attend = cast(Callable[[Tensor], Any], module.attention)
+        attention = AttentionMap.from_attention(attend(seen["x"]))
     finally:
         for handle in handles:
             handle.remove()

@@ -8,7 +8,7 @@ negative — the top-k are the largest). Heatmaps run from a row's smallest to i
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -16,8 +16,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import ConnectionPatch
 from torch import Tensor
 
-from nlnet.utils.io import atomic_path
 from nlnet.utils.errors import ConfigError
+from nlnet.utils.io import atomic_path
 from nlnet.viz.geometry import AttentionMap, PixelMapping, Point
 
 # one colour per query row (tab10), so arrows and markers of different queries stay apart
@@ -150,16 +150,16 @@ def draw_attention(
         qt, qy, qx = mapping.query_to_pixel(query)
         axes[query[0]].plot(qx, qy, marker="*", markersize=panel_size / 12, color=colour,
                             markeredgecolor="white", markeredgewidth=0.8, zorder=5)
-        for rank, (key, weight) in enumerate(keys):
+        for rank, (key, _) in enumerate(keys):
             kt, ky, kx = mapping.key_to_pixel(key)
-            span = mapping.key_time_span(key[0])
-            for t in span:
+            panels = mapping.key_time_span(key[0])
+            for t in panels:
                 axes[t].plot(kx, ky, marker="o", markersize=panel_size / 20, markerfacecolor="none",
                              markeredgecolor=colour, markeredgewidth=1.2, zorder=5)
                 axes[t].annotate(str(rank + 1), (kx, ky), xytext=(2, 2), textcoords="offset points",
                                  color="white", fontsize=fontsize, zorder=6)
             if arrows:
-                target = min(span, key=lambda t: abs(t - query[0]))  # nearest panel the key covers
+                target = min(panels, key=lambda t: abs(t - query[0]))  # nearest panel the key covers
                 fig.add_artist(ConnectionPatch(
                     xyA=(qx, qy), coordsA=axes[query[0]].transData, xyB=(kx, ky), coordsB=axes[target].transData,
                     arrowstyle="-|>", color=colour, linewidth=1.0 + 1.5 * (1 - rank / max(len(keys), 1)),

@@ -17,8 +17,8 @@ weight (NaN, never drawn).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -112,7 +112,7 @@ class AttentionMap:
     key_pool: Shape3
 
     @classmethod
-    def from_attention(cls, attention: NonLocalAttention, index: int = 0) -> "AttentionMap":
+    def from_attention(cls, attention: NonLocalAttention, index: int = 0) -> AttentionMap:
         """Clip ``index`` of what :meth:`NonLocalBlock.attention` returned."""
         return cls(weights=attention.global_weights(index).detach().float().cpu(), scope=attention.scope,
                    query_shape=tuple(attention.query_grid), key_shape=tuple(attention.key_grid),
@@ -134,7 +134,7 @@ class AttentionMap:
         valid = torch.nonzero(~torch.isnan(row)).flatten()
         values, order = row[valid].topk(min(k, valid.numel()))
         _, hk, wk = self.key_shape
-        keys = []
+        keys: list[tuple[tuple[int, ...], float]] = []
         for value, j in zip(values.tolist(), valid[order].tolist()):
             keys.append(((j // (hk * wk), (j // wk) % hk, j % wk), value))
         return keys

@@ -1,13 +1,13 @@
 """From a video file and a model to attention figures: decode one test clip, capture, draw, write.
 
-Used by ``nlnet.viz.visualize`` (``tools/visualize_attention.py``) and by the trainer's attention
+Used by ``nlnet.viz.visualize`` (the attention-figure command) and by the trainer's attention
 hook; every argument is a plain value (the composition root unpacks its config).
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -1,4 +1,4 @@
-"""The composition root of ``tools/visualize_attention.py``: a checkpoint and a video to attention
+"""The composition root of the attention-figure command: a checkpoint and a video to attention
 figures (the paper's Figures 1 and 3). Options: ``configs/visualize.yaml``; figure:
 docs/visualization.md.
 """

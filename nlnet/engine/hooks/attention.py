@@ -8,8 +8,8 @@ import torch
 
 from nlnet.data.transforms import ViewProtocol
 from nlnet.engine.trainer import HookBase
-from nlnet.utils.logger import get_logger
 from nlnet.utils.errors import ConfigError
+from nlnet.utils.logger import get_logger
 from nlnet.viz import attention_figure, decode_clip, nonlocal_names
 
 

@@ -8,7 +8,7 @@
 :func:`convert` is the entry point (``nlnet.models`` does not import this package). Each source has one module
 with its key table and conventions (``caffe2``, ``pyslowfast``, ``mmaction2``, ``pytorchvideo``);
 ``core`` holds what they share (assembly, report, checkpoint), ``arch`` the network description,
-``safe_load`` the loading that never runs a file's code. ``tools/convert_checkpoint.py`` is the command
+``safe_load`` the loading that never runs a file's code. ``convert_checkpoint.py`` is the command
 line; ``docs/checkpoints.md`` lists every supported published model.
 """
 from __future__ import annotations

@@ -113,7 +113,7 @@ class Arch:
     hint: str = ""
     published: tuple[tuple[str, str | None, str | None], ...] = ()
 
-    def replace(self, **changes: Any) -> "Arch":
+    def replace(self, **changes: Any) -> Arch:
         """A copy with ``changes`` (e.g. the base width and class count read from a file)."""
         return dataclasses.replace(self, **changes)
 

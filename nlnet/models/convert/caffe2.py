@@ -24,7 +24,7 @@ Conventions (each read from the official code; ``docs/checkpoints.md`` has the f
 * Frozen-BN ("affine") models (``MODEL.USE_AFFINE``: the 32x4 and 128x1 rows): every BN is an AffineNd
   (``_s``, ``_b`` only); their NL blocks have no BN (``NONLOCAL.USE_BN False``) and res3's NL blocks
   run on 4 groups of 4 consecutive frames (``res_stage_nonlocal_group``, group_size=4).
-* Test (tools/test_net_video.py, ``TEST.TEST_FULLY_CONV``): short side 256, 3 crops of 256 along the
+* Test (the official code's test_net_video.py, ``TEST.TEST_FULLY_CONV``): short side 256, 3 crops of 256 along the
   long side, 10 clips; the head average-pools T'x7x7 windows with stride 1, applies the fc as a 1x1x1
   conv and softmax at every position, and averages the probabilities (resnet_video.py).
 """

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -49,7 +49,7 @@ class Loaded:
     ignored: dict[str, str] = field(default_factory=dict)
     table: KeyTable | None = None
 
-    def key_table(self, source: "Source", arch: Arch) -> KeyTable:
+    def key_table(self, source: Source, arch: Arch) -> KeyTable:
         return self.table or source.table(arch)
 
 
@@ -161,7 +161,7 @@ class Source:
 
     def build(self, arch: Arch) -> nn.Module:
         """The nlnet model of ``arch`` (random init; the conversion fills every tensor)."""
-        from nlnet.models.builder import build_model  # builds what tools/test.py builds from the stored config
+        from nlnet.models.builder import build_model  # builds what the test command builds from the stored config
         return build_model(model_config(arch)["net"])
 
     def arch(self, name: str) -> Arch:
@@ -207,7 +207,8 @@ def _names_fit(source: Source, loaded: Loaded, arch: Arch) -> bool:
     mapped = {table.to_nlnet(k) for k in loaded.tensors if source.ignore_reason(k) is None}
     if None in mapped:  # a tensor without a place in this model
         return False
-    units = {_unit(m) for m in map(_UNIT.match, mapped) if m}
+    names = cast(set[str], mapped)  # None was ruled out just above
+    units = {_unit(m) for m in map(_UNIT.match, names) if m}
     if units != _layout(arch):  # depth and NL placement, without building anything
         return False
     names = set(_unit_shapes(source, arch.replace(base_width=1)))
@@ -376,7 +377,7 @@ class Conversion:
         else:
             if base_config is None:
                 raise ValueError("Conversion.save: base_config (a resolved nlnet training config) is needed to "
-                                 "write a checkpoint that tools/test.py can replay; tools/convert_checkpoint.py "
+                                 "write a checkpoint that test.py can replay; convert_checkpoint.py "
                                  "passes the composed train config")
             atomic_save(self.checkpoint(base_config), os.fspath(path))
         return os.fspath(path)

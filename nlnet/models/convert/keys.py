@@ -78,7 +78,7 @@ class KeyTable:
     """
 
     @classmethod
-    def parse(cls, text: str, **values: Mapping[str, str | tuple[str, ...]]) -> "KeyTable":
+    def parse(cls, text: str, **values: Mapping[str, str | tuple[str, ...]]) -> KeyTable:
         """A table written as two columns, one rule per line: ``<nlnet template>  <source template>``;
         each field's value table (``values``) applies to every rule that has the field."""
         rules = []

@@ -45,7 +45,8 @@ MMACTION2_TABLE = KeyTable.parse("""
     res{s}.nonlocal{i}.norm.{p}             backbone.layer{s}.{i}.non_local_block.conv_out.bn.{p}
     head.fc.{w}                             cls_head.fc_cls.{w}
 """, s={"2": "1", "3": "2", "4": "3", "5": "4"}, c={c: c for c in ABC}, p=BN_TORCH, w=WEIGHT_BIAS,
-    conv={"theta": "theta.conv", "phi": ("phi.0.conv", "phi.conv"), "g": ("g.0.conv", "g.conv"), "w_z": "conv_out.conv"})
+    conv={"theta": "theta.conv", "phi": ("phi.0.conv", "phi.conv"), "g": ("g.0.conv", "g.conv"),
+          "w_z": "conv_out.conv"})
 
 _IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # [123.675, ...] / 255
 # mmaction2's 3D test (SampleFrames test_mode) spreads the clips from the first frame to the last, nlnet's rule
@@ -66,7 +67,8 @@ def _i3d(name: str, *, pairwise: str | None, hint: str, published=()) -> Arch:
 _ARCHS = [
     _i3d("i3d_r50_32x2", pairwise=None, hint="", published=(
         ("i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb_20220812-e213c223.pth", "73.47", "91.27"),
-        ("i3d_imagenet-pretrained-r50_8xb8-dense-32x2x1-100e_kinetics400-rgb_20220812-9f46003f.pth", "73.77", "91.35"))),
+        ("i3d_imagenet-pretrained-r50_8xb8-dense-32x2x1-100e_kinetics400-rgb_20220812-9f46003f.pth",
+         "73.77", "91.35"))),
     _i3d("i3d_nl_embedded_gaussian_r50_32x2", pairwise="embedded_gaussian", hint="embedded-gaussian", published=(
         ("i3d_imagenet-pretrained-r50-nl-embedded-gaussian_8xb8-32x2x1-100e_kinetics400-rgb_20220812-afd8f562.pth",
          "74.73", "91.80"),)),
@@ -90,7 +92,8 @@ class MMAction2(Source):
     def load(self, path: str) -> Loaded:
         state = load_torch_file(path)
         tensors = tensors_of(state, path, "state_dict")
-        meta = state.get("meta") if isinstance(state, dict) and isinstance(state.get("meta"), dict) else {}
+        meta = state.get("meta") if isinstance(state, dict) else None
+        meta = meta if isinstance(meta, dict) else {}
         ignored = {k: "training state (optimizer, message hub), not a weight" for k in state
                    if k not in ("state_dict", "meta")} if isinstance(state, dict) and "state_dict" in state else {}
         return Loaded(tensors=tensors, meta=meta, ignored=ignored)

@@ -135,13 +135,15 @@ def arch_from_cfg(cfg: dict) -> Arch:
                 num_crops=int(_get(cfg, "TEST.NUM_SPATIAL_CROPS", 3)),
                 mean=tuple(_get(cfg, "DATA.MEAN", [0.45] * 3)), std=tuple(_get(cfg, "DATA.STD", [0.225] * 3)),
                 train_crop=crop, train_scale=tuple(_get(cfg, "DATA.TRAIN_JITTER_SCALES", [256, 320])))
-    depth, nl = int(_get(cfg, "RESNET.DEPTH", 50)), stage_lists(loc[0] for loc in _get(cfg, "NONLOCAL.LOCATION", [[[]]] * 4))
+    depth = int(_get(cfg, "RESNET.DEPTH", 50))
+    nl = stage_lists([loc[0] for loc in _get(cfg, "NONLOCAL.LOCATION", [[[]]] * 4)])
     name = f"{family}{'_nl' if any(nl) else ''}_r{depth}_{clip.num_frames}x{clip.sampling_rate} (from the stored cfg)"
     return _pyslowfast(name, family, clip, depth=depth, nl=nl,
                        instantiation=instantiation, groups=[g[0] for g in _get(cfg, "NONLOCAL.GROUP", [[1]] * 4)],
                        pool_size=pools[0] if pools else (1, 2, 2), crop=crop, head_act=head_act,
                        dropout=float(_get(cfg, "MODEL.DROPOUT_RATE", 0.5)),
-                       temporal_blocks=tuple(n[0] for n in _get(cfg, "RESNET.NUM_BLOCK_TEMP_KERNEL", [[3], [4], [6], [3]])),
+                       temporal_blocks=tuple(n[0] for n in _get(cfg, "RESNET.NUM_BLOCK_TEMP_KERNEL",
+                                                                 [[3], [4], [6], [3]])),
                        bgr=bool(_get(cfg, "DATA.REVERSE_INPUT_CHANNEL", False)))
 
 

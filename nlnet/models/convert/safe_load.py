@@ -19,6 +19,7 @@ import os
 import pickle
 import re
 import zipfile
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -131,7 +132,7 @@ def load_torch_file(path: str | os.PathLike, *, max_placeholders: int = 64) -> A
             namespaces (named in the message).
     """
     _read(path)  # FileNotFoundError naming the path
-    placeholders: list[tuple[type, str]] = []
+    placeholders: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = []
     for _ in range(max_placeholders + 1):
         try:
             with torch.serialization.safe_globals(placeholders):
