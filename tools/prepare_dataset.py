@@ -13,7 +13,7 @@ Run it again to resume.
 """
 import argparse
 
-from nlnet.data.prepare import Encoding, prepare_tree
+from nlnet.data.prepare import Encoding, PrepareOptions, prepare_tree
 from nlnet.utils.cli import ArgumentParser, run_main
 
 
@@ -34,7 +34,7 @@ def main() -> None:
         parser.require(name, value, low, high)
     encoding = Encoding(short_side=args.short_side or None, crf=args.crf, preset=args.preset,
                         keyframe_interval=args.keyframe_interval or None)
-    summary = prepare_tree(args.src, args.out, encoding=encoding, num_workers=args.workers)
+    summary = prepare_tree(args.src, args.out, options=PrepareOptions(encoding=encoding, num_workers=args.workers))
     print(f"written: {summary['done']}, already done: {summary['skipped']}, other files copied: "
           f"{summary['copied']}, failed: {len(summary['failed'])}")
     for dst, reason in list(summary["failed"].items())[:20]:

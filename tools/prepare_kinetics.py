@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from nlnet.data.commands import run_prepare_kinetics
-from nlnet.data.prepare import Encoding
+from nlnet.data.prepare import Encoding, PrepareOptions
 from nlnet.utils.cli import ArgumentParser, run_main
 
 
@@ -36,7 +36,8 @@ def main() -> None:
         parser.require(name, value, low, high)
     encoding = Encoding(short_side=args.short_side or None, crf=args.crf, preset=args.preset,
                         keyframe_interval=args.keyframe_interval or None)
-    sys.exit(run_prepare_kinetics(args.csv, args.raw, args.out, encoding=encoding, num_workers=args.workers))
+    sys.exit(run_prepare_kinetics(args.csv, args.raw, args.out,
+                                  PrepareOptions(encoding=encoding, num_workers=args.workers)))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any
 from nlnet.utils.io import atomic_path
 
 from .check import check_dataset, format_report
-from .prepare import prepare_kinetics
+from .prepare import PrepareOptions, prepare_kinetics
 from .synthetic import make_synthetic_dataset
 
 __all__ = ["SYNTHETIC_PRESETS", "run_make_synthetic", "run_check_dataset", "run_prepare_kinetics"]
@@ -73,10 +73,10 @@ def run_check_dataset(annotations: str | os.PathLike, root: str | os.PathLike, *
 
 
 def run_prepare_kinetics(csv_files: Sequence[str | os.PathLike], raw_dir: str | os.PathLike,
-                         out_dir: str | os.PathLike, **options: Any) -> int:
+                         out_dir: str | os.PathLike, options: PrepareOptions | None = None) -> int:
     """Cut and rescale the segments the official CSVs list (:func:`~nlnet.data.prepare.prepare_kinetics`);
     print what was written, skipped and failed. Returns 0."""
-    summary = prepare_kinetics(list(csv_files), raw_dir, out_dir, **options)
+    summary = prepare_kinetics(list(csv_files), raw_dir, out_dir, options=options)
     print(f"written: {summary['done']}, already done: {summary['skipped']}, "
           f"no download: {len(summary['no_download'])}, failed: {len(summary['failed'])}")
     for dst, reason in list(summary["failed"].items())[:20]:

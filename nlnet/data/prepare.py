@@ -25,8 +25,8 @@ from .annotations import VIDEO_EXTENSIONS, read_kinetics_rows, write_kinetics_cs
 from .decoding import VideoDecodeError, VideoReader, scaled_size
 from .encode import H264Writer
 
-__all__ = ["Encoding", "PrepareJob", "find_raw_video", "cut_and_rescale", "prepare_kinetics", "output_csv_name",
-           "prepare_tree"]
+__all__ = ["Encoding", "PrepareOptions", "PrepareJob", "find_raw_video", "cut_and_rescale", "prepare_kinetics",
+           "output_csv_name", "prepare_tree"]
 
 _RAW_EXTENSIONS = VIDEO_EXTENSIONS + (".mov", ".avi", ".flv", ".3gp")
 # Kinetics ships train.csv, validate.csv and test.csv; the data configs read <root>/train.csv and <root>/val.csv.
@@ -141,14 +141,52 @@ def _init_worker(options: dict) -> None:
     _worker_options = options
 
 
+@dataclass(frozen=True)
+class PrepareOptions:
+    """How a preparation runs (``prepare_kinetics``, ``prepare_tree``): the outputs' encoding, the
+    processes and the progress bar.
+
+    Args:
+        encoding: size, quality and keyframes of the outputs (None: ``Encoding()``).
+        num_workers: parallel processes.
+        progress: show a tqdm progress bar.
+    """
+
+    encoding: Encoding | None = None
+    num_workers: int = 1
+    progress: bool = True
+
+    def run(self, jobs: list[PrepareJob]) -> dict[str, str]:
+        """Run ``cut_and_rescale`` on every job (in ``num_workers`` processes); returns the failures
+        (``{dst: reason}``)."""
+        from tqdm import tqdm
+
+        options = dict(encoding=self.encoding)
+        failed: dict[str, str] = {}
+        bar = tqdm(total=len(jobs), desc="preparing videos", unit="video", disable=not self.progress)
+        if self.num_workers > 1:
+            with Pool(self.num_workers, initializer=_init_worker, initargs=(options,)) as pool:
+                for job, error in pool.imap_unordered(_run_job, jobs):
+                    bar.update()
+                    if error:
+                        failed[job.dst] = error
+        else:
+            _init_worker(options)
+            for job in jobs:
+                _, error = _run_job(job)
+                bar.update()
+                if error:
+                    failed[job.dst] = error
+        bar.close()
+        return failed
+
+
 def prepare_kinetics(
     csv_files: list[str | os.PathLike],
     raw_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    encoding: Encoding | None = None,
-    num_workers: int = 1,
-    progress: bool = True,
+    options: PrepareOptions | None = None,
 ) -> dict:
     """Cut and rescale every segment of the official CSVs; resumable; writes the output CSVs.
 
@@ -156,9 +194,7 @@ def prepare_kinetics(
         csv_files: official Kinetics CSVs (``label,youtube_id,time_start,time_end,split``).
         raw_dir: folder of raw downloads (see ``find_raw_video``).
         out_dir: dataset folder to produce (Kinetics layout, see ``annotations.py``).
-        encoding: size, quality and keyframes of the outputs (None: ``Encoding()``).
-        num_workers: parallel processes.
-        progress: show a tqdm progress bar.
+        options: encoding, processes and progress bar (None: ``PrepareOptions()``).
 
     Returns:
         ``{"done", "skipped", "no_download": [ids], "failed": {dst: reason}, "csv": [paths]}``;
@@ -197,7 +233,7 @@ def prepare_kinetics(
                 no_download.append(row["youtube_id"])
                 continue
             jobs.append(PrepareJob(src, str(dst), float(row["time_start"]), float(row["time_end"])))
-    failed = _run_jobs(jobs, encoding, num_workers=num_workers, progress=progress)
+    failed = (options or PrepareOptions()).run(jobs)
     written_csv = []
     for csv_file, rows in tables:
         target = out_dir / output_csv_name(csv_file)
@@ -208,40 +244,8 @@ def prepare_kinetics(
             "failed": failed, "csv": written_csv}
 
 
-def _run_jobs(jobs: list[PrepareJob], encoding: Encoding | None, *, num_workers: int,
-              progress: bool) -> dict[str, str]:
-    """Run ``cut_and_rescale`` on every job (in ``num_workers`` processes); returns the failures
-    (``{dst: reason}``)."""
-    from tqdm import tqdm
-
-    options = dict(encoding=encoding)
-    failed: dict[str, str] = {}
-    bar = tqdm(total=len(jobs), desc="preparing videos", unit="video", disable=not progress)
-    if num_workers > 1:
-        with Pool(num_workers, initializer=_init_worker, initargs=(options,)) as pool:
-            for job, error in pool.imap_unordered(_run_job, jobs):
-                bar.update()
-                if error:
-                    failed[job.dst] = error
-    else:
-        _init_worker(options)
-        for job in jobs:
-            _, error = _run_job(job)
-            bar.update()
-            if error:
-                failed[job.dst] = error
-    bar.close()
-    return failed
-
-
-def prepare_tree(
-    src_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    encoding: Encoding | None = None,
-    num_workers: int = 1,
-    progress: bool = True,
-) -> dict:
+def prepare_tree(src_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                 options: PrepareOptions | None = None) -> dict:
     """Re-encode every video of a dataset folder to H.264 .mp4 (short side, keyframe interval), keeping
     the folder layout and copying every other file (the annotation files); resumable.
 
@@ -252,9 +256,7 @@ def prepare_tree(
     Args:
         src_dir: the dataset as downloaded.
         out_dir: the prepared copy (``data.root`` of the training run).
-        encoding: size, quality and keyframes of the outputs (None: ``Encoding()``).
-        num_workers: parallel processes.
-        progress: show a tqdm progress bar.
+        options: encoding, processes and progress bar (None: ``PrepareOptions()``).
 
     Returns:
         ``{"done", "skipped", "copied", "failed": {dst: reason}}``.
@@ -285,6 +287,6 @@ def prepare_tree(
                 (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, out_dir / rel)
                 copied += 1
-    failed = _run_jobs(jobs, encoding, num_workers=num_workers, progress=progress)
+    failed = (options or PrepareOptions()).run(jobs)
     return {"done": len(jobs) - len(failed), "skipped": skipped, "copied": copied, "failed": failed}
 

@@ -4,7 +4,7 @@ import csv
 import json
 
 from nlnet.data.commands import SYNTHETIC_PRESETS, run_check_dataset, run_make_synthetic, run_prepare_kinetics
-from nlnet.data.prepare import Encoding
+from nlnet.data.prepare import Encoding, PrepareOptions
 from nlnet.data.synthetic import index_frames, write_video
 
 
@@ -38,8 +38,8 @@ def test_prepare(tmp_path, capsys):
     raw.mkdir()
     write_video(raw / "xyz.mp4", index_frames(30, width=64, height=48), fps=10)
     (tmp_path / "k.csv").write_text("label,youtube_id,time_start,time_end,split\nwave,xyz,1,2,train\n")
-    args = dict(csv_files=[tmp_path / "k.csv"], raw_dir=raw, out_dir=tmp_path / "out", encoding=Encoding(short_side=32),
-                progress=False)
+    args = dict(csv_files=[tmp_path / "k.csv"], raw_dir=raw, out_dir=tmp_path / "out",
+                options=PrepareOptions(encoding=Encoding(short_side=32), progress=False))
     assert run_prepare_kinetics(**args) == 0 and "written: 1" in capsys.readouterr().out
     assert (tmp_path / "out" / "train" / "wave" / "xyz_000001_000002.mp4").is_file()
     with open(tmp_path / "out" / "k.csv") as f:

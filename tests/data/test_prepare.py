@@ -4,7 +4,7 @@ import csv
 import numpy as np
 
 from nlnet.data import VideoDataset, VideoReader
-from nlnet.data.prepare import Encoding, cut_and_rescale, find_raw_video, prepare_kinetics
+from nlnet.data.prepare import Encoding, PrepareOptions, cut_and_rescale, find_raw_video, prepare_kinetics
 from nlnet.data.synthetic import frame_indices, index_frames, write_video
 
 HEADER = "label,youtube_id,time_start,time_end,split\n"
@@ -33,8 +33,8 @@ def test_prepare_is_resumable_and_writes_csv(tmp_path):
     assert find_raw_video(raw, "bbb") == str(raw / "bbb.mkv")
     (tmp_path / "train.csv").write_text(
         HEADER + "jump,aaa,0,2,train\nrun,bbb,1,3,train\nrun,ccc,0,2,train\njump,ddd,0,1,train\n")
-    summary = prepare_kinetics([tmp_path / "train.csv"], raw, out, encoding=Encoding(short_side=32), num_workers=1,
-                               progress=False)
+    summary = prepare_kinetics([tmp_path / "train.csv"], raw, out,
+                               options=PrepareOptions(encoding=Encoding(short_side=32), num_workers=1, progress=False))
     assert summary["done"] == 2 and summary["skipped"] == 0
     assert summary["no_download"] == ["ddd"] and len(summary["failed"]) == 1
     with open(out / "train.csv") as f:
@@ -43,8 +43,8 @@ def test_prepare_is_resumable_and_writes_csv(tmp_path):
     with VideoReader(made) as reader:
         assert (reader.info.width, reader.info.height) == (32, 42)
     mtime = made.stat().st_mtime_ns
-    again = prepare_kinetics([tmp_path / "train.csv"], raw, out, encoding=Encoding(short_side=32), num_workers=2,
-                             progress=False)
+    again = prepare_kinetics([tmp_path / "train.csv"], raw, out,
+                             options=PrepareOptions(encoding=Encoding(short_side=32), num_workers=2, progress=False))
     assert again["done"] == 0 and again["skipped"] == 2 and made.stat().st_mtime_ns == mtime
     ds = VideoDataset(root=out, annotations=out / "train.csv", num_frames=4, sampling_rate=2, crop_size=32,
                       train_scale=(32, 40))

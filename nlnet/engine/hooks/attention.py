@@ -1,6 +1,7 @@
 """TensorBoard figures of what the non-local blocks attend to, at each validation (Figs. 1 and 3)."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,10 +44,9 @@ class AttentionFigureHook(HookBase):
         self.video = video  # decoded once by before_train, as the test decodes it
         self.view = view
         self.blocks = list(blocks)
-        self.queries = queries
-        self.num_queries = num_queries
-        self.top_k = top_k
-        self.panel_size = panel_size
+        # nlnet.viz.attention_figure with what each figure shows
+        self.draw = functools.partial(attention_figure, queries=queries, num_queries=num_queries, top_k=top_k,
+                                      panel_size=panel_size)
         self.tag = tag
         self.clip: torch.Tensor | None = None
         self.frames: Any = None
@@ -75,9 +75,7 @@ class AttentionFigureHook(HookBase):
             return
         it = self.trainer.iter
         for name in self._block_names():
-            result = attention_figure(self.trainer.model, self.clip, self.frames, block=name, queries=self.queries,
-                                      num_queries=self.num_queries, top_k=self.top_k, panel_size=self.panel_size,
-                                      device=self.trainer.device)
+            result = self.draw(self.trainer.model, self.clip, self.frames, block=name, device=self.trainer.device)
             tag = f"{self.tag}/{name}"
             self.writer.add_figure(tag, result.figure, it)
             self.logged.append((tag, it))
