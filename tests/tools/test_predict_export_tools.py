@@ -103,5 +103,5 @@ def test_export_of_a_checkpoint_without_model_config_is_refused(trained_checkpoi
     with pytest.raises(ConfigError) as error:
         run_export(checkpoint=str(path), format="onnx")
     assert str(error.value) == (f"checkpoint={path}: its stored config has no model.net node (a _target_ to build "
-                                "the network), so it cannot be rebuilt; use a checkpoint written by tools/train.py "
+                                "the network), so it cannot be rebuilt; use a checkpoint written by train.py "
                                 "or nlnet's checkpoint conversion")
