@@ -13,7 +13,8 @@ Run it again to resume.
 """
 import argparse
 
-from nlnet.data.prepare import Encoding, PrepareOptions, prepare_tree
+from nlnet.data.commands import add_prepare_arguments, prepare_options
+from nlnet.data.prepare import prepare_tree
 from nlnet.utils.cli import ArgumentParser, run_main
 
 
@@ -21,20 +22,10 @@ def main() -> None:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", required=True, help="the dataset folder as downloaded")
     parser.add_argument("--out", required=True, help="the prepared dataset folder (data.root)")
-    parser.add_argument("--short-side", type=int, default=256, help="0 keeps the size")
-    parser.add_argument("--crf", type=int, default=23, help="libx264 quality (0-51)")
-    parser.add_argument("--preset", default="veryfast", help="libx264 preset")
-    parser.add_argument("--keyframe-interval", type=float, default=1.0,
-                        help="seconds between keyframes (cheap random access); 0: x264 default")
-    parser.add_argument("--workers", type=int, default=1)
+    add_prepare_arguments(parser)
     args = parser.parse_args()
-    for name, value, low, high in (("--short-side", args.short_side, 0, None), ("--crf", args.crf, 0, 51),
-                                   ("--keyframe-interval", args.keyframe_interval, 0, None),
-                                   ("--workers", args.workers, 1, None)):
-        parser.require(name, value, low, high)
-    encoding = Encoding(short_side=args.short_side or None, crf=args.crf, preset=args.preset,
-                        keyframe_interval=args.keyframe_interval or None)
-    summary = prepare_tree(args.src, args.out, options=PrepareOptions(encoding=encoding, num_workers=args.workers))
+    options = prepare_options(parser, args)
+    summary = prepare_tree(args.src, args.out, options=options)
     print(f"written: {summary['done']}, already done: {summary['skipped']}, other files copied: "
           f"{summary['copied']}, failed: {len(summary['failed'])}")
     for dst, reason in list(summary["failed"].items())[:20]:

@@ -14,10 +14,11 @@ from typing import Any
 from nlnet.utils.io import atomic_path
 
 from .check import check_dataset, format_report
-from .prepare import PrepareOptions, prepare_kinetics
+from .prepare import Encoding, PrepareOptions, prepare_kinetics
 from .synthetic import make_synthetic_dataset
 
-__all__ = ["SYNTHETIC_PRESETS", "run_make_synthetic", "run_check_dataset", "run_prepare_kinetics"]
+__all__ = ["SYNTHETIC_PRESETS", "run_make_synthetic", "run_check_dataset", "run_prepare_kinetics",
+           "add_prepare_arguments", "prepare_options"]
 
 SYNTHETIC_PRESETS: dict[str, dict[str, Any]] = {
     # the CPU demo: 6 classes x (100 train + 20 val) clips of 32 frames, 64x64, 25 fps
@@ -85,3 +86,27 @@ def run_prepare_kinetics(csv_files: Sequence[str | os.PathLike], raw_dir: str | 
     if summary["failed"] or summary["no_download"]:
         print(json.dumps({"no_download": summary["no_download"][:20]}, indent=None))
     return 0
+
+
+def add_prepare_arguments(parser: Any) -> None:
+    """The encoding and worker options of the prepare commands (``--short-side``, ``--crf``, ``--preset``,
+    ``--keyframe-interval``, ``--workers``), with :class:`Encoding`'s defaults."""
+    default = Encoding()
+    parser.add_argument("--short-side", type=int, default=default.short_side, help="0 keeps the size")
+    parser.add_argument("--crf", type=int, default=default.crf, help="libx264 quality (0-51)")
+    parser.add_argument("--preset", default=default.preset, help="libx264 preset")
+    parser.add_argument("--keyframe-interval", type=float, default=default.keyframe_interval,
+                        help="seconds between keyframes (cheap random access); 0: x264 default")
+    parser.add_argument("--workers", type=int, default=1)
+
+
+def prepare_options(parser: Any, args: Any) -> PrepareOptions:
+    """:class:`PrepareOptions` from the options :func:`add_prepare_arguments` added, each checked (one line
+    naming the option through ``parser.require``)."""
+    for name, value, low, high in (("--short-side", args.short_side, 0, None), ("--crf", args.crf, 0, 51),
+                                   ("--keyframe-interval", args.keyframe_interval, 0, None),
+                                   ("--workers", args.workers, 1, None)):
+        parser.require(name, value, low, high)
+    encoding = Encoding(short_side=args.short_side or None, crf=args.crf, preset=args.preset,
+                        keyframe_interval=args.keyframe_interval or None)
+    return PrepareOptions(encoding=encoding, num_workers=args.workers)

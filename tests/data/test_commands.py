@@ -3,6 +3,8 @@ Kinetics preparation, with their printed summaries and exit statuses (in this pr
 import csv
 import json
 
+import pytest
+
 from nlnet.data.commands import SYNTHETIC_PRESETS, run_check_dataset, run_make_synthetic, run_prepare_kinetics
 from nlnet.data.prepare import Encoding, PrepareOptions
 from nlnet.data.synthetic import index_frames, write_video
@@ -45,3 +47,18 @@ def test_prepare(tmp_path, capsys):
     with open(tmp_path / "out" / "k.csv") as f:
         assert [r["youtube_id"] for r in csv.DictReader(f)] == ["xyz"]
     assert run_prepare_kinetics(**args) == 0 and "already done: 1" in capsys.readouterr().out
+
+
+def test_prepare_options_defaults_zero_meaning_keep_and_a_bad_value_in_one_line():
+    from nlnet.data.commands import add_prepare_arguments, prepare_options
+    from nlnet.utils.cli import ArgumentParser
+    from nlnet.utils.errors import UserError
+
+    parser = ArgumentParser()
+    add_prepare_arguments(parser)
+    options = prepare_options(parser, parser.parse_args([]))
+    assert options.encoding == Encoding() and options.num_workers == 1
+    kept = prepare_options(parser, parser.parse_args(["--short-side", "0", "--keyframe-interval", "0", "--workers", "3"]))
+    assert kept.encoding.short_side is None and kept.encoding.keyframe_interval is None and kept.num_workers == 3
+    with pytest.raises(UserError, match="--crf 52: must be at least 0 and at most 51"):
+        prepare_options(parser, parser.parse_args(["--crf", "52"]))
