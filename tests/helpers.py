@@ -3,6 +3,8 @@ overrides, config composition and the environment for running tools/*.py in a su
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -63,3 +65,17 @@ def tool_env(*extra_paths: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+def run_in_session(cmd: list[str], *, timeout: float, cwd: str | Path = ROOT, **kwargs) -> tuple[int, str, str]:
+    """Run ``cmd`` in its own session and return (exit code, stdout, stderr); one still running after
+    ``timeout`` seconds (a hang) is killed with its children and fails the test."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            cwd=cwd, **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"still running after {timeout}s (a hang):\n{out[-3000:]}\n{err[-3000:]}") from None
+    return proc.returncode, out, err

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import PYTHON, ROOT, compose, tiny_overrides, tool_env
+from helpers import PYTHON, ROOT, compose, run_in_session, tiny_overrides, tool_env
 from nlnet.checkpoint.files import CheckpointManager, load_checkpoint
 from nlnet.engine.train import train
 from nlnet.utils.errors import CheckpointError, ConfigError, UserError
@@ -187,17 +187,8 @@ def test_two_process_ddp_matches_single_process_on_the_same_total_batch(tiny_vid
 
 
 def run_to_the_end(cmd, timeout=120, **kwargs):
-    """Run ``cmd`` in its own session; a run still alive after ``timeout`` seconds (a hang) is killed
-    with its children and fails the test."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            cwd=ROOT, **kwargs)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise AssertionError(f"still running after {timeout}s (a hang):\n{out[-2000:]}\n{err[-2000:]}") from None
-    return proc.returncode, out, err
+    """Run ``cmd`` in its own session; a run still alive after ``timeout`` seconds (a hang) fails the test."""
+    return run_in_session(cmd, timeout=timeout, **kwargs)
 
 
 @pytest.mark.slow

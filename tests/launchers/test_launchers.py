@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PYTHON, ROOT, tiny_overrides, tool_env
+from helpers import PYTHON, ROOT, run_in_session, tiny_overrides, tool_env
 from nlnet.checkpoint.files import CheckpointManager, load_checkpoint
 
 TRAIN = str(ROOT / "tools" / "train.py")
@@ -68,15 +68,7 @@ def common(tiny_videos: str) -> list[str]:
 
 def run_train(args: list[str], env: dict[str, str], timeout: float = 400) -> tuple[int, str, str]:
     """tools/train.py ``args`` in its own session; one still running after ``timeout`` s is killed."""
-    proc = subprocess.Popen([PYTHON, TRAIN, *args], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise AssertionError(f"still running after {timeout}s:\n{out[-3000:]}\n{err[-3000:]}") from None
-    return proc.returncode, out, err
+    return run_in_session([PYTHON, TRAIN, *args], timeout=timeout, env=env)
 
 
 def job_ids(run_dir: str | Path) -> list[str]:
